@@ -1,0 +1,51 @@
+# retrain-assets: `make demo` sets everything up and plays the lifecycle; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export RETRAIN_CONFIG ?= $(CURDIR)/retrain.yaml
+UI_PORT ?= 3000
+
+.PHONY: install install-test demo test test-fast ui bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## demo: create .venv, install, play the end-to-end lifecycle on the embedded storage
+demo: install
+	$(BIN)/retrain demo --home "$(DAGSTER_HOME)"
+
+## test: create/update .venv with test extras and run the whole suite (slow end-to-end tests included)
+test: install-test
+	$(BIN)/pytest
+
+## test-fast: the suite without the tests marked slow
+test-fast: install-test
+	$(BIN)/pytest -m "not slow"
+
+## ui: the Dagster UI (webserver + daemon) on the demo's instance, at http://127.0.0.1:$(UI_PORT)
+ui: install
+	@mkdir -p "$(DAGSTER_HOME)"
+	@[ -f "$(DAGSTER_HOME)/dagster.yaml" ] || cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+
+## bench: every benchmark under benchmarks/ (results in benchmarks/RESULTS.md)
+bench: install-test
+	$(BIN)/python benchmarks/drift_bench.py
+	$(BIN)/python benchmarks/retrain_bench.py
+
+clean:
+	rm -rf .dagster_home .retrain .pytest_cache

@@ -1,0 +1,51 @@
+"""Scoring with the active model and logging what was served: the loop that feeds monitoring.
+
+The demo's traffic and the HTTP API both serve through here, so everything monitoring sees was produced by
+the model the registry says is active, loaded only after its checksum was verified.
+"""
+
+import pandas as pd
+
+from retrain_assets.errors import StoreError
+from retrain_assets.settings import ModelSettings
+from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
+
+_loaded: dict[str, object] = {}
+
+
+def load_version(artifacts: ArtifactStore, version: ModelVersion):
+    """The fitted pipeline of a registry version (verified, cached by checksum)."""
+    if version.artifact_sha256 not in _loaded:
+        _loaded[version.artifact_sha256] = artifacts.load_model(version.artifact_key, version.artifact_sha256)
+    return _loaded[version.artifact_sha256]
+
+
+def load_production(store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettings):
+    production = store.registry.production(model.name)
+    if production is None:
+        raise StoreError(f"model {model.name} has no production version: run the {model.name}_retrain job first")
+    return production, load_version(artifacts, production)
+
+
+def predict_frame(pipeline, frame: pd.DataFrame, model: ModelSettings) -> tuple[list, list | None]:
+    features = frame[model.feature_names]
+    predictions = pipeline.predict(features).tolist()
+    scores = None
+    if model.task == "classification" and hasattr(pipeline, "predict_proba"):
+        classes = list(pipeline.classes_)
+        column = classes.index(model.positive_label) if model.positive_label in classes else len(classes) - 1
+        scores = pipeline.predict_proba(features)[:, column].tolist()
+    return predictions, scores
+
+
+def serve_and_log(
+    store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettings, frame: pd.DataFrame
+) -> tuple[ModelVersion, pd.DataFrame]:
+    """Predict ``frame`` with the production model and append it to the prediction log."""
+    production, pipeline = load_production(store, artifacts, model)
+    predictions, scores = predict_frame(pipeline, frame, model)
+    store.predictions.log_predictions(
+        model.log_key, frame, model.feature_names, prediction=predictions, score=scores,
+        model_version=production.version,
+    )
+    return production, frame.assign(prediction=predictions, score=scores)

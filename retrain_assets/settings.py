@@ -1,0 +1,281 @@
+"""Typed settings loaded from one YAML file.
+
+Why one file: every threshold the product acts on (drift, performance, gates, triggers, schedules) is
+declared once, with the design documents' numbers as defaults, so that a decision can always be traced to
+one line of configuration. The file is ``retrain.yaml`` in the working directory unless the environment
+variable ``RETRAIN_CONFIG`` names another.
+
+Shape of the file::
+
+    storage:  {database_url: ..., artifact_root: ...}   # optional; env vars override
+    defaults: {drift: {...}, gates: {...}, ...}          # optional; applies to every model
+    models:
+      - name: churn
+        task: classification
+        target: churned
+        features: [{name: tenure_months, type: numeric}, {name: contract, type: categorical}]
+        gates: {min_precision: 0.9}                      # per-model override of a default block
+
+A model's blocks are the ``defaults`` blocks with the model's own keys laid over them (key by key), so a
+model only states what differs.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retrain_assets.errors import ConfigError
+from retrain_assets.monitoring.settings import DriftSettings, MonitoringSettings, PerformanceSettings
+from retrain_assets.training.settings import DatasetSettings, GateSettings, TrainingSettings
+
+CONFIG_ENV_VAR = "RETRAIN_CONFIG"
+DATABASE_URL_ENV_VAR = "RETRAIN_DATABASE_URL"
+ARTIFACT_ROOT_ENV_VAR = "RETRAIN_ARTIFACT_ROOT"
+DEFAULT_CONFIG_FILE = "retrain.yaml"
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    name: str
+    type: Literal["numeric", "categorical"]
+
+
+class EstimatorSettings(_Strict):
+    """The model family and its fixed parameters (tuning searches around them)."""
+
+    type: Literal["hist_gradient_boosting", "random_forest", "logistic_regression", "linear_regression"] = (
+        "hist_gradient_boosting"
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSourceSettings(_Strict):
+    """Where the model's prediction log and labels come from."""
+
+    kind: Literal["sql"] = "sql"
+    model_key: str | None = Field(
+        None, description="Name the model's rows carry in the prediction log (default: the model name)."
+    )
+
+
+class TriggerSettings(_Strict):
+    """When an automatic retrain is requested, and the guards applied to every automatic trigger."""
+
+    new_labels_now: int = Field(10_000, ge=1, description="New labeled rows: retrain now.")
+    new_labels_scheduled: int = Field(5_000, ge=1, description="New labeled rows: retrain at next quiet window.")
+    retrain_cron: str = Field("0 3 * * 0", description="Weekly retrain (default Sunday 03:00).")
+    monitoring_cron: str = Field("0 */6 * * *", description="Monitoring cadence (default every 6 hours).")
+    timezone: str = "UTC"
+    min_samples: int = Field(100, ge=1, description="Recent labeled rows an automatic trigger needs.")
+    cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
+    sensor_interval_s: int = Field(60, ge=5, description="How often sensors are evaluated.")
+
+    @model_validator(mode="after")
+    def _bands_ordered(self):
+        if self.new_labels_scheduled > self.new_labels_now:
+            raise ValueError("new_labels_scheduled must not exceed new_labels_now")
+        return self
+
+
+class ModelSettings(_Strict):
+    """One production model watched by retrain-assets. Each becomes its own Dagster asset group."""
+
+    name: str
+    task: Literal["classification", "regression"]
+    target: str
+    features: tuple[FeatureSpec, ...] = Field(min_length=1)
+    description: str = ""
+    owners: tuple[str, ...] = ()
+    positive_label: Any = Field(1, description="Classification: the class precision/recall refer to.")
+    estimator: EstimatorSettings = EstimatorSettings()
+    data_source: DataSourceSettings = DataSourceSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    training: TrainingSettings = TrainingSettings()
+    gates: GateSettings = GateSettings()
+    drift: DriftSettings = DriftSettings()
+    performance: PerformanceSettings = PerformanceSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    triggers: TriggerSettings = TriggerSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME_PATTERN.match(value):
+            raise ValueError(
+                "must start with a letter and contain only letters, digits and '_' (it becomes a Dagster "
+                f"asset key prefix and group name), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature names must be unique, repeated: {duplicates}")
+        if self.target in names:
+            raise ValueError(f"target {self.target!r} must not also be a feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "numeric"]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "categorical"]
+
+    @property
+    def log_key(self) -> str:
+        """The model name its rows carry in the prediction log."""
+        return self.data_source.model_key or self.name
+
+
+class StorageSettings(_Strict):
+    """The monitoring store (SQLAlchemy URL) and the artifact folder.
+
+    ``RETRAIN_DATABASE_URL`` and ``RETRAIN_ARTIFACT_ROOT`` override the file, so one config serves a
+    laptop (embedded SQLite) and production (PostgreSQL) alike.
+    """
+
+    database_url: str = "sqlite:///.retrain/monitoring.db"
+    artifact_root: str = ".retrain/artifacts"
+
+
+class RetrainSettings(_Strict):
+    storage: StorageSettings = StorageSettings()
+    models: tuple[ModelSettings, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_models(self):
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        return self
+
+    @cached_property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def model(self, name: str) -> ModelSettings:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise ConfigError(
+            f"model {name!r} is not declared in the configuration; declared models: {self.model_names}"
+        )
+
+
+_PER_MODEL_BLOCKS = (
+    "estimator", "data_source", "dataset", "training", "gates", "drift", "performance", "monitoring", "triggers",
+)
+
+
+def _overlay(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    items = error.errors()
+    nested = {tuple(i["loc"][:-1]) for i in items if len(i["loc"]) > 1}
+    # A list whose items failed is also reported as "too short"; the item errors are the useful ones.
+    items = [i for i in items if not (i["type"] == "too_short" and tuple(i["loc"]) in {n[: len(i["loc"])] for n in nested})]
+    for item in items:
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "literal_error" and "expected" in item.get("ctx", {}):
+            message = f"must be one of {item['ctx']['expected']}, got {item.get('input')!r}"
+        lines.append(f"  - {location}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve_storage_paths(storage: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Relative paths in the file are relative to the file, not to wherever a command was started."""
+    url = storage.get("database_url")
+    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url[len("sqlite:///"):]
+        if relative and relative != ":memory:":
+            storage["database_url"] = "sqlite:///" + str((base_dir / relative).resolve())
+    root = storage.get("artifact_root")
+    if isinstance(root, str) and "://" not in root and not Path(root).is_absolute():
+        storage["artifact_root"] = str((base_dir / root).resolve())
+    return storage
+
+
+def settings_from_dict(
+    raw: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None
+) -> RetrainSettings:
+    """Validate a parsed config mapping; errors name the bad key and the allowed values.
+
+    ``base_dir`` anchors relative storage paths (the config file's folder; default: the current one).
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping with 'models'")
+    raw = dict(raw)
+    defaults = raw.pop("defaults", None) or {}
+    unknown_defaults = sorted(set(defaults) - set(_PER_MODEL_BLOCKS))
+    if unknown_defaults:
+        raise ConfigError(
+            f"invalid configuration in {source}:\n  - defaults.{unknown_defaults[0]}: unknown key "
+            f"(allowed: {list(_PER_MODEL_BLOCKS)})"
+        )
+    models = raw.get("models")
+    if isinstance(models, list):
+        raw["models"] = [_overlay(defaults, m) if isinstance(m, Mapping) else m for m in models]
+    storage = raw.get("storage") or {}
+    if not isinstance(storage, Mapping):
+        raise ConfigError(f"invalid configuration in {source}:\n  - storage: must be a mapping")
+    storage = _resolve_storage_paths({**StorageSettings().model_dump(), **storage}, base_dir or Path.cwd())
+    if os.environ.get(DATABASE_URL_ENV_VAR):
+        storage["database_url"] = os.environ[DATABASE_URL_ENV_VAR]
+    if os.environ.get(ARTIFACT_ROOT_ENV_VAR):
+        storage["artifact_root"] = os.environ[ARTIFACT_ROOT_ENV_VAR]
+    raw["storage"] = storage
+    try:
+        return RetrainSettings.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE)
+
+
+def load_settings(path: str | Path | None = None) -> RetrainSettings:
+    """Load and validate the config file (``RETRAIN_CONFIG`` or ./retrain.yaml)."""
+    path = Path(path) if path is not None else config_path()
+    if not path.is_file():
+        raise ConfigError(
+            f"configuration file {path} not found: create it (see retrain.yaml in the repository) or set "
+            f"{CONFIG_ENV_VAR} to its path"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from None
+    return settings_from_dict(raw or {}, source=str(path), base_dir=path.resolve().parent)

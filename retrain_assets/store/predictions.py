@@ -1,0 +1,178 @@
+"""The prediction log and the labels that arrive after it.
+
+Serving writes one row per prediction (features as JSON, prediction, score, model version, quality flag);
+labels arrive later in ``label_feedback`` and are joined by ``(model_name, request_id)``. Training reads
+labeled rows; monitoring reads the most recent window; sensors only ever ask for counts.
+"""
+
+import datetime as dt
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, and_, func, select
+
+from retrain_assets.errors import DataError
+from retrain_assets.store.schema import label_feedback, prediction_log
+
+TIMESTAMP = "timestamp"
+REQUEST_ID = "request_id"
+
+
+def _json_value(value):
+    """Plain Python scalars for JSON columns (numpy scalars are not JSON-serializable)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
+    values = frame[list(columns)].astype(object).where(frame[list(columns)].notna(), None)
+    return [{k: _json_value(v) for k, v in zip(columns, row)} for row in values.itertuples(index=False)]
+
+
+def _utc(values) -> list[dt.datetime]:
+    return [ts.to_pydatetime() for ts in pd.to_datetime(pd.Series(values), utc=True)]
+
+
+class PredictionLog:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # Writing -------------------------------------------------------------------------------------------
+    def log_predictions(
+        self,
+        model_name: str,
+        frame: pd.DataFrame,
+        feature_names: Sequence[str],
+        *,
+        prediction: Sequence | None = None,
+        score: Sequence[float] | None = None,
+        model_version: int | None = None,
+    ) -> int:
+        """Append served predictions; ``frame`` needs request_id, timestamp, the features, safe_to_send."""
+        missing = [c for c in [REQUEST_ID, TIMESTAMP, *feature_names] if c not in frame.columns]
+        if missing:
+            raise DataError(f"cannot log predictions for {model_name}: missing columns {missing}")
+        if frame.empty:
+            return 0
+        features = _records(frame, feature_names)
+        stamps = _utc(frame[TIMESTAMP])
+        safe = frame["safe_to_send"] if "safe_to_send" in frame.columns else pd.Series([None] * len(frame))
+        rows = [
+            {
+                "model_name": model_name,
+                "request_id": str(request_id),
+                "ts": ts,
+                "features": feats,
+                "prediction": None if prediction is None else _json_value(prediction[i]),
+                "score": None if score is None else _json_value(float(score[i])),
+                "model_version": model_version,
+                "safe_to_send": None if pd.isna(flag) else bool(flag),
+            }
+            for i, (request_id, ts, feats, flag) in enumerate(zip(frame[REQUEST_ID], stamps, features, safe))
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(prediction_log.insert(), rows)
+        return len(rows)
+
+    def log_labels(self, model_name: str, request_ids: Sequence, labels: Sequence, labeled_at=None) -> int:
+        """Record true outcomes for earlier predictions (one label per request)."""
+        if len(request_ids) != len(labels):
+            raise DataError("log_labels: request_ids and labels differ in length")
+        if len(labels) == 0:
+            return 0
+        stamps = _utc(labeled_at) if labeled_at is not None else [dt.datetime.now(dt.timezone.utc)] * len(labels)
+        rows = [
+            {"model_name": model_name, "request_id": str(r), "label": _json_value(y), "labeled_at": t}
+            for r, y, t in zip(request_ids, labels, stamps)
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(label_feedback.insert(), rows)
+        return len(rows)
+
+    # Reading -------------------------------------------------------------------------------------------
+    def _frame(self, rows, feature_names: Sequence[str], extra: Sequence[str]) -> pd.DataFrame:
+        if not rows:
+            return pd.DataFrame(columns=[*feature_names, *extra])
+        features = pd.DataFrame.from_records([r.features for r in rows])
+        missing = [f for f in feature_names if f not in features.columns]
+        if missing:
+            raise DataError(
+                f"the prediction log has no values for features {missing}: the serving side stopped sending "
+                "them or the model config names the wrong columns; fix the config's features or the logging"
+            )
+        frame = features[list(feature_names)].copy()
+        for name in extra:
+            frame[name] = [getattr(r, name) for r in rows]
+        if TIMESTAMP in frame.columns:
+            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        return frame
+
+    def labeled_rows(
+        self,
+        model_name: str,
+        feature_names: Sequence[str],
+        target: str,
+        *,
+        since: dt.datetime | None = None,
+        last_rows: int | None = None,
+    ) -> pd.DataFrame:
+        """Predictions joined with their labels: features, target, timestamp, request_id, safe_to_send."""
+        p, lab = prediction_log, label_feedback
+        query = (
+            select(
+                p.c.features,
+                p.c.ts.label(TIMESTAMP),
+                p.c.request_id,
+                p.c.safe_to_send,
+                p.c.prediction,
+                lab.c.label.label(target),
+                lab.c.id.label("label_id"),
+            )
+            .join(lab, and_(lab.c.model_name == p.c.model_name, lab.c.request_id == p.c.request_id))
+            .where(p.c.model_name == model_name)
+        )
+        if since is not None:
+            query = query.where(p.c.ts >= since)
+        if last_rows is not None:
+            query = query.order_by(p.c.id.desc()).limit(last_rows)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = self._frame(rows, feature_names, [TIMESTAMP, REQUEST_ID, "safe_to_send", "prediction", target, "label_id"])
+        return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+    def recent_window(
+        self, model_name: str, feature_names: Sequence[str], *, rows: int, hours: float | None = None
+    ) -> pd.DataFrame:
+        """The most recent served predictions (features, prediction, score, timestamp)."""
+        p = prediction_log
+        query = (
+            select(p.c.features, p.c.ts.label(TIMESTAMP), p.c.request_id, p.c.prediction, p.c.score, p.c.model_version)
+            .where(p.c.model_name == model_name)
+            .order_by(p.c.id.desc())
+            .limit(rows)
+        )
+        if hours is not None:
+            query = query.where(p.c.ts >= dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours))
+        with self.engine.connect() as conn:
+            result = conn.execute(query).all()
+        frame = self._frame(result, feature_names, [TIMESTAMP, REQUEST_ID, "prediction", "score", "model_version"])
+        return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+    # Counts (cheap enough for sensors) -------------------------------------------------------------------
+    def count_predictions(self, model_name: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(prediction_log).where(prediction_log.c.model_name == model_name)
+            ).scalar_one()
+
+    def count_labels_after(self, model_name: str, label_id: int | None) -> int:
+        """Labels received after ``label_feedback.id`` (the newest one a dataset included)."""
+        query = select(func.count()).select_from(label_feedback).where(label_feedback.c.model_name == model_name)
+        if label_id is not None:
+            query = query.where(label_feedback.c.id > label_id)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()

@@ -1,0 +1,229 @@
+"""Dataset versions and the model registry.
+
+Statuses: ``candidate`` (trained, not yet gated or gated and waiting), ``rejected`` (failed a gate),
+``production`` (the active model: at most one per name, enforced by a unique partial index),
+``standby`` (the previous production model, kept for instant rollback) and ``archived``.
+
+Promotion is one transaction: the old production becomes standby, the old standby is archived and the
+candidate becomes production. Either all of it commits or none of it does, so a crash at any point leaves
+exactly one consistent active model.
+"""
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from retrain_assets.errors import StoreError
+from retrain_assets.store.schema import dataset_versions, model_versions
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    model_name: str
+    number: int
+    tag: str
+    content_hash: str
+    artifact_key: str
+    artifact_sha256: str
+    profile_key: str | None
+    profile_sha256: str | None
+    rows: int
+    max_label_id: int | None
+    summary: dict
+    source_query: str | None
+    quality: dict | None
+    run_id: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_name: str
+    version: int
+    status: str
+    artifact_key: str
+    artifact_sha256: str
+    size_bytes: int
+    dataset_tag: str
+    dataset_hash: str
+    params: dict
+    metrics: dict
+    gate_results: list | None
+    trigger: str | None
+    reason: str | None
+    run_id: str | None
+    created_at: dt.datetime
+    promoted_at: dt.datetime | None
+    promoted_by_run_id: str | None
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}"
+
+
+def _dataset(row) -> DatasetVersion:
+    return DatasetVersion(**{k: row._mapping[k] for k in DatasetVersion.__dataclass_fields__})
+
+
+def _model(row) -> ModelVersion:
+    return ModelVersion(**{k: row._mapping[k] for k in ModelVersion.__dataclass_fields__})
+
+
+class Registry:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # Datasets ------------------------------------------------------------------------------------------
+    def record_dataset(self, model_name: str, **fields: Any) -> DatasetVersion:
+        """Register a dataset version with the next number for this model."""
+        with self.engine.begin() as conn:
+            number = (
+                conn.execute(
+                    select(func.coalesce(func.max(dataset_versions.c.number), 0)).where(
+                        dataset_versions.c.model_name == model_name
+                    )
+                ).scalar_one()
+                + 1
+            )
+            created = fields.pop("created_at", None) or _now()
+            tag = f"v{number}-{created:%Y-%m-%d}"
+            conn.execute(
+                dataset_versions.insert().values(
+                    model_name=model_name, number=number, tag=tag, created_at=created, **fields
+                )
+            )
+            row = conn.execute(
+                select(dataset_versions).where(
+                    dataset_versions.c.model_name == model_name, dataset_versions.c.number == number
+                )
+            ).one()
+        return _dataset(row)
+
+    def dataset(self, model_name: str, tag: str) -> DatasetVersion:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(dataset_versions).where(
+                    dataset_versions.c.model_name == model_name, dataset_versions.c.tag == tag
+                )
+            ).one_or_none()
+        if row is None:
+            raise StoreError(f"dataset {tag} of model {model_name} is not in the registry")
+        return _dataset(row)
+
+    def latest_dataset(self, model_name: str, run_id: str | None = None) -> DatasetVersion | None:
+        """The newest dataset (of ``run_id`` if given and present)."""
+        query = select(dataset_versions).where(dataset_versions.c.model_name == model_name)
+        with self.engine.connect() as conn:
+            if run_id is not None:
+                row = conn.execute(
+                    query.where(dataset_versions.c.run_id == run_id).order_by(dataset_versions.c.number.desc())
+                ).first()
+                if row is not None:
+                    return _dataset(row)
+            row = conn.execute(query.order_by(dataset_versions.c.number.desc())).first()
+        return None if row is None else _dataset(row)
+
+    # Model versions ------------------------------------------------------------------------------------
+    def register_candidate(self, model_name: str, **fields: Any) -> ModelVersion:
+        with self.engine.begin() as conn:
+            version = (
+                conn.execute(
+                    select(func.coalesce(func.max(model_versions.c.version), 0)).where(
+                        model_versions.c.model_name == model_name
+                    )
+                ).scalar_one()
+                + 1
+            )
+            conn.execute(
+                model_versions.insert().values(
+                    model_name=model_name, version=version, status="candidate", created_at=_now(), **fields
+                )
+            )
+        return self.version(model_name, version)
+
+    def version(self, model_name: str, version: int) -> ModelVersion:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(model_versions).where(
+                    model_versions.c.model_name == model_name, model_versions.c.version == version
+                )
+            ).one_or_none()
+        if row is None:
+            raise StoreError(f"model {model_name} has no version v{version} in the registry")
+        return _model(row)
+
+    def versions(self, model_name: str) -> list[ModelVersion]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(model_versions)
+                .where(model_versions.c.model_name == model_name)
+                .order_by(model_versions.c.version)
+            ).all()
+        return [_model(r) for r in rows]
+
+    def with_status(self, model_name: str, status: str) -> ModelVersion | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(model_versions)
+                .where(model_versions.c.model_name == model_name, model_versions.c.status == status)
+                .order_by(model_versions.c.version.desc())
+            ).first()
+        return None if row is None else _model(row)
+
+    def production(self, model_name: str) -> ModelVersion | None:
+        return self.with_status(model_name, "production")
+
+    def candidate_of_run(self, model_name: str, run_id: str) -> ModelVersion | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(model_versions)
+                .where(model_versions.c.model_name == model_name, model_versions.c.run_id == run_id)
+                .order_by(model_versions.c.version.desc())
+            ).first()
+        return None if row is None else _model(row)
+
+    def record_gates(self, model_name: str, version: int, gate_results: list[Mapping], passed: bool) -> None:
+        """Store every gate outcome with the candidate; a failed gate rejects it."""
+        values: dict[str, Any] = {"gate_results": list(gate_results)}
+        if not passed:
+            values["status"] = "rejected"
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(model_versions)
+                .where(model_versions.c.model_name == model_name, model_versions.c.version == version)
+                .values(**values)
+            )
+
+    def promote(self, model_name: str, version: int, run_id: str | None = None) -> ModelVersion | None:
+        """Make ``version`` production, the old production standby, the old standby archived.
+
+        Returns the previous production version (None for the first promotion).
+        """
+        mv = model_versions
+        of_model = mv.c.model_name == model_name
+        with self.engine.begin() as conn:
+            target = conn.execute(select(mv.c.status).where(of_model, mv.c.version == version)).one_or_none()
+            if target is None:
+                raise StoreError(f"cannot promote {model_name} v{version}: no such version in the registry")
+            if target.status not in ("candidate", "standby"):
+                raise StoreError(
+                    f"cannot promote {model_name} v{version}: its status is {target.status!r} "
+                    "(only a gated candidate or the standby can be promoted)"
+                )
+            previous = conn.execute(select(mv).where(of_model, mv.c.status == "production")).first()
+            conn.execute(update(mv).where(of_model, mv.c.status == "standby").values(status="archived"))
+            if previous is not None:
+                conn.execute(update(mv).where(of_model, mv.c.version == previous.version).values(status="standby"))
+            conn.execute(
+                update(mv)
+                .where(of_model, mv.c.version == version)
+                .values(status="production", promoted_at=_now(), promoted_by_run_id=run_id)
+            )
+        return None if previous is None else _model(previous)

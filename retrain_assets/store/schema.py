@@ -1,0 +1,182 @@
+"""The monitoring store's tables (SQLAlchemy Core), identical on SQLite and PostgreSQL.
+
+Why Core tables rather than an ORM: every table is meant to be read with plain SQL by the people who run
+the models (who retrained what, when, why, with which result), so the schema is written down plainly here
+and created by the versioned migrations in :mod:`retrain_assets.store.migrations`.
+"""
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+# BIGINT on PostgreSQL (10M+ rows), INTEGER on SQLite (only INTEGER PRIMARY KEY autoincrements there).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps are always timezone-aware UTC in Python.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC and
+    made aware again on the way out. Naive input is rejected: a silent local-time guess is how label
+    joins and freshness checks go wrong.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC timestamps")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+prediction_log = Table(
+    "prediction_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("ts", UTCDateTime, nullable=False, comment="When the prediction was served."),
+    Column("features", Json, nullable=False, comment="Feature values as sent to the model."),
+    Column("prediction", Json, comment="Predicted class or value (NULL for rows logged before any model)."),
+    Column("score", Float, comment="Positive-class probability (classification)."),
+    Column("model_version", Integer, comment="Registry version that served the prediction."),
+    Column("safe_to_send", Boolean, comment="Quality flag from the serving side; FALSE rows never train."),
+    UniqueConstraint("model_name", "request_id", name="uq_prediction_log_request"),
+)
+Index("ix_prediction_log_model_ts", prediction_log.c.model_name, prediction_log.c.ts)
+
+label_feedback = Table(
+    "label_feedback",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("label", Json, nullable=False, comment="The true outcome, arriving after the prediction."),
+    Column("labeled_at", UTCDateTime, nullable=False),
+    UniqueConstraint("model_name", "request_id", name="uq_label_feedback_request"),
+)
+Index("ix_label_feedback_model_id", label_feedback.c.model_name, label_feedback.c.id)
+
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("tag", String(64), nullable=False, comment="v{N}-{YYYY-MM-DD}"),
+    Column("content_hash", String(64), nullable=False, comment="sha256 of the rows, order-independent."),
+    Column("artifact_key", Text, nullable=False),
+    Column("artifact_sha256", String(64), nullable=False),
+    Column("profile_key", Text, comment="Reference drift profile of the training split."),
+    Column("profile_sha256", String(64)),
+    Column("rows", Integer, nullable=False),
+    Column("max_label_id", BigInteger, comment="Newest label_feedback.id included (for data-volume triggers)."),
+    Column("summary", Json, nullable=False),
+    Column("source_query", Text),
+    Column("quality", Json, comment="Data-quality check results."),
+    Column("run_id", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("model_name", "number", name="uq_dataset_versions_number"),
+)
+
+MODEL_STATUSES = ("candidate", "production", "standby", "archived", "rejected")
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False, comment="|".join(MODEL_STATUSES)),
+    Column("artifact_key", Text, nullable=False),
+    Column("artifact_sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("dataset_tag", String(64), nullable=False),
+    Column("dataset_hash", String(64), nullable=False),
+    Column("params", Json, nullable=False),
+    Column("metrics", Json, nullable=False, comment="Test metrics on its own dataset's test split."),
+    Column("gate_results", Json, comment="Evaluation gate outcomes, one object per gate."),
+    Column("trigger", String(32)),
+    Column("reason", Text),
+    Column("run_id", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("promoted_at", UTCDateTime),
+    Column("promoted_by_run_id", String(64)),
+    UniqueConstraint("model_name", "version", name="uq_model_versions_version"),
+)
+# At most one production model per name, enforced by the database itself.
+Index(
+    "uq_model_versions_one_production",
+    model_versions.c.model_name,
+    unique=True,
+    sqlite_where=text("status = 'production'"),
+    postgresql_where=text("status = 'production'"),
+)
+
+model_retraining_events = Table(
+    "model_retraining_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("trigger_type", String(32), nullable=False, comment="drift|concept_drift|performance|data_volume|schedule|manual"),
+    Column("severity", String(16), nullable=False, comment="LOW|MEDIUM|HIGH|CRITICAL"),
+    Column("drift_type", String(32)),
+    Column("trigger_reason", Text, nullable=False),
+    Column("trigger_metrics", Json),
+    Column("execution_attempted", Boolean, nullable=False, server_default=text("false")),
+    Column("execution_successful", Boolean),
+    Column("execution_metrics", Json),
+    Column("retraining_model_version", String(32)),
+    Column("retraining_r2", Float),
+    Column("retraining_rmse", Float),
+    Column("retraining_accuracy", Float),
+    Column("comparison_previous_r2", Float),
+    Column("improvement_r2_percent", Float),
+    Column("improvement_rmse_percent", Float),
+    Column("improvement_accuracy_percent", Float),
+    Column("gate_summary", Json),
+    Column("run_id", String(64)),
+    Column("triggered_at", UTCDateTime, nullable=False),
+    Column("execution_completed_at", UTCDateTime),
+)
+Index("idx_retraining_events_severity", model_retraining_events.c.severity)
+Index("idx_retraining_events_trigger_type", model_retraining_events.c.trigger_type)
+Index("idx_retraining_events_triggered_at", model_retraining_events.c.triggered_at.desc())
+Index("idx_retraining_events_success", model_retraining_events.c.execution_successful)
+
+schema_migrations = Table(
+    "retrain_schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,373 @@
+"""Evaluation gates: the rules a candidate must pass before it may replace the production model.
+
+Each gate returns a GateResult with the values it measured next to the thresholds it applied, so the UI
+can show *why* a candidate was rejected. The candidate and the production model are scored on the same
+held-out test rows of the new dataset: the comparison is about today's data, not each model's own past.
+A gate that cannot apply (no production model yet, no sensitive columns configured) passes and says so.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from retrain_assets.training.metrics import HIGHER_IS_BETTER, score_model
+from retrain_assets.training.settings import GateSettings
+
+if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
+    from retrain_assets.settings import ModelSettings
+
+GATE_NAMES = (
+    "absolute_thresholds",
+    "relative_to_production",
+    "significance",
+    "fairness",
+    "latency",
+    "size",
+    "smoke_test",
+)
+MIN_GROUP_ROWS = 30  # smaller fairness groups are reported but not judged: their metrics are noise
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    applicable: bool
+    value: dict[str, Any] = field(default_factory=dict)
+    threshold: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _round(values: dict) -> dict:
+    return {k: round(float(v), 6) if isinstance(v, (float, np.floating)) else v for k, v in values.items()}
+
+
+def absolute_gate(metrics: dict[str, float], model: ModelSettings, gates: GateSettings) -> GateResult:
+    if model.task == "classification":
+        floors = {"precision": gates.min_precision, "recall": gates.min_recall, "accuracy": gates.min_accuracy}
+        limits = {k: (">=", v) for k, v in floors.items() if v is not None}
+    else:
+        limits = {
+            k: op_value for k, op_value in
+            {"mae": ("<=", gates.max_mae), "rmse": ("<=", gates.max_rmse), "r2": (">=", gates.min_r2)}.items()
+            if op_value[1] is not None
+        }
+    if not limits:
+        return GateResult("absolute_thresholds", True, False, _round(metrics), {}, "no absolute thresholds configured")
+    failures = []
+    for name, (op, limit) in limits.items():
+        value = metrics.get(name)
+        ok = value is not None and (value >= limit if op == ">=" else value <= limit)
+        if not ok:
+            failures.append(f"{name} {value if value is None else round(value, 4)} (needs {op} {limit})")
+    threshold = {k: f"{op} {v}" for k, (op, v) in limits.items()}
+    value = _round({k: metrics[k] for k in limits if k in metrics})
+    if failures:
+        return GateResult("absolute_thresholds", False, True, value, threshold, "below the absolute floor: " + ", ".join(failures))
+    return GateResult("absolute_thresholds", True, True, value, threshold, "every absolute threshold met")
+
+
+def _relative_limits(model: ModelSettings, gates: GateSettings, production: dict[str, float]) -> dict[str, float]:
+    """The worst value of each metric the candidate may have, given the production model's value."""
+    if model.task == "classification":
+        limits = {k: production[k] * (1 - gates.max_relative_drop) for k in ("accuracy", "precision", "recall") if k in production}
+        if "f1" in production:
+            limits["f1"] = production["f1"] - gates.max_f1_drop
+        if "auc" in production:
+            limits["auc"] = production["auc"] - gates.max_auc_drop
+        return limits
+    limits = {k: production[k] * gates.max_error_ratio for k in ("mae", "rmse") if k in production}
+    if "r2" in production:
+        limits["r2"] = production["r2"] - gates.max_r2_drop
+    return limits
+
+
+def relative_gate(
+    candidate: dict[str, float], production: dict[str, float] | None, model: ModelSettings, gates: GateSettings
+) -> GateResult:
+    if production is None:
+        return GateResult("relative_to_production", True, False, _round(candidate), {}, "no production model to compare with")
+    limits = _relative_limits(model, gates, production)
+    failures = []
+    for name, limit in limits.items():
+        value = candidate.get(name)
+        ok = value is not None and (value >= limit if HIGHER_IS_BETTER[name] else value <= limit)
+        if not ok:
+            failures.append(f"{name} {value if value is None else round(value, 4)} vs production {production[name]:.4f}")
+    value = _round({**{f"candidate_{k}": v for k, v in candidate.items()}, **{f"production_{k}": v for k, v in production.items()}})
+    threshold = {k: f"{'>=' if HIGHER_IS_BETTER[k] else '<='} {v:.4f}" for k, v in limits.items()}
+    if failures:
+        return GateResult("relative_to_production", False, True, value, threshold, "worse than production: " + ", ".join(failures))
+    return GateResult("relative_to_production", True, True, value, threshold, "at least as good as production on the new test set")
+
+
+def _bootstrap_primary(y, candidate_pred, production_pred, model: ModelSettings, gates: GateSettings, seed: int):
+    """Bootstrap distribution of (candidate - production) on the primary metric, higher = candidate better.
+
+    Binary classification: F1 of the positive class; multiclass: accuracy; regression: relative MAE
+    improvement ``(MAE_prod - MAE_cand) / MAE_prod``. Rows are resampled jointly (paired bootstrap) and
+    computed for all resamples at once.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    index = rng.integers(0, n, size=(gates.bootstrap_samples, n))
+    if model.task == "regression":
+        y = np.asarray(y, dtype=float)
+        cand_err = np.abs(y - np.asarray(candidate_pred, dtype=float))[index].mean(axis=1)
+        prod_err = np.abs(y - np.asarray(production_pred, dtype=float))[index].mean(axis=1)
+        return "relative_mae_improvement", (prod_err - cand_err) / np.maximum(prod_err, 1e-12)
+    y = np.asarray(y)
+    if len(np.unique(y)) <= 2:
+        positive = model.positive_label
+
+        def f1(pred):
+            truth, guess = (y == positive)[index], (np.asarray(pred) == positive)[index]
+            tp = (truth & guess).sum(axis=1)
+            wrong = (truth ^ guess).sum(axis=1)
+            return np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+
+        return "f1_difference", f1(candidate_pred) - f1(production_pred)
+    cand = (np.asarray(candidate_pred) == y)[index].mean(axis=1)
+    prod = (np.asarray(production_pred) == y)[index].mean(axis=1)
+    return "accuracy_difference", cand - prod
+
+
+def significance_gate(
+    y, candidate_pred, production_pred, model: ModelSettings, gates: GateSettings, seed: int
+) -> GateResult:
+    """Fail when the candidate is worse than production with confidence, by more than a tolerance.
+
+    The lower bound of the paired-bootstrap confidence interval of (candidate - production) must not be
+    below ``-significance_tolerance``: the candidate must be shown, at the configured confidence, to lose
+    at most the tolerance. On small test sets the interval is wide, so this gate asks for enough test rows
+    (or a larger tolerance) before a model is replaced.
+    """
+    if production_pred is None:
+        return GateResult("significance", True, False, {}, {}, "no production model to compare with")
+    name, deltas = _bootstrap_primary(y, candidate_pred, production_pred, model, gates, seed)
+    alpha = 1 - gates.bootstrap_confidence
+    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    value = _round({f"{name}_mean": float(deltas.mean()), "ci_low": float(low), "ci_high": float(high)})
+    threshold = {"ci_low": f">= {-gates.significance_tolerance}", "confidence": gates.bootstrap_confidence,
+                 "bootstrap_samples": gates.bootstrap_samples}
+    if low < -gates.significance_tolerance:
+        return GateResult("significance", False, True, value, threshold,
+                          f"cannot rule out a loss larger than {gates.significance_tolerance}: {name} "
+                          f"{gates.bootstrap_confidence:.0%} CI [{low:.4f}, {high:.4f}]")
+    return GateResult("significance", True, True, value, threshold,
+                      f"no loss beyond {gates.significance_tolerance}: {name} {gates.bootstrap_confidence:.0%} CI [{low:.4f}, {high:.4f}]")
+
+
+def _group_metric(frame: pd.DataFrame, predictions: np.ndarray, model: ModelSettings) -> tuple[str, float]:
+    y = frame[model.target].to_numpy()
+    if model.task == "regression":
+        return "mae", float(np.mean(np.abs(y.astype(float) - predictions.astype(float))))
+    positives = y == model.positive_label
+    if positives.sum() >= 5 and len(np.unique(y)) <= 2:
+        return "recall", float((predictions[positives] == model.positive_label).mean())
+    return "accuracy", float((predictions == y).mean())
+
+
+def group_disparity(test: pd.DataFrame, predictions, model: ModelSettings, column: str) -> tuple[float, dict]:
+    """Largest gap of the group metric between groups of ``column`` (regression: relative to overall MAE).
+
+    Classification judges recall of the positive class per group (equal opportunity); regression the MAE
+    per group. Groups with fewer than MIN_GROUP_ROWS rows are reported but not judged.
+    """
+    predictions = np.asarray(predictions)
+    per_group = {}
+    for group, rows in test.groupby(column, dropna=False, observed=True).indices.items():
+        if len(rows) >= MIN_GROUP_ROWS:
+            per_group[str(group)] = _group_metric(test.iloc[rows], predictions[rows], model)[1]
+    if len(per_group) < 2:
+        return 0.0, per_group
+    spread = max(per_group.values()) - min(per_group.values())
+    if model.task == "regression":
+        overall = _group_metric(test, predictions, model)[1]
+        spread = spread / max(overall, 1e-12)
+    return float(spread), per_group
+
+
+def fairness_gate(test: pd.DataFrame, predictions, production_predictions, model: ModelSettings, gates: GateSettings) -> GateResult:
+    columns = list(gates.sensitive_columns)
+    if not columns:
+        return GateResult("fairness", True, False, {}, {}, "no sensitive_columns configured for this model")
+    missing = [c for c in columns if c not in test.columns]
+    if missing:
+        return GateResult("fairness", False, True, {}, {"columns": columns},
+                          f"sensitive columns {missing} are not in the dataset: add them to the model's features or fix gates.sensitive_columns")
+    value: dict[str, Any] = {}
+    failures = []
+    for column in columns:
+        disparity, groups = group_disparity(test, predictions, model, column)
+        value[f"{column}_disparity"] = round(disparity, 4)
+        value[f"{column}_groups"] = {k: round(v, 4) for k, v in groups.items()}
+        if production_predictions is not None:
+            value[f"{column}_production_disparity"] = round(group_disparity(test, production_predictions, model, column)[0], 4)
+        if disparity > gates.max_group_disparity:
+            failures.append(f"{column} disparity {disparity:.3f}")
+    threshold = {"max_group_disparity": gates.max_group_disparity}
+    if failures:
+        return GateResult("fairness", False, True, value, threshold,
+                          "groups treated too differently: " + ", ".join(failures) + f" > {gates.max_group_disparity}")
+    return GateResult("fairness", True, True, value, threshold, f"group disparity within {gates.max_group_disparity} on {columns}")
+
+
+def measure_latency(pipeline, rows: pd.DataFrame, batch_rows: int = 100, repeats: int = 30) -> dict[str, float]:
+    """p50/p99 seconds of single-row and ``batch_rows``-row predictions over ``repeats`` calls each."""
+    batch = rows.iloc[:batch_rows]
+    pipeline.predict(batch)  # warm-up: first calls pay for lazy initialization
+    out = {}
+    for label, make in (("single", lambda i: rows.iloc[[i % len(rows)]]), ("batch", lambda i: batch)):
+        times = np.empty(repeats)
+        for i in range(repeats):
+            frame = make(i)
+            started = time.perf_counter()
+            pipeline.predict(frame)
+            times[i] = time.perf_counter() - started
+        out[f"{label}_p50_s"] = float(np.percentile(times, 50))
+        out[f"{label}_p99_s"] = float(np.percentile(times, 99))
+    return out
+
+
+def latency_gate(candidate, production, features: pd.DataFrame, gates: GateSettings) -> GateResult:
+    """p99 latency of single-row and 100-row predictions under the absolute limit and at most
+    ``max_latency_ratio`` x production's, measured alternately in the same process.
+
+    Ratios are only judged above ``latency_noise_floor_s``: at a few milliseconds, scheduler jitter on a
+    shared machine is larger than any difference between two models.
+    """
+    mine = measure_latency(candidate, features)
+    theirs = measure_latency(production, features) if production is not None else None
+    value: dict[str, Any] = {f"candidate_{k}": v for k, v in mine.items()}
+    threshold: dict[str, Any] = {"p99_s": f"<= {gates.max_latency_p99_s}"}
+    failures = []
+    for kind in ("single", "batch"):
+        p99 = mine[f"{kind}_p99_s"]
+        if p99 > gates.max_latency_p99_s:
+            failures.append(f"{kind} p99 {p99 * 1000:.1f} ms > {gates.max_latency_p99_s * 1000:.0f} ms")
+        if theirs is not None:
+            value[f"production_{kind}_p99_s"] = theirs[f"{kind}_p99_s"]
+            ratio = p99 / max(theirs[f"{kind}_p99_s"], 1e-9)
+            value[f"{kind}_p99_ratio"] = ratio
+            threshold[f"{kind}_p99_ratio"] = f"<= {gates.max_latency_ratio} (judged above {gates.latency_noise_floor_s * 1000:.0f} ms)"
+            if ratio > gates.max_latency_ratio and p99 > gates.latency_noise_floor_s:
+                failures.append(f"{kind} p99 {ratio:.2f}x production")
+    value = _round(value)
+    if failures:
+        return GateResult("latency", False, True, value, threshold, "too slow: " + ", ".join(failures))
+    return GateResult("latency", True, True, value, threshold,
+                      f"p99 {mine['single_p99_s'] * 1000:.1f} ms per row, {mine['batch_p99_s'] * 1000:.1f} ms per 100 rows")
+
+
+def size_gate(candidate_size: int | None, production_size: int | None, gates: GateSettings) -> GateResult:
+    value = {"candidate_bytes": candidate_size, "production_bytes": production_size}
+    if candidate_size is None or production_size is None:
+        return GateResult("size", True, False, value, {}, "no production model to compare size with")
+    ratio = candidate_size / max(production_size, 1)
+    value["ratio"] = round(ratio, 4)
+    threshold = {"ratio": f"<= {gates.max_size_ratio}"}
+    if ratio > gates.max_size_ratio:
+        return GateResult("size", False, True, value, threshold, f"artifact {ratio:.2f}x the production model's size")
+    return GateResult("size", True, True, value, threshold, f"artifact {ratio:.2f}x the production model's size")
+
+
+def _edge_rows(features: pd.DataFrame, model: ModelSettings) -> pd.DataFrame:
+    """Rows serving will meet sooner or later: every value missing, and categories never seen in training."""
+    missing = features.iloc[:1].copy()
+    for column in model.numeric_features:
+        missing[column] = np.nan
+    for column in model.categorical_features:
+        missing[column] = None
+    unseen = features.iloc[:1].copy()
+    for column in model.categorical_features:
+        unseen[column] = "__never_seen_category__"
+    return pd.concat([missing, unseen], ignore_index=True)
+
+
+def smoke_gate(candidate, test: pd.DataFrame, model: ModelSettings, gates: GateSettings) -> GateResult:
+    """The candidate answers sanely: right length, finite values, known classes, valid probabilities,
+    and no crash on a single row, an all-missing row or an unseen category."""
+    features = test[model.feature_names].iloc[: gates.smoke_rows]
+    problems = []
+    try:
+        predictions = np.asarray(candidate.predict(features))
+        if len(predictions) != len(features):
+            problems.append(f"{len(predictions)} predictions for {len(features)} rows")
+        if model.task == "regression" and not np.all(np.isfinite(predictions.astype(float))):
+            problems.append("non-finite predictions")
+        if model.task == "classification":
+            known = set(np.asarray(getattr(candidate, "classes_", [])).tolist())
+            strange = set(predictions.tolist()) - known
+            if strange:
+                problems.append(f"unknown classes {sorted(map(str, strange))}")
+            if hasattr(candidate, "predict_proba"):
+                probabilities = candidate.predict_proba(features)
+                if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6) or (probabilities < 0).any():
+                    problems.append("probabilities do not sum to 1")
+        candidate.predict(features.iloc[:1])
+        edge = np.asarray(candidate.predict(_edge_rows(features, model)))
+        if model.task == "regression" and not np.all(np.isfinite(edge.astype(float))):
+            problems.append("non-finite prediction for a row with missing values")
+    except Exception as error:  # noqa: BLE001 - any crash is exactly what this gate reports
+        problems.append(f"prediction raised {type(error).__name__}: {error}")
+    value = {"rows": len(features), "problems": len(problems)}
+    threshold = {"problems": "== 0"}
+    if problems:
+        return GateResult("smoke_test", False, True, value, threshold, "smoke test failed: " + "; ".join(problems))
+    return GateResult("smoke_test", True, True, value, threshold,
+                      f"{len(features)} rows, one row, an all-missing row and an unseen category scored sanely")
+
+
+def evaluate_gates(
+    candidate,
+    production,
+    test_frame: pd.DataFrame,
+    model: ModelSettings,
+    gates: GateSettings,
+    candidate_size_bytes: int | None = None,
+    production_size_bytes: int | None = None,
+    seed: int = 0,
+) -> list[GateResult]:
+    """Every gate in GATE_NAMES order for ``candidate`` against ``production`` (None: no model yet).
+
+    If the production model cannot score the new test rows (its features changed, its file is unusable),
+    the comparison gates fail with that reason rather than letting an unchecked candidate through.
+    """
+    if test_frame.empty:
+        return [GateResult(name, False, True, {}, {}, "the dataset has no test rows: nothing to evaluate the candidate on")
+                for name in GATE_NAMES]
+    smoke = smoke_gate(candidate, test_frame, model, gates)
+    if not smoke.passed:
+        failed = [GateResult(name, False, True, {}, {}, f"not evaluated: {smoke.message}") for name in GATE_NAMES[:-1]]
+        return [*failed, smoke]
+    features = test_frame[model.feature_names]
+    candidate_metrics = score_model(candidate, test_frame, model)
+    candidate_pred = np.asarray(candidate.predict(features))
+    production_metrics = production_pred = None
+    production_error = None
+    if production is not None:
+        try:
+            production_metrics = score_model(production, test_frame, model)
+            production_pred = np.asarray(production.predict(features))
+        except Exception as error:  # noqa: BLE001 - reported as a failed comparison, never a crash
+            production_error = f"the production model cannot score the new test set ({type(error).__name__}: {error})"
+    results = [absolute_gate(candidate_metrics, model, gates)]
+    if production_error:
+        results += [GateResult(name, False, True, {}, {}, production_error) for name in ("relative_to_production", "significance")]
+    else:
+        results.append(relative_gate(candidate_metrics, production_metrics, model, gates))
+        results.append(significance_gate(test_frame[model.target].to_numpy(), candidate_pred, production_pred, model, gates, seed))
+    results.append(fairness_gate(test_frame, candidate_pred, production_pred, model, gates))
+    results.append(latency_gate(candidate, None if production_error else production, features, gates))
+    results.append(size_gate(candidate_size_bytes, production_size_bytes, gates))
+    results.append(smoke)
+    return results

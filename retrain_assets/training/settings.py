@@ -1,0 +1,100 @@
+"""Dataset, training and evaluation-gate settings.
+
+Defaults are the numbers of the design documents (70/15/15 split, precision >= 0.85, recall >= 0.80,
+F1 >= production - 0.01, AUC >= production - 0.005...); every one can be overridden in ``retrain.yaml``.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSettings(_Strict):
+    """How the training dataset is extracted and split."""
+
+    strategy: Literal["full", "sliding", "incremental"] = Field(
+        "full", description="full: all history; sliding: last N rows/days; incremental: history + recent."
+    )
+    window_rows: int | None = Field(None, ge=1, description="sliding/incremental: most recent rows kept.")
+    window_days: float | None = Field(None, gt=0, description="sliding/incremental: most recent days kept.")
+    recent_weight: float = Field(2.0, gt=0, description="incremental: sample weight of recent rows.")
+    history_rows: int | None = Field(
+        None, ge=0, description="incremental: keep at most this many rows older than the recent window."
+    )
+    train_fraction: float = Field(0.70, gt=0, lt=1)
+    validation_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    stratify: bool = Field(True, description="Stratify the split by label (classification).")
+    time_based_split: bool = Field(False, description="Split by time (oldest train, newest test).")
+    min_samples: int = Field(100, ge=10, description="Fewer labeled rows than this: the dataset is rejected.")
+    max_null_fraction: float = Field(0.05, ge=0, le=1, description="Largest null share allowed in a feature.")
+    max_age_hours: float = Field(72.0, gt=0, description="Newest row older than this: data is stale.")
+    range_margin: float = Field(
+        1.0,
+        ge=0,
+        description=(
+            "Value-range check: values may exceed the reference [min, max] by this fraction of its span. "
+            "Drifted values are what a retrain is for; only implausible ones should block it."
+        ),
+    )
+    range_mostly: float = Field(0.99, gt=0, le=1, description="Value-range check: share of rows that must pass.")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self):
+        total = self.train_fraction + self.validation_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train_fraction + validation_fraction + test_fraction must be 1.0, got {total:.4f}"
+            )
+        return self
+
+
+class TrainingSettings(_Strict):
+    """Candidate training and tuning."""
+
+    seed: int = 42
+    tuning_trials: int = Field(5, ge=0, description="Optuna trials (0 = fixed parameters).")
+    tuning_timeout_s: float = Field(120.0, gt=0, description="Time budget for tuning.")
+    cv_folds: int = Field(5, ge=2)
+    early_stopping_patience: int = Field(5, ge=1)
+    class_weight: Literal["balanced"] | None = Field(None, description="Class weights for imbalance.")
+
+
+class GateSettings(_Strict):
+    """Evaluation gates a candidate must pass before promotion."""
+
+    # absolute (classification)
+    min_precision: float | None = Field(0.85, ge=0, le=1)
+    min_recall: float | None = Field(0.80, ge=0, le=1)
+    min_accuracy: float | None = Field(0.75, ge=0, le=1)
+    # absolute (regression); None = not applied
+    max_mae: float | None = Field(None, gt=0)
+    max_rmse: float | None = Field(None, gt=0)
+    min_r2: float | None = Field(None, le=1)
+    # relative to production, both scored on the same new test set
+    max_f1_drop: float = Field(0.01, ge=0, description="Candidate F1 >= production F1 - this.")
+    max_auc_drop: float = Field(0.005, ge=0, description="Candidate AUC >= production AUC - this.")
+    max_relative_drop: float = Field(
+        0.02, ge=0, description="Accuracy/precision/recall >= production x (1 - this)."
+    )
+    max_error_ratio: float = Field(1.02, ge=1, description="Regression: MAE and RMSE <= production x this.")
+    max_r2_drop: float = Field(0.02, ge=0, description="Regression: R2 >= production R2 - this.")
+    # significance
+    bootstrap_samples: int = Field(500, ge=50)
+    bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1)
+    significance_tolerance: float = Field(0.02, ge=0)
+    # fairness
+    sensitive_columns: tuple[str, ...] = Field((), description="Columns whose groups must be treated alike.")
+    max_group_disparity: float = Field(0.10, ge=0, le=1)
+    # operational
+    max_latency_p99_s: float = Field(1.0, gt=0)
+    max_latency_ratio: float = Field(2.0, ge=1, description="Candidate p99 <= production p99 x this.")
+    latency_noise_floor_s: float = Field(
+        0.02, ge=0, description="The latency ratio is only judged when the candidate's p99 is above this."
+    )
+    max_size_ratio: float = Field(2.0, ge=1)
+    smoke_rows: int = Field(100, ge=1)

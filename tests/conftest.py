@@ -1,0 +1,74 @@
+"""Shared fixtures: settings on temporary embedded storage, and a real PostgreSQL database per test module.
+
+PostgreSQL tests use the server at 127.0.0.1:5432 (user postgres, trust auth; override with
+RETRAIN_TEST_PG_URL). Without a server they skip with the reason, except when REQUIRE_POSTGRES=1
+(set by .ci/run): then an unreachable server is a failure.
+"""
+
+import os
+import uuid
+
+import pytest
+
+from retrain_assets.settings import RetrainSettings, settings_from_dict
+from retrain_assets.simulate import model_config
+
+PG_ADMIN_URL = os.environ.get("RETRAIN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def make_settings(tmp_path, models=None, database_url=None, **model_overrides) -> RetrainSettings:
+    """Settings with the simulator's churn model on storage under tmp_path (fast training defaults)."""
+    model = {**model_config(), "training": {"tuning_trials": 0}, **model_overrides}
+    return settings_from_dict(
+        {
+            "storage": {
+                "database_url": database_url or f"sqlite:///{tmp_path}/monitoring.db",
+                "artifact_root": str(tmp_path / "artifacts"),
+            },
+            "models": models or [model],
+        }
+    )
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return make_settings(tmp_path)
+
+
+def _admin_engine():
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The admin URL of a reachable PostgreSQL server (fail or skip when there is none)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        with _admin_engine().connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except OperationalError as error:
+        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {str(error.orig).strip()}"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (REQUIRE_POSTGRES=1: start it with pg_ctlcluster ... main start)")
+        pytest.skip(message)
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """A fresh, empty database for one test; dropped afterwards. Yields (url, dbname)."""
+    name = f"retrain_test_{uuid.uuid4().hex[:10]}"
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url, name
+    from retrain_assets.store.database import open_engine
+
+    open_engine.cache_clear()  # DROP ... WITH (FORCE) below closes the pooled connections
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()

@@ -1,0 +1,156 @@
+"""The monitoring store on SQLite and on a real PostgreSQL: same behaviour, same schema."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from retrain_assets.errors import DataError, StoreError
+from retrain_assets.store import ArtifactStore, MonitoringStore
+from retrain_assets.store.database import open_engine
+from retrain_assets.store.migrations import MIGRATIONS, migrate
+
+FEATURES = ["x", "color"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        return MonitoringStore(f"sqlite:///{tmp_path}/m.db")
+    url, _ = request.getfixturevalue("postgres_db")
+    return MonitoringStore(url)
+
+
+def _frame(n, start=None, prefix="r"):
+    start = start or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    return pd.DataFrame(
+        {
+            "request_id": [f"{prefix}{i}" for i in range(n)],
+            "timestamp": [start + dt.timedelta(minutes=i) for i in range(n)],
+            "x": [float(i) for i in range(n)],
+            "color": ["red", "blue"] * (n // 2) + ["red"] * (n % 2),
+            "safe_to_send": [True] * n,
+        }
+    )
+
+
+def test_predictions_and_late_labels_join(store):
+    frame = _frame(6)
+    store.predictions.log_predictions("m", frame, FEATURES, prediction=[1, 0, 1, 0, 1, 0], score=[0.9] * 6, model_version=3)
+    assert store.predictions.labeled_rows("m", FEATURES, "y").empty  # no label yet
+    store.predictions.log_labels("m", ["r1", "r3"], [0, 1])
+    rows = store.predictions.labeled_rows("m", FEATURES, "y")
+    assert rows["request_id"].tolist() == ["r1", "r3"]
+    assert rows["y"].tolist() == [0, 1]
+    assert str(rows["timestamp"].dt.tz) == "UTC"
+    assert store.predictions.count_labels_after("m", None) == 2
+    assert store.predictions.count_labels_after("m", int(rows["label_id"].max())) == 0
+
+
+def test_recent_window_is_newest_rows_in_time_order(store):
+    store.predictions.log_predictions("m", _frame(10), FEATURES)
+    window = store.predictions.recent_window("m", FEATURES, rows=4)
+    assert window["request_id"].tolist() == ["r6", "r7", "r8", "r9"]
+    assert store.predictions.count_predictions("m") == 10
+    assert store.predictions.recent_window("other", FEATURES, rows=4).empty
+
+
+def test_missing_feature_in_log_is_a_clear_error(store):
+    store.predictions.log_predictions("m", _frame(3), ["x"])
+    with pytest.raises(DataError, match=r"no values for features \['color'\]"):
+        store.predictions.recent_window("m", FEATURES, rows=3)
+
+
+def test_duplicate_request_is_refused(store):
+    store.predictions.log_predictions("m", _frame(2), FEATURES)
+    with pytest.raises(IntegrityError):
+        store.predictions.log_predictions("m", _frame(1), FEATURES)
+    assert store.predictions.count_predictions("m") == 2  # nothing half-written
+
+
+def _candidate(store, n):
+    return store.registry.register_candidate(
+        "m", artifact_key=f"k{n}", artifact_sha256="0" * 64, size_bytes=10, dataset_tag="v1-2026-01-01",
+        dataset_hash="h", params={}, metrics={"accuracy": 0.9},
+    )
+
+
+def test_promotion_keeps_previous_as_standby_and_one_production(store):
+    v1, v2, v3 = (_candidate(store, i) for i in (1, 2, 3))
+    assert store.registry.promote("m", v1.version) is None
+    assert store.registry.promote("m", v2.version).version == 1
+    assert store.registry.promote("m", v3.version).version == 2
+    statuses = {v.version: v.status for v in store.registry.versions("m")}
+    assert statuses == {1: "archived", 2: "standby", 3: "production"}
+
+
+def test_rejected_candidate_cannot_be_promoted(store):
+    v1 = _candidate(store, 1)
+    store.registry.record_gates("m", v1.version, [{"name": "smoke_test", "passed": False}], passed=False)
+    with pytest.raises(StoreError, match="status is 'rejected'"):
+        store.registry.promote("m", v1.version)
+    assert store.registry.production("m") is None
+
+
+def test_database_refuses_two_production_models(store):
+    _candidate(store, 1), _candidate(store, 2)
+    with pytest.raises(IntegrityError):
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE model_versions SET status = 'production' WHERE model_name = 'm'"))
+    assert store.registry.production("m") is None  # the transaction rolled back whole
+
+
+def test_dataset_versions_are_numbered_and_tagged(store):
+    first = store.registry.record_dataset("m", content_hash="a", artifact_key="k", artifact_sha256="s", rows=5, summary={})
+    second = store.registry.record_dataset("m", content_hash="b", artifact_key="k", artifact_sha256="s", rows=5, summary={}, run_id="run-2")
+    assert (first.number, second.number) == (1, 2)
+    assert second.tag.startswith("v2-") and len(second.tag) == len("v2-2026-01-01")
+    assert store.registry.latest_dataset("m", run_id="nope").number == 2
+    assert store.registry.latest_dataset("m", run_id="run-2").content_hash == "b"
+
+
+def test_events_are_recorded_and_completed(store):
+    event_id = store.events.record_trigger("m", trigger_type="drift", severity="HIGH", reason="PSI 0.4", metrics={"psi": 0.4})
+    store.events.complete(event_id, successful=True, retraining_model_version="v2", retraining_accuracy=0.91)
+    event = store.events.get(event_id)
+    assert event["execution_successful"] is True and event["trigger_metrics"] == {"psi": 0.4}
+    assert event["execution_completed_at"] >= event["triggered_at"]
+
+
+def test_migrations_are_recorded_once(store):
+    assert migrate(store.engine) == []
+    with store.engine.connect() as conn:
+        versions = conn.execute(text("SELECT version FROM retrain_schema_migrations")).scalars().all()
+    assert versions == [m.version for m in MIGRATIONS]
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("model_retraining_events")}
+    assert {
+        "idx_retraining_events_severity", "idx_retraining_events_trigger_type",
+        "idx_retraining_events_triggered_at", "idx_retraining_events_success",
+    } <= indexes
+
+
+def test_unreachable_database_says_what_to_fix():
+    with pytest.raises(StoreError, match="cannot reach the monitoring database at postgresql\\+psycopg2://u:\\*\\*\\*@127.0.0.1:1/x.*RETRAIN_DATABASE_URL"):
+        open_engine("postgresql://u:secret@127.0.0.1:1/x")
+
+
+def test_invalid_url_says_what_to_fix():
+    with pytest.raises(StoreError, match="invalid database URL"):
+        open_engine("not a url")
+
+
+def test_artifacts_are_content_addressed_and_verified(tmp_path):
+    artifacts = ArtifactStore(tmp_path)
+    ref = artifacts.put_model({"weights": [1, 2, 3]})
+    assert artifacts.put_model({"weights": [1, 2, 3]}) == ref  # same bytes, same key
+    assert artifacts.load_model(ref.key, ref.sha256) == {"weights": [1, 2, 3]}
+    path = tmp_path / ref.key
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")  # corrupt it
+    with pytest.raises(StoreError, match="corrupt or was modified.*not loaded"):
+        artifacts.load_model(ref.key, ref.sha256)
+    with pytest.raises(StoreError, match="missing"):
+        artifacts.load_model("sha256/00/none.joblib", ref.sha256)
+    with pytest.raises(StoreError, match="outside the artifact root"):
+        artifacts.get_bytes("../../etc/passwd", ref.sha256)

@@ -1,0 +1,111 @@
+import textwrap
+
+import pytest
+
+from retrain_assets.errors import ConfigError
+from retrain_assets.settings import load_settings, settings_from_dict
+from retrain_assets.simulate import model_config
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "retrain.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_are_the_design_documents_numbers():
+    settings = settings_from_dict({"models": [model_config()]})
+    model = settings.model("churn")
+    assert model.drift.ks_p_value == 0.05
+    assert model.drift.psi_feature == 0.2 and model.drift.psi_aggregate == 0.3
+    assert model.drift.zscore == 3.0 and model.drift.outlier_fraction == 0.05
+    assert model.performance.mae_increase == 0.20
+    assert model.performance.accuracy_drop == 0.10 and model.performance.f1_drop == 0.05
+    assert model.triggers.new_labels_now == 10_000
+    assert model.triggers.retrain_cron == "0 3 * * 0" and model.triggers.timezone == "UTC"
+    assert (model.dataset.train_fraction, model.dataset.validation_fraction, model.dataset.test_fraction) == (
+        0.70, 0.15, 0.15,
+    )
+    assert model.gates.min_precision == 0.85 and model.gates.min_recall == 0.80
+    assert model.gates.max_f1_drop == 0.01 and model.gates.max_auc_drop == 0.005
+
+
+def test_model_blocks_overlay_defaults_key_by_key():
+    settings = settings_from_dict(
+        {
+            "defaults": {"gates": {"min_precision": 0.9, "min_recall": 0.7}},
+            "models": [{**model_config(), "gates": {"min_recall": 0.6}}],
+        }
+    )
+    gates = settings.model("churn").gates
+    assert gates.min_precision == 0.9 and gates.min_recall == 0.6 and gates.min_accuracy == 0.75
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"task": "classify"}, "models.0.task: must be one of 'classification' or 'regression', got 'classify'"),
+        ({"gates": {"min_precison": 0.9}}, "models.0.gates.min_precison: unknown key"),
+        ({"features": [{"name": "a", "type": "text"}]}, "models.0.features.0.type: must be one of"),
+        ({"name": "churn model"}, "models.0.name"),
+        ({"dataset": {"train_fraction": 0.9}}, "must be 1.0"),
+        ({"target": "tenure_months"}, "must not also be a feature"),
+    ],
+)
+def test_invalid_config_names_the_key_and_allowed_values(change, expected):
+    with pytest.raises(ConfigError) as error:
+        settings_from_dict({"models": [{**model_config(), **change}]})
+    assert expected in str(error.value)
+
+
+def test_unknown_defaults_block_is_rejected():
+    with pytest.raises(ConfigError, match="defaults.gate: unknown key"):
+        settings_from_dict({"defaults": {"gate": {}}, "models": [model_config()]})
+
+
+def test_missing_file_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("RETRAIN_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="not found: create it .* or set RETRAIN_CONFIG"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(_write(tmp_path, "models: [\n"))
+
+
+def test_relative_storage_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("RETRAIN_DATABASE_URL", raising=False)
+    monkeypatch.delenv("RETRAIN_ARTIFACT_ROOT", raising=False)
+    path = _write(
+        tmp_path,
+        """
+        storage: {database_url: "sqlite:///state/m.db", artifact_root: state/artifacts}
+        models:
+          - name: m
+            task: regression
+            target: y
+            features: [{name: x, type: numeric}]
+        """,
+    )
+    monkeypatch.chdir("/")
+    settings = load_settings(path)
+    assert settings.storage.database_url == f"sqlite:///{tmp_path}/state/m.db"
+    assert settings.storage.artifact_root == str(tmp_path / "state" / "artifacts")
+
+
+def test_environment_overrides_storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRAIN_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/x")
+    settings = settings_from_dict({"models": [model_config()]})
+    assert settings.storage.database_url.startswith("postgresql+psycopg2://")
+
+
+def test_undeclared_model_lists_the_declared_ones():
+    settings = settings_from_dict({"models": [model_config()]})
+    with pytest.raises(ConfigError, match=r"model 'fraud' is not declared.*\['churn'\]"):
+        settings.model("fraud")
+
+
+def test_repository_config_loads():
+    settings = load_settings("retrain.yaml")
+    assert "churn" in settings.model_names

@@ -1,0 +1,133 @@
+"""Evaluation gates: a worse model never passes, a good one does, and every verdict says why."""
+
+import numpy as np
+import pytest
+
+from retrain_assets.simulate import TrafficScenario
+from retrain_assets.training import GATE_NAMES, evaluate_gates, split_dataset, train_candidate
+from retrain_assets.training.gates import fairness_gate, group_disparity, significance_gate, size_gate
+from tests.training.conftest import churn_model, labeled_traffic
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = churn_model()
+    split = split_dataset(labeled_traffic(4000, seed=1), model, model.dataset, seed=0)
+    good = train_candidate(split, model, model.training).pipeline
+    poisoned = labeled_traffic(4000, seed=2, scenario=TrafficScenario(poison_fraction=0.5))
+    bad = train_candidate(split_dataset(poisoned, model, model.dataset, seed=0), model, model.training).pipeline
+    return model, split, good, bad
+
+
+def by_name(results):
+    assert [r.name for r in results] == list(GATE_NAMES)
+    return {r.name: r for r in results}
+
+
+def test_first_model_is_judged_on_absolute_gates_and_smoke_only(trained):
+    model, split, good, _ = trained
+    results = by_name(evaluate_gates(good, None, split.test, model, model.gates, 1000, None, seed=0))
+    assert all(r.passed for r in results.values()), [r.message for r in results.values() if not r.passed]
+    assert not results["relative_to_production"].applicable and not results["size"].applicable
+    assert results["absolute_thresholds"].applicable and results["smoke_test"].applicable
+
+
+def test_a_poisoned_candidate_is_rejected_with_reasons(trained):
+    model, split, good, bad = trained
+    results = by_name(evaluate_gates(bad, good, split.test, model, model.gates, 1000, 1000, seed=0))
+    for name in ("absolute_thresholds", "relative_to_production", "significance"):
+        assert not results[name].passed, name
+    assert "(needs >= 0.8" in results["absolute_thresholds"].message  # names the metric and its floor
+    relative = results["relative_to_production"]
+    assert relative.value["production_f1"] > relative.value["candidate_f1"]
+    assert "f1" in relative.threshold
+    assert results["significance"].value["ci_high"] < 0
+
+
+def test_an_equal_candidate_passes_against_production(trained):
+    model, split, good, _ = trained
+    results = by_name(evaluate_gates(good, good, split.test, model, model.gates, 1000, 1000, seed=0))
+    assert all(r.passed for r in results.values()), [r.message for r in results.values() if not r.passed]
+    assert results["significance"].value["ci_low"] == 0.0
+
+
+def test_significance_needs_the_loss_bounded_by_the_tolerance():
+    model = churn_model()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 20_000)
+    flip = lambda share: np.where(rng.random(len(y)) < share, 1 - y, y)  # noqa: E731
+    production = flip(0.10)
+    assert significance_gate(y, production, production, model, model.gates, 0).passed
+    assert significance_gate(y, flip(0.05), production, model, model.gates, 0).passed  # clearly better
+    worse = significance_gate(y, flip(0.20), production, model, model.gates, 0)
+    assert not worse.passed and worse.value["ci_high"] < -0.02
+    small = significance_gate(y[:200], flip(0.10)[:200], production[:200], model, model.gates, 0)
+    assert not small.passed and "cannot rule out" in small.message  # 200 rows cannot show equivalence
+
+
+def test_size_gate():
+    gates = churn_model().gates
+    assert size_gate(1500, 1000, gates).passed
+    assert not size_gate(2500, 1000, gates).passed
+    assert not size_gate(2500, None, gates).applicable
+
+
+def test_fairness_judges_group_recall_when_configured(trained):
+    model, split, good, _ = trained
+    assert not fairness_gate(split.test, good.predict(split.test[model.feature_names]), None, model, model.gates).applicable
+    fair_model = churn_model(gates={"sensitive_columns": ["region"], "max_group_disparity": 0.3})
+    predictions = good.predict(split.test[model.feature_names])
+    assert fairness_gate(split.test, predictions, None, fair_model, fair_model.gates).passed
+    biased = predictions.copy()
+    biased[(split.test["region"] == "north").to_numpy()] = 0  # never flags anyone in one region
+    result = fairness_gate(split.test, biased, predictions, fair_model, fair_model.gates)
+    assert not result.passed and result.value["region_groups"]["north"] == 0.0
+    assert result.value["region_production_disparity"] < result.value["region_disparity"]
+    missing = churn_model(gates={"sensitive_columns": ["gender"]})
+    assert "gender" in fairness_gate(split.test, predictions, None, missing, missing.gates).message
+
+
+def test_group_disparity_for_regression_is_relative_to_overall_error():
+    from tests.training.test_train import regression_frame, regression_model
+
+    model = regression_model()
+    frame = regression_frame(600)
+    predictions = frame["y"].to_numpy() + np.where(frame["zone"] == "n", 2.0, 1.0)
+    disparity, groups = group_disparity(frame, predictions, model, "zone")
+    assert groups["n"] == pytest.approx(2.0) and groups["s"] == pytest.approx(1.0)
+    overall = np.mean(np.abs(predictions - frame["y"]))
+    assert disparity == pytest.approx(1.0 / overall)
+
+
+def test_a_crashing_or_broken_candidate_fails_the_smoke_test(trained):
+    model, split, good, _ = trained
+
+    class Broken:
+        classes_ = np.array([0, 1])
+
+        def predict(self, frame):
+            if len(frame) == 1:
+                raise ValueError("cannot score one row")
+            return np.zeros(len(frame), dtype=int)
+
+    results = by_name(evaluate_gates(Broken(), good, split.test, model, model.gates, 10, 10, seed=0))
+    assert not results["smoke_test"].passed and "one row" in results["smoke_test"].message
+    assert not any(r.passed for r in results.values())
+
+
+def test_a_production_model_that_cannot_score_fails_the_comparison_not_the_run(trained):
+    model, split, good, _ = trained
+
+    class Stale:
+        def predict(self, frame):
+            raise KeyError("column 'old_feature' missing")
+
+    results = by_name(evaluate_gates(good, Stale(), split.test, model, model.gates, 10, 10, seed=0))
+    assert not results["relative_to_production"].passed
+    assert "cannot score" in results["relative_to_production"].message
+
+
+def test_no_test_rows_fails_every_gate(trained):
+    model, split, good, _ = trained
+    results = evaluate_gates(good, None, split.test.iloc[0:0], model, model.gates, 10, None, seed=0)
+    assert not any(r.passed for r in results)

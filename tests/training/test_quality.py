@@ -1,0 +1,96 @@
+"""Great Expectations validation of training data: each named check fails on the defect it exists for."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from retrain_assets.training import QUALITY_CHECKS, validate_training_data
+from tests.training.conftest import NOW, churn_model, labeled_traffic
+
+REFERENCE = {"ranges": {"tenure_months": (0.0, 72.0), "monthly_charges": (18.0, 160.0),
+                        "support_calls": (0.0, 12.0), "data_usage_gb": (1.0, 200.0)}, "classes": [0, 1]}
+
+
+def verdicts(frame, model, reference=REFERENCE, now=NOW):
+    results = validate_training_data(frame, model, reference=reference, now=now)
+    assert [r.name for r in results] == list(QUALITY_CHECKS)
+    return {r.name: r for r in results}
+
+
+def test_good_data_passes_every_check(model):
+    results = verdicts(labeled_traffic(500), model)
+    assert all(r.passed for r in results.values()), {n: r.message for n, r in results.items() if not r.passed}
+
+
+def test_each_defect_fails_its_own_check(model):
+    frame = labeled_traffic(500)
+    missing_column = verdicts(frame.drop(columns=["region"]), model)
+    assert not missing_column["columns_and_types"].passed and "region" in missing_column["columns_and_types"].message
+
+    text_numbers = frame.assign(monthly_charges=frame["monthly_charges"].astype(str))
+    assert not verdicts(text_numbers, model)["columns_and_types"].passed
+
+    nulls = frame.copy()
+    nulls.loc[: int(len(frame) * 0.2), "support_calls"] = np.nan
+    result = verdicts(nulls, model)["null_rates"]
+    assert not result.passed and "support_calls" in result.message and result.observed["support_calls"] > 0.05
+
+    absurd = frame.copy()
+    absurd.loc[:20, "monthly_charges"] = 1e6
+    result = verdicts(absurd, model)["value_ranges"]
+    assert not result.passed and "monthly_charges" in result.message
+
+    unknown_class = frame.copy()
+    unknown_class.loc[:5, "churned"] = 7
+    assert not verdicts(unknown_class, model)["labels"].passed
+
+    one_class = frame.assign(churned=0)
+    assert not verdicts(one_class, model, reference=None)["labels"].passed
+
+    stale = verdicts(frame, model, now=NOW + dt.timedelta(days=10))["freshness"]
+    assert not stale.passed and stale.observed > 72
+
+    few = verdicts(frame.iloc[:50], model)["min_rows"]
+    assert not few.passed and few.observed == 50
+
+
+def test_drifted_but_plausible_values_do_not_block_a_retrain(model):
+    frame = labeled_traffic(500)
+    shifted = frame.assign(monthly_charges=frame["monthly_charges"] * 1.4)  # drift is why we retrain
+    assert verdicts(shifted, model)["value_ranges"].passed
+
+
+def test_first_model_without_reference_still_rejects_infinities(model):
+    frame = labeled_traffic(500)
+    frame.loc[:30, "data_usage_gb"] = np.inf
+    assert not verdicts(frame, model, reference=None)["value_ranges"].passed
+
+
+def test_limits_come_from_the_config():
+    model = churn_model(dataset={"min_samples": 1000, "max_age_hours": 1})
+    results = verdicts(labeled_traffic(500), model, now=NOW + dt.timedelta(hours=2))
+    assert not results["min_rows"].passed and ">= 1000" in results["min_rows"].expected
+    assert not results["freshness"].passed
+
+
+def test_new_categorical_level_blocks_only_at_scale(model):
+    from retrain_assets.training import reference_for
+
+    frame = labeled_traffic(500)
+    reference = reference_for(frame, model)
+    assert reference["categories"]["contract"] == ["month_to_month", "one_year", "two_year"]
+    few = frame.copy()
+    few.loc[:2, "contract"] = "lifetime"
+    assert verdicts(few, model, reference=reference)["value_ranges"].passed
+    many = frame.copy()
+    many.loc[:100, "contract"] = "lifetime"
+    result = verdicts(many, model, reference=reference)["value_ranges"]
+    assert not result.passed and "contract" in result.message and "lifetime" in result.message
+
+
+def test_null_labels_fail_the_labels_check(model):
+    frame = labeled_traffic(500).astype({"churned": "float"})
+    frame.loc[:9, "churned"] = np.nan
+    result = verdicts(frame, model)["labels"]
+    assert not result.passed and "churned" in result.message

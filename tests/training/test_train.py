@@ -1,0 +1,97 @@
+"""Candidate training: a real, tuned, cross-validated pipeline for classification and regression."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrain_assets.errors import ConfigError, DataError
+from retrain_assets.settings import settings_from_dict
+from retrain_assets.training import DatasetSplit, split_dataset, train_candidate
+from tests.training.conftest import churn_model, labeled_traffic
+
+
+def regression_model(**overrides):
+    return settings_from_dict({"models": [{
+        "name": "load", "task": "regression", "target": "y",
+        "features": [{"name": "x1", "type": "numeric"}, {"name": "x2", "type": "numeric"},
+                     {"name": "zone", "type": "categorical"}],
+        "training": {"tuning_trials": 0}, **overrides}]}).models[0]
+
+
+def regression_frame(rows=1200, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x1": rng.normal(size=rows), "x2": rng.uniform(0, 5, rows),
+                          "zone": rng.choice(["n", "s", "e"], rows)})
+    frame["y"] = 3 * frame.x1 - 2 * frame.x2 + frame.zone.map({"n": 0.0, "s": 4.0, "e": -4.0}) + rng.normal(0, 0.5, rows)
+    return frame
+
+
+def test_classifier_learns_and_reports_cv_and_test_metrics(model):
+    split = split_dataset(labeled_traffic(3000), model, model.dataset, seed=0)
+    trained = train_candidate(split, model, model.training)
+    assert len(trained.cv_scores) == model.training.cv_folds and trained.cv_metric == "f1"
+    assert trained.metrics["accuracy"] > 0.8 and trained.metrics["auc"] > 0.85
+    assert set(trained.metrics) == {"accuracy", "precision", "recall", "f1", "auc"}
+    assert trained.params["early_stopping"] is True and trained.params["n_iter_no_change"] == 5
+    assert trained.tuning_trials == 0
+
+
+def test_tuning_runs_seeded_optuna_trials_and_is_reproducible():
+    model = churn_model(training={"tuning_trials": 3, "cv_folds": 3})
+    split = split_dataset(labeled_traffic(1500), model, model.dataset, seed=0)
+    first = train_candidate(split, model, model.training)
+    second = train_candidate(split, model, model.training)
+    assert first.tuning_trials == 3 and len(first.trials) == 3
+    assert first.params == second.params and first.cv_scores == second.cv_scores
+    assert first.trials[0]["params"]["learning_rate"] == 0.1  # the configured parameters are tried first
+    assert first.cv_mean == max(t["value"] for t in first.trials)
+
+
+def test_regressor_and_other_estimators():
+    for estimator in ("hist_gradient_boosting", "random_forest", "linear_regression"):
+        model = regression_model(estimator={"type": estimator, "params": {"n_estimators": 30} if estimator == "random_forest" else {}})
+        split = split_dataset(regression_frame(), model, model.dataset, seed=0)
+        trained = train_candidate(split, model, model.training)
+        assert set(trained.metrics) == {"mae", "rmse", "r2"}
+        assert trained.metrics["r2"] > 0.9, (estimator, trained.metrics)
+
+
+def test_logistic_regression_and_class_weights():
+    model = churn_model(estimator={"type": "logistic_regression"}, training={"tuning_trials": 0, "class_weight": "balanced"})
+    split = split_dataset(labeled_traffic(1500), model, model.dataset, seed=0)
+    trained = train_candidate(split, model, model.training)
+    assert trained.params["class_weight"] == "balanced" and trained.metrics["accuracy"] > 0.75
+
+
+def test_sample_weights_change_the_fit(model):
+    split = split_dataset(labeled_traffic(1500), model, model.dataset, seed=0)
+    weights = np.where(np.arange(len(split.train_and_validation)) % 2 == 0, 5.0, 1.0)
+    plain = train_candidate(split, model, model.training)
+    weighted = train_candidate(split, model, model.training, sample_weight=weights)
+    assert plain.cv_scores != weighted.cv_scores
+    with pytest.raises(DataError, match="sample_weight"):
+        train_candidate(split, model, model.training, sample_weight=weights[:-1])
+
+
+def test_serving_survives_missing_values_and_unseen_categories(model):
+    split = split_dataset(labeled_traffic(1000), model, model.dataset, seed=0)
+    pipeline = train_candidate(split, model, model.training).pipeline
+    odd = split.test[model.feature_names].head(3).copy()
+    odd["tenure_months"] = odd["tenure_months"].astype(object)
+    odd.loc[odd.index[0], "tenure_months"] = None
+    odd.loc[odd.index[1], "contract"] = "lifetime"
+    odd.loc[odd.index[2], "region"] = None
+    assert len(pipeline.predict(odd)) == 3
+
+
+def test_clear_errors_for_unusable_training_data(model):
+    single_class = labeled_traffic(300).assign(churned=0)
+    split = DatasetSplit(single_class.iloc[:200], single_class.iloc[200:250], single_class.iloc[250:])
+    with pytest.raises(DataError, match="single class"):
+        train_candidate(split, model, model.training)
+    tiny = labeled_traffic(6)
+    with pytest.raises(DataError, match="too few"):
+        train_candidate(DatasetSplit(tiny, tiny.iloc[0:0], tiny), model, model.training)
+    bad = churn_model(estimator={"type": "hist_gradient_boosting", "params": {"no_such_knob": 3}})
+    with pytest.raises(ConfigError, match="no_such_knob"):
+        train_candidate(split_dataset(labeled_traffic(300), bad, bad.dataset, seed=0), bad, bad.training)
