@@ -31,6 +31,16 @@ class DriftSettings(_Strict):
     drift_share: float = Field(
         0.3, gt=0, le=1, description="Share of drifted features at which the dataset counts as drifted."
     )
+    fine_bins: int = Field(
+        2000, ge=10, le=100_000,
+        description="Reference-quantile bins of profiles (binned KS and Wasserstein; a multiple of psi_bins).",
+    )
+    exact_ks_max_rows: int = Field(
+        50_000, ge=0, description="Windows and references up to this many rows get scipy's exact KS."
+    )
+    max_categories: int = Field(
+        200, ge=2, description="Categorical levels tested individually; rarer ones are pooled as __other__."
+    )
     bh_correction: bool = Field(True, description="Benjamini-Hochberg correction across features.")
     min_samples: int = Field(100, ge=1, description="Fewer current rows than this: 'insufficient data'.")
 

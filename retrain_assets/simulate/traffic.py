@@ -53,7 +53,7 @@ def _churn_logit(frame: pd.DataFrame, concept_drift: bool) -> np.ndarray:
     tenure_effect = -0.09 * (tenure - 24) if not concept_drift else 0.06 * (tenure - 24)
     price_effect = 0.06 * (charges - 70) * (2.0 if concept_drift else 1.0)
     logit = -0.6 + 1.1 * (calls - 1.5) + price_effect + tenure_effect + contract_effect + echeck - 0.02 * (usage - 20)
-    return 1.6 * logit
+    return 3.5 * logit
 
 
 def generate_traffic(
@@ -103,4 +103,6 @@ def model_config(name: str = "churn") -> dict:
         "target": TARGET,
         "positive_label": 1,
         "features": [{"name": n, "type": t} for n, t in FEATURES],
+        # churn is well predictable from these features (AUC ~0.97): labels that are not are poisoned
+        "gates": {"min_auc": 0.75},
     }

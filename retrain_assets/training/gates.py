@@ -52,7 +52,8 @@ def _round(values: dict) -> dict:
 
 def absolute_gate(metrics: dict[str, float], model: ModelSettings, gates: GateSettings) -> GateResult:
     if model.task == "classification":
-        floors = {"precision": gates.min_precision, "recall": gates.min_recall, "accuracy": gates.min_accuracy}
+        floors = {"precision": gates.min_precision, "recall": gates.min_recall, "accuracy": gates.min_accuracy,
+                  "auc": gates.min_auc}
         limits = {k: (">=", v) for k, v in floors.items() if v is not None}
     else:
         limits = {

@@ -71,6 +71,10 @@ class GateSettings(_Strict):
     min_precision: float | None = Field(0.85, ge=0, le=1)
     min_recall: float | None = Field(0.80, ge=0, le=1)
     min_accuracy: float | None = Field(0.75, ge=0, le=1)
+    min_auc: float | None = Field(
+        None, ge=0, le=1,
+        description="AUC floor (off by default). Labels unrelated to the features (poisoned, shuffled) give AUC ~0.5.",
+    )
     # absolute (regression); None = not applied
     max_mae: float | None = Field(None, gt=0)
     max_rmse: float | None = Field(None, gt=0)

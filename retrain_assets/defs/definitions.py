@@ -1,0 +1,57 @@
+"""Builds the Dagster Definitions for every model declared in the configuration."""
+
+import dagster as dg
+
+from retrain_assets.defs.keys import TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
+from retrain_assets.defs.monitoring.assets import build_monitoring_assets
+from retrain_assets.defs.monitoring.sensors import build_drift_sensor
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.defs.schedules import build_schedules
+from retrain_assets.defs.training.assets import build_training_assets
+from retrain_assets.settings import RetrainSettings
+
+
+def build_jobs(model_name: str) -> list:
+    retrain = dg.define_asset_job(
+        retrain_job_name(model_name),
+        # Building the job from the asset selection brings the blocking checks along.
+        selection=dg.AssetSelection.assets(
+            *(asset_key(model_name, a) for a in ("training_dataset", "candidate_model", "production_model"))
+        ),
+        description=f"Build a dataset, train and gate a candidate, promote it if every gate passes ({model_name}).",
+        tags={TAG_MODEL: model_name},
+    )
+    monitor = dg.define_asset_job(
+        monitor_job_name(model_name),
+        selection=dg.AssetSelection.assets(asset_key(model_name, "drift_report")),
+        description=f"Compare recent traffic of {model_name} with its production model's training data.",
+        tags={TAG_MODEL: model_name},
+    )
+    return [retrain, monitor]
+
+
+def resources_for(settings: RetrainSettings) -> dict:
+    return {
+        "monitoring_store": MonitoringStoreResource(database_url=settings.storage.database_url),
+        "artifact_store": ArtifactStoreResource(root=settings.storage.artifact_root),
+    }
+
+
+def build_definitions(settings: RetrainSettings) -> dg.Definitions:
+    assets, checks, jobs, sensors, schedules = [], [], [], [], []
+    for model in settings.models:
+        for definition in [*build_training_assets(model), *build_monitoring_assets(model)]:
+            (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
+        jobs += build_jobs(model.name)
+        sensors.append(build_drift_sensor(model))
+        schedules += build_schedules(model)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        sensors=sensors,
+        schedules=schedules,
+        resources=resources_for(settings),
+        # Small ML steps: starting a process per step costs more than the step (6-7 s each here).
+        executor=dg.in_process_executor,
+    )

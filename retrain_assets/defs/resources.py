@@ -1,0 +1,28 @@
+"""Dagster resources: the only way assets, checks and sensors reach storage.
+
+Kept free of ``from __future__ import annotations``: postponed annotations break Dagster's
+ConfigurableResource field parsing.
+"""
+
+import dagster as dg
+
+from retrain_assets.store import ArtifactStore, MonitoringStore
+
+
+class MonitoringStoreResource(dg.ConfigurableResource):
+    """The monitoring database (prediction log, labels, registry, events)."""
+
+    database_url: str
+
+    def get(self) -> MonitoringStore:
+        # Engines are cached per URL (store.database.open_engine), so this is cheap to call per step.
+        return MonitoringStore(self.database_url)
+
+
+class ArtifactStoreResource(dg.ConfigurableResource):
+    """Content-addressed artifacts (models, datasets, drift profiles)."""
+
+    root: str
+
+    def get(self) -> ArtifactStore:
+        return ArtifactStore(self.root)

@@ -1,0 +1,371 @@
+"""Per-model training assets: training_dataset -> candidate_model -> production_model.
+
+The assets are thin: they fetch inputs through resources, call the pure core in
+:mod:`retrain_assets.training`, persist results in the registry/artifact store, and report what a person
+needs in the UI as metadata. Quality checks on the dataset and evaluation gates on the candidate are
+*blocking* asset checks, so a failing one stops the run before anything downstream (training, promotion)
+executes: production stays on the last good model.
+"""
+
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from retrain_assets.defs.keys import TAG_EVENT_ID, asset_key, run_trigger
+from retrain_assets.defs.metadata import md_table, metric_metadata
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.errors import DataError, StoreError
+from retrain_assets.monitoring import ReferenceProfile
+from retrain_assets.settings import ModelSettings
+from retrain_assets.training import (
+    GATE_NAMES,
+    QUALITY_CHECKS,
+    DatasetSplit,
+    clean_labeled_rows,
+    content_hash,
+    dataset_summary,
+    evaluate_gates,
+    reference_for,
+    select_window,
+    split_dataset,
+    train_candidate,
+    validate_training_data,
+)
+
+SPLIT_COLUMN = "__split"
+WEIGHT_COLUMN = "__weight"
+
+
+class RetrainRequest(dg.Config):
+    """Why this retrain was asked for; filled in the launchpad for a manual retrain."""
+
+    reason: str = ""
+    requester: str = ""
+
+
+def split_frame(frame: pd.DataFrame) -> tuple[DatasetSplit, np.ndarray | None]:
+    """The stored dataset back into its split, plus training weights (None when all rows weigh the same)."""
+    parts = {
+        name: frame[frame[SPLIT_COLUMN] == name].drop(columns=[SPLIT_COLUMN, WEIGHT_COLUMN])
+        for name in ("train", "validation", "test")
+    }
+    weights = frame.loc[frame[SPLIT_COLUMN] != "test", WEIGHT_COLUMN].to_numpy()
+    split = DatasetSplit(train=parts["train"], validation=parts["validation"], test=parts["test"])
+    return split, None if np.allclose(weights, 1.0) else weights
+
+
+def load_dataset(store, artifacts, model: ModelSettings, run_id: str | None):
+    dataset = store.registry.latest_dataset(model.name, run_id=run_id)
+    if dataset is None:
+        raise StoreError(f"model {model.name} has no training dataset yet: materialize {model.name}/training_dataset first")
+    return dataset, artifacts.load_frame(dataset.artifact_key, dataset.artifact_sha256)
+
+
+def reference_of_production(store, artifacts, model: ModelSettings) -> dict | None:
+    """Ranges, categories and classes of the production model's training data, for the quality checks."""
+    production = store.registry.production(model.name)
+    if production is None:
+        return None
+    dataset = store.registry.dataset(model.name, production.dataset_tag)
+    frame = artifacts.load_frame(dataset.artifact_key, dataset.artifact_sha256)
+    return reference_for(frame[frame[SPLIT_COLUMN] == "train"], model)
+
+
+def build_training_assets(model: ModelSettings) -> list:
+    dataset_key = asset_key(model.name, "training_dataset")
+    candidate_key = asset_key(model.name, "candidate_model")
+    production_key = asset_key(model.name, "production_model")
+    owners = list(model.owners)
+
+    @dg.asset(
+        key=dataset_key,
+        group_name=model.name,
+        description=(
+            f"Labeled rows of model `{model.name}` from the prediction log (quality-filtered, de-duplicated, "
+            f"strategy `{model.dataset.strategy}`), split train/validation/test and versioned by content hash."
+        ),
+        kinds={"pandas", "parquet"},
+        owners=owners,
+        tags={"domain": "training"},
+    )
+    def training_dataset(
+        context: dg.AssetExecutionContext,
+        config: RetrainRequest,
+        monitoring_store: MonitoringStoreResource,
+        artifact_store: ArtifactStoreResource,
+    ) -> dg.MaterializeResult:
+        store, artifacts = monitoring_store.get(), artifact_store.get()
+        raw = store.predictions.labeled_rows(model.log_key, model.feature_names, model.target)
+        if raw.empty:
+            raise DataError(
+                f"no labeled rows for model {model.name} in the prediction log: log predictions and their labels "
+                "first (see README: data source), or check data_source.model_key in retrain.yaml"
+            )
+        cleaned = clean_labeled_rows(raw, model)
+        window, weights = select_window(cleaned, model.dataset)
+        window = window.assign(**{WEIGHT_COLUMN: 1.0 if weights is None else np.asarray(weights, dtype=float)})
+        split = split_dataset(window, model, model.dataset, seed=model.training.seed)
+        columns = [*model.feature_names, model.target, "timestamp", "request_id"]
+        frame = pd.concat(
+            [
+                part[[*columns, WEIGHT_COLUMN]].assign(**{SPLIT_COLUMN: name})
+                for name, part in (("train", split.train), ("validation", split.validation), ("test", split.test))
+            ],
+            ignore_index=True,
+        )
+        digest = content_hash(frame[columns])
+        stored = artifacts.put_frame(frame)
+        profile = ReferenceProfile.from_frame(
+            split.train, numeric=model.numeric_features, categorical=model.categorical_features, settings=model.drift
+        )
+        profile_ref = artifacts.put_text(profile.to_json(), ".profile.json")
+        summary = dataset_summary(window, model)
+        trigger, reason = run_trigger(context.run.tags)
+        source_query = (
+            f"prediction_log JOIN label_feedback USING (model_name, request_id) WHERE model_name = '{model.log_key}'"
+            f" AND safe_to_send IS NOT FALSE; strategy={model.dataset.strategy}"
+        )
+        version = store.registry.record_dataset(
+            model.name,
+            content_hash=digest,
+            artifact_key=stored.key,
+            artifact_sha256=stored.sha256,
+            profile_key=profile_ref.key,
+            profile_sha256=profile_ref.sha256,
+            rows=len(frame),
+            max_label_id=int(raw["label_id"].max()),
+            summary=summary,
+            source_query=source_query,
+            run_id=context.run.run_id,
+        )
+        context.log.info(f"dataset {version.tag} ({len(frame)} rows, hash {digest[:12]}) for {trigger}: {reason or config.reason}")
+        return dg.MaterializeResult(
+            metadata={
+                "dataset_version": version.tag,
+                "content_hash": digest,
+                "rows": len(frame),
+                "rows_removed_by_quality_filter": len(raw) - len(cleaned),
+                "split_rows": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
+                "summary": summary,
+                "source_query": dg.MetadataValue.text(source_query),
+                "artifact": stored.key,
+            },
+            data_version=dg.DataVersion(digest),
+        )
+
+    @dg.multi_asset_check(
+        name=f"{model.name}_data_quality",
+        specs=[
+            dg.AssetCheckSpec(name, asset=dataset_key, blocking=True, description=f"Great Expectations: {name}")
+            for name in QUALITY_CHECKS
+        ],
+        description="Great Expectations validation of the new dataset; training never runs on bad data.",
+    )
+    def data_quality(
+        context: dg.AssetCheckExecutionContext,
+        monitoring_store: MonitoringStoreResource,
+        artifact_store: ArtifactStoreResource,
+    ):
+        store, artifacts = monitoring_store.get(), artifact_store.get()
+        dataset, frame = load_dataset(store, artifacts, model, context.run.run_id)
+        results = validate_training_data(
+            frame.drop(columns=[SPLIT_COLUMN, WEIGHT_COLUMN]), model, reference=reference_of_production(store, artifacts, model)
+        )
+        by_name = {r.name: r for r in results}
+        for name in QUALITY_CHECKS:
+            result = by_name[name]
+            yield dg.AssetCheckResult(
+                asset_key=dataset_key,
+                check_name=name,
+                passed=bool(result.passed),
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=result.message,
+                metadata={
+                    "dataset_version": dataset.tag,
+                    "observed": dg.MetadataValue.text(str(result.observed)),
+                    "expected": dg.MetadataValue.text(str(result.expected)),
+                },
+            )
+
+    @dg.asset(
+        key=candidate_key,
+        group_name=model.name,
+        deps=[dataset_key],
+        description=(
+            f"A {model.estimator.type} pipeline for `{model.name}` trained (and tuned with "
+            f"{model.training.tuning_trials} Optuna trials) on the newest training_dataset; evaluation gates "
+            "decide whether it may replace production."
+        ),
+        kinds={"sklearn", "python"},
+        owners=owners,
+        tags={"domain": "training"},
+    )
+    def candidate_model(
+        context: dg.AssetExecutionContext,
+        monitoring_store: MonitoringStoreResource,
+        artifact_store: ArtifactStoreResource,
+    ) -> dg.MaterializeResult:
+        store, artifacts = monitoring_store.get(), artifact_store.get()
+        dataset, frame = load_dataset(store, artifacts, model, context.run.run_id)
+        split, weights = split_frame(frame)
+        started = time.perf_counter()
+        trained = train_candidate(split, model, model.training, sample_weight=weights)
+        ref = artifacts.put_model(trained.pipeline)
+        trigger, reason = run_trigger(context.run.tags)
+        version = store.registry.register_candidate(
+            model.name,
+            artifact_key=ref.key,
+            artifact_sha256=ref.sha256,
+            size_bytes=ref.size_bytes,
+            dataset_tag=dataset.tag,
+            dataset_hash=dataset.content_hash,
+            params=trained.params,
+            metrics=trained.metrics,
+            trigger=trigger,
+            reason=reason,
+            run_id=context.run.run_id,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": version.label,
+                "dataset_version": dataset.tag,
+                "dataset_hash": dataset.content_hash,
+                **metric_metadata(trained.metrics, prefix="test_"),
+                "cv_scores": [round(float(s), 4) for s in trained.cv_scores],
+                "cv_mean": float(trained.cv_mean) if trained.cv_mean is not None else None,
+                "params": dg.MetadataValue.json(trained.params),
+                "tuning_trials": trained.tuning_trials,
+                "training_seconds": round(time.perf_counter() - started, 2),
+                "artifact_sha256": ref.sha256,
+                "artifact_size_bytes": ref.size_bytes,
+                "trigger": trigger,
+                "reason": dg.MetadataValue.text(reason),
+            },
+            data_version=dg.DataVersion(ref.sha256),
+        )
+
+    @dg.multi_asset_check(
+        name=f"{model.name}_evaluation_gates",
+        specs=[
+            dg.AssetCheckSpec(name, asset=candidate_key, blocking=True, description=f"Evaluation gate: {name}")
+            for name in GATE_NAMES
+        ],
+        description="Evaluation gates against the production model; a failed gate blocks promotion.",
+    )
+    def evaluation_gates(
+        context: dg.AssetCheckExecutionContext,
+        monitoring_store: MonitoringStoreResource,
+        artifact_store: ArtifactStoreResource,
+    ):
+        store, artifacts = monitoring_store.get(), artifact_store.get()
+        candidate = store.registry.candidate_of_run(model.name, context.run.run_id) or store.registry.with_status(
+            model.name, "candidate"
+        )
+        if candidate is None:
+            raise StoreError(f"no candidate of model {model.name} to evaluate: materialize candidate_model first")
+        candidate_pipeline = artifacts.load_model(candidate.artifact_key, candidate.artifact_sha256)
+        production = store.registry.production(model.name)
+        production_pipeline = None
+        if production is not None:
+            production_pipeline = artifacts.load_model(production.artifact_key, production.artifact_sha256)
+        dataset = store.registry.dataset(model.name, candidate.dataset_tag)
+        frame = artifacts.load_frame(dataset.artifact_key, dataset.artifact_sha256)
+        test = split_frame(frame)[0].test
+        results = evaluate_gates(
+            candidate_pipeline,
+            production_pipeline,
+            test,
+            model,
+            model.gates,
+            candidate_size_bytes=candidate.size_bytes,
+            production_size_bytes=None if production is None else production.size_bytes,
+            seed=model.training.seed,
+        )
+        passed = all(r.passed for r in results)
+        store.registry.record_gates(model.name, candidate.version, [r.to_dict() for r in results], passed)
+        event_id = context.run.tags.get(TAG_EVENT_ID)
+        if not passed and event_id:
+            failed = [r.name for r in results if not r.passed]
+            store.events.complete(
+                int(event_id),
+                successful=False,
+                retraining_model_version=candidate.label,
+                gate_summary={r.name: r.passed for r in results},
+                execution_metrics={"failed_gates": failed, "run_id": context.run.run_id},
+            )
+        against = f"production {production.label}" if production else "no production model yet (absolute gates and smoke test only)"
+        for result in results:
+            yield dg.AssetCheckResult(
+                asset_key=candidate_key,
+                check_name=result.name,
+                passed=bool(result.passed),
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=result.message,
+                metadata={
+                    "candidate": candidate.label,
+                    "compared_with": against,
+                    "applicable": bool(result.applicable),
+                    "values_vs_thresholds": dg.MetadataValue.md(md_table(result.value, result.threshold)),
+                    **{f"value_{k}": v for k, v in (result.value or {}).items() if isinstance(v, (int, float))},
+                },
+            )
+
+    @dg.asset(
+        key=production_key,
+        group_name=model.name,
+        deps=[candidate_key],
+        description=(
+            f"The model serving `{model.name}`. Materializes only when a candidate passed every gate and was "
+            "promoted (blue/green: the previous one stays as standby for instant rollback), so its history "
+            "is the promotion log."
+        ),
+        kinds={"sklearn"},
+        owners=owners,
+        tags={"domain": "deployment"},
+    )
+    def production_model(
+        context: dg.AssetExecutionContext,
+        monitoring_store: MonitoringStoreResource,
+    ) -> dg.MaterializeResult:
+        store = monitoring_store.get()
+        candidate = store.registry.candidate_of_run(model.name, context.run.run_id) or store.registry.with_status(
+            model.name, "candidate"
+        )
+        if candidate is None or candidate.status != "candidate" or candidate.gate_results is None:
+            raise StoreError(
+                f"no gated candidate of model {model.name} to promote: run the {model.name}_retrain job "
+                "(candidate_model with its evaluation gates) first"
+            )
+        previous = store.registry.promote(model.name, candidate.version, run_id=context.run.run_id)
+        trigger, reason = run_trigger(context.run.tags)
+        event_id = context.run.tags.get(TAG_EVENT_ID)
+        if event_id:
+            store.events.complete(
+                int(event_id),
+                successful=True,
+                retraining_model_version=candidate.label,
+                retraining_accuracy=candidate.metrics.get("accuracy"),
+                retraining_r2=candidate.metrics.get("r2"),
+                retraining_rmse=candidate.metrics.get("rmse"),
+                gate_summary={g["name"]: g["passed"] for g in candidate.gate_results},
+                execution_metrics={"run_id": context.run.run_id, "metrics": candidate.metrics},
+            )
+        context.log.info(f"promoted {model.name} {candidate.label} (previous: {previous.label if previous else 'none'})")
+        return dg.MaterializeResult(
+            metadata={
+                "promoted_version": candidate.label,
+                "previous_version": previous.label if previous else "none",
+                "dataset_version": candidate.dataset_tag,
+                "trigger": trigger,
+                "reason": dg.MetadataValue.text(reason),
+                **metric_metadata(candidate.metrics, prefix=""),
+                "gates": dg.MetadataValue.md(
+                    md_table({g["name"]: "passed" if g["passed"] else "FAILED" for g in candidate.gate_results}, None)
+                ),
+            },
+            data_version=dg.DataVersion(candidate.artifact_sha256),
+        )
+
+    return [training_dataset, data_quality, candidate_model, evaluation_gates, production_model]

@@ -1,0 +1,266 @@
+"""``retrain demo``: the whole lifecycle on a real, persistent Dagster instance and the embedded stores.
+
+(a) initial training promotes v1; (b) clean traffic: drift report, the sensor skips; (c) drifted traffic:
+the drift report says drift, the drift sensor is evaluated against the instance and its run request is
+executed, the candidate passes the gates and v2 is promoted; (d) poisoned labels: the candidate fails the
+gates, the run fails, production stays v2. The same runs, checks and sensor ticks are then visible with
+``make ui``.
+"""
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from retrain_assets.defs.definitions import build_definitions, resources_for
+from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, monitor_job_name, retrain_job_name
+from retrain_assets.defs.metadata import root_cause
+from retrain_assets.errors import RetrainError
+from retrain_assets.serving.predict import serve_and_log
+from retrain_assets.settings import ModelSettings, RetrainSettings
+from retrain_assets.simulate import TrafficScenario, generate_traffic
+from retrain_assets.store import ArtifactStore, MonitoringStore
+
+DEMO_MARKER = ".retrain-demo-home"
+SIMULATED_MODEL = "churn"
+
+
+@dataclass
+class StepSummary:
+    step: str
+    trigger: str
+    run_status: str
+    candidate: str | None = None
+    candidate_metrics: dict = field(default_factory=dict)
+    gates: str = "-"
+    production: str | None = None
+    note: str = ""
+
+
+class Demo:
+    def __init__(self, settings: RetrainSettings, instance: dg.DagsterInstance, out=sys.stdout):
+        self.settings = settings
+        self.model: ModelSettings = settings.model(SIMULATED_MODEL)
+        self.instance = instance
+        self.defs = build_definitions(settings)
+        self.store = MonitoringStore(settings.storage.database_url)
+        self.artifacts = ArtifactStore(settings.storage.artifact_root)
+        self.out = out
+        self.clock = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+        self.sensor_cursor: str | None = None
+        self.summary: list[StepSummary] = []
+        self.seed = 0
+
+    # Output ---------------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # Traffic --------------------------------------------------------------------------------------------
+    def _traffic(self, rows: int, scenario: TrafficScenario, label: str, serve: bool) -> None:
+        self.seed += 1
+        frame = generate_traffic(
+            rows, start=self.clock, interval=dt.timedelta(seconds=20), scenario=scenario, seed=self.seed,
+            id_prefix=label,
+        )
+        self.clock += dt.timedelta(seconds=20 * rows)
+        name = self.model.log_key
+        if serve:
+            version, _ = serve_and_log(self.store, self.artifacts, self.model, frame)
+            served = f"served by v{version.version}"
+        else:
+            self.store.predictions.log_predictions(name, frame, self.model.feature_names)
+            served = "historical, before any model"
+        labeled_at = frame["timestamp"] + dt.timedelta(minutes=30)
+        self.store.predictions.log_labels(name, frame["request_id"].tolist(), frame[self.model.target].tolist(), labeled_at)
+        self.say(f"    wrote {rows} rows of {label} traffic ({served}) and their labels")
+
+    # Dagster --------------------------------------------------------------------------------------------
+    def _run(self, job_name: str, tags: dict, reason: str = "") -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(job_name)
+        # Dagster's console logger would print every step event here; the progress lines say what matters
+        # and every event is still stored in the instance for the UI.
+        run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        if job_name == retrain_job_name(self.model.name):
+            op = f"{self.model.name}__training_dataset"
+            run_config["ops"] = {op: {"config": {"reason": reason, "requester": "retrain demo"}}}
+        started = time.perf_counter()
+        result = job.execute_in_process(instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
+        status = "SUCCESS" if result.success else "FAILURE"
+        self.say(f"    run {result.run_id[:8]} of {job_name}: {status} ({time.perf_counter() - started:.1f} s)")
+        return result
+
+    def _monitor(self) -> dict:
+        result = self._run(monitor_job_name(self.model.name), {TAG_MODEL: self.model.name})
+        if not result.success:
+            raise RetrainError(f"the monitoring run failed: {_failure_message(result)}")
+        event = self.instance.get_latest_materialization_event(dg.AssetKey([self.model.name, "drift_report"]))
+        metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        verdict = "DRIFT" if metadata["drift_detected"] else "no drift"
+        drifted = ", ".join(metadata["drifted_features"]) or "none"
+        self.say(
+            f"    drift report: {verdict} (severity {metadata['severity']}, drift share {metadata['drift_share']:.2f}, "
+            f"aggregate PSI {metadata['aggregate_psi']:.3f}; drifted: {drifted})"
+        )
+        return metadata
+
+    def _evaluate_drift_sensor(self):
+        sensor = self.defs.resolve_sensor_def(f"{self.model.name}_drift_sensor")
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.sensor_cursor, definitions=self.defs,
+            resources=resources_for(self.settings),
+        ) as context:
+            data = sensor.evaluate_tick(context)
+        self.sensor_cursor = data.cursor
+        return data
+
+    def _candidate_summary(self, step: str, trigger: str, result: dg.ExecuteInProcessResult, note: str) -> StepSummary:
+        candidate = self.store.registry.candidate_of_run(self.model.name, result.run_id)
+        production = self.store.registry.production(self.model.name)
+        evaluations = result.get_asset_check_evaluations()
+        failed = [e.check_name for e in evaluations if not e.passed]
+        gates = f"FAILED: {', '.join(failed)}" if failed else (f"passed ({len(evaluations)} checks)" if evaluations else "-")
+        metrics = {k: round(v, 3) for k, v in (candidate.metrics if candidate else {}).items() if isinstance(v, float)}
+        return StepSummary(
+            step=step,
+            trigger=trigger,
+            run_status="SUCCESS" if result.success else "FAILURE",
+            candidate=candidate.label if candidate else None,
+            candidate_metrics=metrics,
+            gates=gates,
+            production=production.label if production else None,
+            note=note,
+        )
+
+    # The lifecycle ----------------------------------------------------------------------------------------
+    def run(self) -> list[StepSummary]:
+        name = self.model.name
+        retrain = retrain_job_name(name)
+
+        self.say("(a) initial training: historical labeled data -> candidate v1 -> gates -> production")
+        self._traffic(4000, TrafficScenario(), "historical", serve=False)
+        tags = {TAG_MODEL: name, TAG_TRIGGER: "manual", TAG_SEVERITY: "LOW", TAG_REASON: "initial training"}
+        result = self._run(retrain, tags, reason="initial training")
+        self.summary.append(self._candidate_summary("a: initial training", "manual", result, "first production model"))
+        self._require(result.success, "the initial training run failed", result)
+        self.say(f"    production model: {self.summary[-1].production}")
+
+        self.say("(b) clean traffic -> drift report -> drift sensor")
+        self._traffic(2000, TrafficScenario(), "clean", serve=True)
+        self._monitor()
+        tick = self._evaluate_drift_sensor()
+        self._require(not tick.run_requests, "the drift sensor asked for a retrain on clean traffic")
+        self.say(f"    drift sensor: skipped ({tick.skip_message})")
+        production = self.store.registry.production(name)
+        self.summary.append(StepSummary("b: clean traffic", "drift sensor", "SKIPPED", production=production.label,
+                                        note=f"no retrain: {tick.skip_message}"))
+
+        self.say("(c) drifted traffic (population and churn behaviour change) -> drift report -> drift sensor")
+        self._traffic(4000, TrafficScenario(covariate_drift=0.6, concept_drift=True), "drifted", serve=True)
+        self._monitor()
+        tick = self._evaluate_drift_sensor()
+        self._require(len(tick.run_requests) == 1, "the drift sensor did not request a retrain on drifted traffic")
+        request = tick.run_requests[0]
+        self.say(f"    drift sensor: run requested (severity {request.tags[TAG_SEVERITY]}; {request.tags[TAG_REASON]})")
+        tags = {**request.tags, "dagster/sensor_name": f"{name}_drift_sensor", "dagster/run_key": request.run_key}
+        result = self._run(retrain, tags)
+        self.summary.append(self._candidate_summary("c: drifted traffic", "drift sensor", result, request.tags[TAG_REASON]))
+        self._require(result.success, "the drift-triggered retrain failed", result)
+        event = self.store.events.get(int(request.tags[TAG_EVENT_ID]))
+        self.say(f"    production model: {self.summary[-1].production}; event #{event['id']} successful={event['execution_successful']}")
+        self.say("    monitoring again against the new production model:")
+        self._monitor()
+
+        self.say("(d) poisoned labels -> manual retrain -> candidate must fail the gates")
+        self._traffic(4000, TrafficScenario(covariate_drift=0.6, concept_drift=True, poison_fraction=1.0), "poisoned", serve=True)
+        reason = "new labels arrived (poisoned batch)"
+        event_id = self.store.events.record_trigger(name, trigger_type="manual", severity="LOW", reason=reason)
+        tags = {TAG_MODEL: name, TAG_TRIGGER: "manual", TAG_SEVERITY: "LOW", TAG_REASON: reason, TAG_EVENT_ID: str(event_id)}
+        result = self._run(retrain, tags, reason=reason)
+        summary = self._candidate_summary("d: poisoned labels", "manual", result, "")
+        self._require(not result.success, "the poisoned candidate was not rejected")
+        self._require(summary.production == self.summary[2].production, "production changed after a failed gate")
+        failures = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        summary.note = "; ".join(f"{e.check_name}: {e.description}" for e in failures)[:300]
+        self.summary.append(summary)
+        self.say(f"    run failed as it should: {summary.gates}")
+        self.say(f"    production model still: {summary.production}")
+        return self.summary
+
+    def _require(self, condition: bool, message: str, result: dg.ExecuteInProcessResult | None = None) -> None:
+        if not condition:
+            detail = f": {_failure_message(result)}" if result is not None else ""
+            raise RetrainError(f"demo step failed, {message}{detail}")
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            return root_cause(event.step_failure_data.error)
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    return f"failed checks: {failed}" if failed else "see the run's logs in the UI"
+
+
+def prepare_home(home: Path, dagster_yaml: Path) -> None:
+    """Fresh demo state in a Dagster home the demo owns (never wipes a home it did not create)."""
+    if home.exists() and any(home.iterdir()) and not (home / DEMO_MARKER).exists():
+        raise RetrainError(
+            f"{home} is an existing Dagster home not created by the demo; choose another with --home or "
+            "remove it yourself"
+        )
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / DEMO_MARKER).write_text("created by `retrain demo`; wiped at every demo run\n")
+    if dagster_yaml.is_file():
+        shutil.copy(dagster_yaml, home / "dagster.yaml")
+
+
+def reset_embedded_storage(settings: RetrainSettings) -> None:
+    url = settings.storage.database_url
+    if not url.startswith("sqlite:///"):
+        raise RetrainError(
+            "the demo runs on the embedded storage and wipes it first; unset RETRAIN_DATABASE_URL (it points "
+            "to a server database the demo must not wipe)"
+        )
+    database = Path(url[len("sqlite:///"):])
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(settings.storage.artifact_root, ignore_errors=True)
+
+
+def format_table(summary: list[StepSummary]) -> str:
+    headers = ["step", "trigger", "run", "candidate", "accuracy", "precision", "recall", "f1", "gates", "production"]
+    rows = [
+        [s.step, s.trigger, s.run_status, s.candidate or "-",
+         *(f"{s.candidate_metrics[m]:.3f}" if m in s.candidate_metrics else "-" for m in ("accuracy", "precision", "recall", "f1")),
+         s.gates, s.production or "-"]
+        for s in summary
+    ]
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def run_demo(settings: RetrainSettings, home: Path, dagster_yaml: Path, as_json: bool = False) -> int:
+    out = sys.stderr if as_json else sys.stdout
+    started = time.perf_counter()
+    prepare_home(home, dagster_yaml)
+    os.environ["DAGSTER_HOME"] = str(home)
+    reset_embedded_storage(settings)
+    with dg.DagsterInstance.get() as instance:
+        demo = Demo(settings, instance, out=out)
+        summary = demo.run()
+    elapsed = time.perf_counter() - started
+    if as_json:
+        print(json.dumps({"steps": [asdict(s) for s in summary], "final_production": summary[-1].production,
+                          "dagster_home": str(home), "seconds": round(elapsed, 1)}, indent=2))
+    else:
+        print("\nSummary\n" + format_table(summary), file=out)
+        print(f"\nDone in {elapsed:.0f} s. See it in the Dagster UI: make ui  (DAGSTER_HOME={home})", file=out)
+    return 0

@@ -1,0 +1,129 @@
+"""Concept drift and performance degradation: is the model getting worse at its job?
+
+* **Concept drift** (``concept_drift``): the prediction error of consecutive windows of
+  ``concept_window_rows`` rows (MAE for regression, error rate for classification); flagged when the
+  newest window's error exceeds the previous window's by more than ``concept_window_increase`` (15 %).
+* **Degradation against the baseline** (``performance_degradation``): current metrics of the recent
+  labeled predictions against the production model's baseline metrics. Classification: accuracy
+  relative drop (warning at 5 %, retrain at 10 %), F1 absolute drop 0.05, AUC absolute drop 0.05 (when
+  scores are given). Regression: R2 relative drop 5 %, RMSE +10 %, MAE +20 %.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from retrain_assets.errors import DataError
+from retrain_assets.monitoring.settings import PerformanceSettings
+
+
+@dataclass
+class ConceptDrift:
+    window_errors: list[float]
+    increase: float | None  # relative increase of the newest window over the previous one
+    detected: bool
+    window_rows: int
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MetricChange:
+    metric: str
+    baseline: float
+    current: float
+    drop: float  # how much worse, as a fraction (relative) or in metric units (absolute); > 0 = worse
+    relative: bool
+    threshold: float
+    degraded: bool
+    warning: bool = False
+
+
+@dataclass
+class PerformanceReport:
+    metrics: dict[str, float]
+    changes: list[MetricChange] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> list[MetricChange]:
+        return [c for c in self.changes if c.degraded]
+
+    @property
+    def worst_relative_drop(self) -> float:
+        """The largest relative loss of any metric (0 when none got worse): drives urgency."""
+        drops = [(c.drop if c.relative else c.drop / max(abs(c.baseline), 1e-12)) for c in self.changes]
+        return max([0.0, *drops])
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "changes": [asdict(c) for c in self.changes],
+                "degraded": [c.metric for c in self.degraded], "worst_relative_drop": self.worst_relative_drop}
+
+
+def _aligned(predictions, actuals) -> tuple[np.ndarray, np.ndarray]:
+    predictions, actuals = np.asarray(predictions), np.asarray(actuals)
+    if predictions.shape != actuals.shape or predictions.ndim != 1:
+        raise DataError(f"predictions ({predictions.shape}) and actuals ({actuals.shape}) must be 1-d and the same length")
+    return predictions, actuals
+
+
+def _errors(predictions: np.ndarray, actuals: np.ndarray, task: str) -> np.ndarray:
+    if task == "regression":
+        errors = np.abs(predictions.astype(float) - actuals.astype(float))
+        finite = np.isfinite(errors)
+        if not finite.all():
+            raise DataError(f"{int((~finite).sum())} predictions or actuals are missing or infinite: drop them first")
+        return errors
+    return (predictions != actuals).astype(float)
+
+
+def concept_drift(predictions, actuals, task: str, settings: PerformanceSettings | None = None) -> ConceptDrift:
+    """Error growth between the two newest full windows (rows in time order, oldest first)."""
+    settings = settings or PerformanceSettings()
+    predictions, actuals = _aligned(predictions, actuals)
+    size = settings.concept_window_rows
+    windows = len(predictions) // size
+    if windows < 2:
+        return ConceptDrift([], None, False, size,
+                            f"insufficient data: {len(predictions)} labeled predictions, concept drift needs 2 windows of {size}")
+    errors = _errors(predictions, actuals, task)
+    usable = errors[len(errors) - windows * size:]  # the newest full windows
+    window_errors = usable.reshape(windows, size).mean(axis=1)
+    previous, newest = window_errors[-2], window_errors[-1]
+    increase = (newest - previous) / previous if previous > 0 else (np.inf if newest > 0 else 0.0)
+    detected = bool(increase > settings.concept_window_increase)
+    name = "MAE" if task == "regression" else "error rate"
+    message = (f"{name} of the newest {size} rows {newest:.4g} vs {previous:.4g} before "
+               f"({increase:+.1%}; limit +{settings.concept_window_increase:.0%})")
+    return ConceptDrift([float(e) for e in window_errors], float(increase), detected, size, message)
+
+
+def performance_degradation(
+    predictions, actuals, baseline: dict[str, float], task: str, settings: PerformanceSettings | None = None,
+    scores=None, positive_label=1,
+) -> PerformanceReport:
+    """Current metrics against ``baseline`` (the production model's metrics), metric by metric."""
+    from retrain_assets.training.metrics import compute_metrics  # one definition of every metric
+
+    settings = settings or PerformanceSettings()
+    predictions, actuals = _aligned(predictions, actuals)
+    if len(predictions) == 0:
+        raise DataError("no labeled predictions to measure performance on")
+    current = compute_metrics(actuals, predictions, task, positive_label, scores)
+    rules = (
+        {"accuracy": (True, settings.accuracy_drop), "f1": (False, settings.f1_drop), "auc": (False, settings.auc_drop)}
+        if task == "classification"
+        else {"r2": (True, settings.r2_drop), "rmse": (True, settings.rmse_increase), "mae": (True, settings.mae_increase)}
+    )
+    report = PerformanceReport(current)
+    for metric, (relative, threshold) in rules.items():
+        if metric not in current or metric not in baseline or baseline[metric] is None:
+            continue
+        base, now = float(baseline[metric]), float(current[metric])
+        worse = now - base if metric in ("rmse", "mae") else base - now
+        drop = worse / abs(base) if relative and base != 0 else worse
+        change = MetricChange(metric, base, now, float(drop), relative, threshold, bool(drop > threshold))
+        change.warning = metric == "accuracy" and drop > settings.accuracy_drop_warn
+        report.changes.append(change)
+    return report

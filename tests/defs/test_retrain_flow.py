@@ -1,0 +1,125 @@
+"""The foundation slice in real in-process Dagster runs: dataset -> candidate -> blocking gates -> production."""
+
+import dagster as dg
+import pytest
+
+from retrain_assets.defs.keys import TAG_REASON, TAG_TRIGGER, monitor_job_name
+from retrain_assets.defs.metadata import root_cause
+from retrain_assets.simulate import TrafficScenario
+from tests.conftest import make_settings
+
+DRIFTED = TrafficScenario(covariate_drift=0.6, concept_drift=True)
+
+
+def _materialized(result, asset):
+    return [e.asset_key.path[-1] for e in result.get_asset_materialization_events()].count(asset)
+
+
+def test_definitions_load_with_one_group_per_model(settings):
+    from retrain_assets.defs.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"churn/training_dataset", "churn/candidate_model", "churn/production_model", "churn/drift_report"}
+    assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"churn"}
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"absolute_thresholds", "relative_to_production", "smoke_test", "min_rows"} <= checks
+    assert defs.resolve_job_def("churn_retrain") and defs.resolve_job_def("churn_monitor")
+    assert defs.resolve_sensor_def("churn_drift_sensor")
+    assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 0"
+
+
+def test_good_data_promotes_v1_with_lineage_to_its_dataset(settings, harness_for):
+    h = harness_for(settings)
+    h.traffic(3000)
+    result = h.retrain(reason="initial")
+    assert result.success
+    assert _materialized(result, "production_model") == 1
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    production = h.store.registry.production("churn")
+    assert production.version == 1 and production.trigger == "manual"
+    candidate_md = h.instance.get_latest_materialization_event(dg.AssetKey(["churn", "candidate_model"])).asset_materialization.metadata
+    assert candidate_md["dataset_version"].value == production.dataset_tag
+    dataset_md = h.instance.get_latest_materialization_event(dg.AssetKey(["churn", "training_dataset"])).asset_materialization.metadata
+    assert dataset_md["dataset_version"].value == production.dataset_tag
+    assert dataset_md["content_hash"].value == production.dataset_hash
+    promoted = h.instance.get_latest_materialization_event(dg.AssetKey(["churn", "production_model"])).asset_materialization
+    assert promoted.metadata["promoted_version"].value == "v1"
+    assert promoted.metadata["previous_version"].value == "none"
+
+
+def test_poisoned_labels_fail_the_gates_and_production_stays(tmp_path, harness_for):
+    settings = make_settings(tmp_path, dataset={"strategy": "sliding", "window_rows": 3000})
+    h = harness_for(settings)
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(3000, TrafficScenario(poison_fraction=1.0))
+    result = h.retrain(reason="poisoned batch", event=True)
+    assert not result.success
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert "absolute_thresholds" in failed
+    assert _materialized(result, "production_model") == 0
+    assert h.store.registry.production("churn").version == 1
+    rejected = h.store.registry.version("churn", 2)
+    assert rejected.status == "rejected"
+    assert {g["name"] for g in rejected.gate_results if not g["passed"]} == failed
+    event = h.store.events.recent("churn")[0]
+    assert event["execution_successful"] is False and event["retraining_model_version"] == "v2"
+
+
+def test_quality_check_stops_the_run_before_training(tmp_path, harness_for):
+    settings = make_settings(tmp_path, dataset={"min_samples": 5000})
+    h = harness_for(settings)
+    h.traffic(1000)
+    result = h.retrain()
+    assert not result.success
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"min_rows"}
+    assert _materialized(result, "candidate_model") == 0
+    assert h.store.registry.versions("churn") == []
+
+
+def test_empty_prediction_log_fails_with_a_clear_message(settings, harness_for):
+    h = harness_for(settings)
+    result = h.retrain()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "no labeled rows for model churn" in root_cause(failure.step_failure_data.error)
+
+
+def test_drift_sensor_skips_clean_traffic_and_requests_a_retrain_on_drift(settings, harness_for):
+    h = harness_for(settings)
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(2000, serve=True)
+    assert h.run(monitor_job_name("churn")).success
+    tick = h.sensor_tick("churn_drift_sensor")
+    assert not tick.run_requests and "no drift" in tick.skip_message
+    h.traffic(2000, DRIFTED, serve=True)
+    assert h.run(monitor_job_name("churn")).success
+    tick = h.sensor_tick("churn_drift_sensor", cursor=tick.cursor)
+    assert len(tick.run_requests) == 1
+    request = tick.run_requests[0]
+    assert request.tags[TAG_TRIGGER] == "drift" and "drift" in request.tags[TAG_REASON]
+    event = h.store.events.get(int(request.tags["retrain/event_id"]))
+    assert event["trigger_type"] == "drift" and event["execution_successful"] is None
+    # The same report never triggers twice.
+    assert not h.sensor_tick("churn_drift_sensor", cursor=tick.cursor).run_requests
+
+
+def test_drift_report_without_production_model_says_what_to_do(settings, harness_for):
+    h = harness_for(settings)
+    result = h.run(monitor_job_name("churn"))
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "has no production model yet" in root_cause(failure.step_failure_data.error)
+
+
+def test_weekly_schedule_requests_a_tagged_retrain(settings):
+    from retrain_assets.defs.definitions import build_definitions
+
+    schedule = build_definitions(settings).resolve_schedule_def("churn_weekly_retrain")
+    with dg.build_schedule_context() as context:
+        data = schedule.evaluate_tick(context)
+    assert data.run_requests[0].tags[TAG_TRIGGER] == "schedule"
+    assert schedule.execution_timezone == "UTC"
