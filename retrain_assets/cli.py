@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from retrain_assets.errors import RetrainError
+from retrain_assets.monitoring.check_command import add_check_command
 from retrain_assets.settings import load_settings
 
 
@@ -40,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="validate the config file and print it with every default")
     config.set_defaults(handler=_cmd_config)
 
-    try:
-        from retrain_assets.monitoring.check_cli import add_check_command
-    except ImportError:  # pragma: no cover - the drift engine ships with the package
-        pass
-    else:
-        add_check_command(commands)
+    add_check_command(commands)
     return parser
 
 

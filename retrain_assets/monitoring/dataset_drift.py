@@ -4,7 +4,8 @@ Why floors: on large samples a p-value flags shifts nobody cares about (a 0.02-s
 has p ~ 1e-6). A feature therefore counts as drifted only when its test is significant after the BH
 correction *and* its effect is material: KS D >= ``min_ks_effect``, or normalized Wasserstein >=
 ``min_wasserstein_effect``, or PSI >= ``min_psi_effect`` (categorical: PSI only). The dataset has drifted
-when the share of drifted features reaches ``drift_share`` or the mean PSI exceeds ``psi_aggregate``.
+when the share of drifted features reaches ``drift_share`` or the mean PSI exceeds ``psi_aggregate``;
+with fewer than ``min_samples`` current rows the statistics are reported but no dataset verdict is given.
 """
 
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class DriftReport:
     reference_rows: int
     current_rows: int
     settings: DriftSettings = field(default_factory=DriftSettings)
+    insufficient_data: bool = False  # fewer current rows than min_samples: statistics shown, no verdict
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -76,6 +78,7 @@ class DriftReport:
             "aggregate_psi": self.aggregate_psi,
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
+            "insufficient_data": self.insufficient_data,
             "skipped": self.skipped,
             "features": {name: f.to_dict() for name, f in self.features.items()},
         }
@@ -149,13 +152,17 @@ def detect_drift(
     psis = [r.psi for r in tested if r.psi is not None]
     aggregate = float(np.mean(psis)) if psis else 0.0
     share = len(drifted) / len(tested) if tested else 0.0
+    insufficient = window.rows < settings.min_samples
     return DriftReport(
         features={r.feature: r for r in results},
         drifted_features=drifted,
         drift_share=share,
         aggregate_psi=aggregate,
-        dataset_drift=bool(tested) and (share >= settings.drift_share or aggregate > settings.psi_aggregate),
+        dataset_drift=bool(tested) and not insufficient and (
+            share >= settings.drift_share or aggregate > settings.psi_aggregate
+        ),
         reference_rows=reference.rows,
         current_rows=window.rows,
         settings=settings,
+        insufficient_data=insufficient,
     )

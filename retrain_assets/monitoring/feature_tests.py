@@ -91,11 +91,21 @@ def js_divergence(reference_counts: np.ndarray, current_counts: np.ndarray) -> f
     return float(0.5 * np.sum(rel_entr(p, m)) + 0.5 * np.sum(rel_entr(q, m))) / np.log(2)
 
 
+KSTWO_MAX_N = 100_000
+
+
 def ks_asymptotic_pvalue(statistic: float, n: int, m: int) -> float:
-    """scipy.stats.ks_2samp's two-sided asymptotic p-value for a given D (same formula, same rounding)."""
+    """Two-sided p-value of D for samples of n and m rows, by scipy.stats.ks_2samp's asymptotic formula
+    ``kstwo.sf(D, round(n m / (n + m)))``, identical to scipy up to an effective size of KSTWO_MAX_N.
+
+    Beyond that, kstwo's series costs ~20 ms per call, so its limit, the Kolmogorov distribution
+    ``kstwobign.sf(D sqrt(en))``, is used: at these sizes the two differ by less than 1e-3 (tested).
+    """
     big, small = sorted([float(n), float(m)], reverse=True)
-    en = big * small / (big + small)
-    return float(np.clip(stats.kstwo.sf(statistic, np.round(en)), 0.0, 1.0))
+    en = np.round(big * small / (big + small))
+    if en <= KSTWO_MAX_N:
+        return float(np.clip(stats.kstwo.sf(statistic, en), 0.0, 1.0))
+    return float(np.clip(stats.kstwobign.sf(statistic * np.sqrt(en)), 0.0, 1.0))
 
 
 def binned_ks(reference: NumericCounts, current: NumericCounts) -> tuple[float, float]:

@@ -15,6 +15,8 @@ Bins are half-open on the left, ``(e[i-1], e[i]]``, with the first bin ``(-inf, 
 """
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,14 +46,91 @@ def numeric_values(series: pd.Series, column: str) -> tuple[np.ndarray, int, int
             )
         series = parsed
     values = series.to_numpy(dtype=float, na_value=np.nan)
-    missing = np.isnan(values)
-    infinite = np.isinf(values)
-    return values[~(missing | infinite)], int(missing.sum()), int(infinite.sum())
+    finite = np.isfinite(values)
+    if finite.all():  # the common case: no copy
+        return values, 0, 0
+    missing = int(np.isnan(values).sum())
+    return values[finite], missing, int((~finite).sum()) - missing
 
 
-def category_values(series: pd.Series) -> pd.Series:
-    """Levels as strings, missing ones as one explicit level."""
-    return series.astype(object).where(series.notna(), MISSING).astype(str)
+def category_counts(series: pd.Series) -> dict[str, int]:
+    """Count of each level (as a string; missing values as one explicit level), without converting the
+    column first: counting then renaming a dozen keys is far cheaper than rewriting a million values."""
+    counts: dict[str, int] = {}
+    for level, n in series.value_counts(dropna=False).items():
+        key = MISSING if pd.isna(level) else str(level)
+        counts[key] = counts.get(key, 0) + int(n)
+    return counts
+
+
+EDGE_SAMPLE_ROWS = 50_000
+
+
+def quantile_edges(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Reference quantiles at ``levels`` (linear interpolation, as numpy's default method).
+
+    Up to EDGE_SAMPLE_ROWS values the quantiles are exact; beyond, they are estimated from an evenly
+    spaced subset of that size. Edges only need to be close to the reference quantiles (the counts in
+    them are always exact), and exact quantiles of millions of values cost a partial sort per column.
+    """
+    if values.size > EDGE_SAMPLE_ROWS:
+        values = values[:: int(np.ceil(values.size / EDGE_SAMPLE_ROWS))]
+    ordered = np.sort(values)
+    position = levels * (ordered.size - 1)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, ordered.size - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
+
+
+class FastBinner:
+    """Bin counts identical to ``np.bincount(np.searchsorted(edges, x, side="left"))``, 4-5x faster.
+
+    A binary search over 2,000 edges costs ~90 ns per value, mostly mispredicted branches. Instead the
+    span of the distinct edges is cut into 8x as many uniform cells, and the same rounding-monotone map
+    ``cell(t) = floor((t - low) * scale)`` is applied to edges and values: an edge in an earlier cell is
+    below the value, one in a later cell above it, so a value starts at the count of edges in earlier
+    cells and only the edges of its own cell need comparing, in as many vectorized passes as the most
+    crowded cell holds edges (usually one or two). Columns whose edges crowd into few cells (more than
+    ``MAX_PASSES``) fall back to searchsorted.
+    """
+
+    MAX_PASSES = 12
+
+    def __init__(self, edges: np.ndarray):
+        self.edges = edges
+        self.unique, first = np.unique(edges, return_index=True)
+        m = len(self.unique)
+        self.usable = m >= 2 and bool(np.isfinite(self.unique).all()) and self.unique[-1] > self.unique[0]
+        if not self.usable:
+            return
+        self.low = float(self.unique[0])
+        self.cells = 8 * m
+        self.scale = self.cells / float(self.unique[-1] - self.unique[0])
+        edge_cells = self._cells(self.unique)
+        per_cell = np.bincount(edge_cells, minlength=self.cells)
+        # k indexes padded = [distinct edges..., +inf]: k = distinct edges below the value
+        self.base = np.concatenate([[0], np.cumsum(per_cell)[:-1]]).astype(np.int32)
+        self.padded = np.append(self.unique, np.inf)
+        self.passes = int(per_cell.max())
+        self.usable = self.passes <= self.MAX_PASSES
+        self.lookup = np.append(first, len(edges))  # k -> all edges below the value (duplicates included)
+
+    def _cells(self, values: np.ndarray) -> np.ndarray:
+        cell = values - self.low
+        cell *= self.scale
+        np.clip(cell, 0, self.cells - 1, out=cell)
+        return cell.astype(np.int32)
+
+    def counts(self, values: np.ndarray) -> np.ndarray:
+        """How many values fall in each of the ``len(edges) + 1`` bins ``(e[i-1], e[i]]``."""
+        if not self.usable:
+            return np.bincount(np.searchsorted(self.edges, values, side="left"), minlength=len(self.edges) + 1)
+        k = self.base[self._cells(values)]
+        for _ in range(self.passes):
+            k += self.padded[k] < values
+        fine = np.zeros(len(self.edges) + 1, dtype=np.int64)
+        np.add.at(fine, self.lookup, np.bincount(k, minlength=len(self.padded)))
+        return fine
 
 
 @dataclass
@@ -100,13 +179,14 @@ class NumericCounts:
 
 def count_values(
     edges: np.ndarray, values: np.ndarray, missing: int, infinite: int, sample_limit: int,
-    center: float, scale: float, zscore: float,
+    center: float, scale: float, zscore: float, binner: "FastBinner | None" = None,
 ) -> NumericCounts:
     """Counts of finite ``values`` in the bins of ``edges`` (one binary search per value), with moments
     and the number of values more than ``zscore`` scales away from ``center``."""
-    index = np.searchsorted(edges, values, side="left")
-    fine = np.bincount(index, minlength=len(edges) + 1).astype(np.int64)
-    outliers = int(np.count_nonzero(np.abs(values - center) > zscore * scale)) if scale > 0 else 0
+    fine = (binner or FastBinner(edges)).counts(values).astype(np.int64)
+    outliers = 0
+    if scale > 0:
+        outliers = int(np.count_nonzero(values < center - zscore * scale) + np.count_nonzero(values > center + zscore * scale))
     return NumericCounts(
         fine=fine,
         count=int(values.size),
@@ -129,6 +209,7 @@ class NumericReference:
     psi_every: int  # PSI bin i = fine bins [i * psi_every, (i + 1) * psi_every)
     counts: NumericCounts
     zscore: float = 3.0
+    _binner: "FastBinner | None" = field(default=None, repr=False, compare=False)
 
     @property
     def psi_edges(self) -> np.ndarray:
@@ -139,8 +220,10 @@ class NumericReference:
         return counts.fine.reshape(-1, self.psi_every).sum(axis=1)
 
     def count_window(self, values: np.ndarray, missing: int, infinite: int, sample_limit: int) -> NumericCounts:
+        if self._binner is None:
+            self._binner = FastBinner(self.fine_edges)
         return count_values(self.fine_edges, values, missing, infinite, sample_limit,
-                            self.counts.mean, self.counts.std, self.zscore)
+                            self.counts.mean, self.counts.std, self.zscore, self._binner)
 
 
 @dataclass
@@ -177,20 +260,19 @@ class ReferenceProfile:
                       exact_sample_rows=settings.exact_ks_max_rows, zscore=settings.zscore,
                       max_categories=settings.max_categories)
         levels = np.arange(1, fine_bins) / fine_bins
-        for column in numeric:
+
+        def profile_column(column: str) -> NumericReference:
             values, missing_count, infinite = numeric_values(frame[column], column)
-            if values.size == 0:
-                edges = np.zeros(fine_bins - 1)
-            else:
-                edges = np.quantile(values, levels)
+            edges = quantile_edges(values, levels) if values.size else np.zeros(fine_bins - 1)
             center = float(values.mean()) if values.size else 0.0
             scale = float(values.std(ddof=1)) if values.size > 1 else 0.0
             counts = count_values(edges, values, missing_count, infinite, settings.exact_ks_max_rows,
                                   center, scale, settings.zscore)
-            profile.numeric[column] = NumericReference(edges, fine_bins // settings.psi_bins, counts, settings.zscore)
+            return NumericReference(edges, fine_bins // settings.psi_bins, counts, settings.zscore)
+
+        profile.numeric = dict(zip(numeric, map_columns(profile_column, numeric, len(frame))))
         for column in categorical:
-            counts = category_values(frame[column]).value_counts()
-            profile.categorical[column] = {str(k): int(v) for k, v in counts.items()}
+            profile.categorical[column] = category_counts(frame[column])
         return profile
 
     @property
@@ -254,12 +336,15 @@ class WindowProfile:
                 "model's feature list"
             )
         window = cls(rows=len(frame), sample_limit=reference.exact_sample_rows)
-        for column, ref in reference.numeric.items():
+
+        def count_column(column: str) -> NumericCounts:
             values, missing_count, infinite = numeric_values(frame[column], column)
-            window.numeric[column] = ref.count_window(values, missing_count, infinite, reference.exact_sample_rows)
+            return reference.numeric[column].count_window(values, missing_count, infinite, reference.exact_sample_rows)
+
+        columns = list(reference.numeric)
+        window.numeric = dict(zip(columns, map_columns(count_column, columns, len(frame))))
         for column in reference.categorical:
-            counts = category_values(frame[column]).value_counts()
-            window.categorical[column] = {str(k): int(v) for k, v in counts.items()}
+            window.categorical[column] = category_counts(frame[column])
         return window
 
     def merge(self, other: "WindowProfile") -> "WindowProfile":
@@ -281,6 +366,19 @@ class WindowProfile:
         for window in windows[1:]:
             merged = merged.merge(window)
         return merged
+
+
+PARALLEL_MIN_VALUES = 2_000_000
+
+
+def map_columns(fn, columns: list[str], rows: int) -> list:
+    """``fn`` over columns, on a few threads when the frame is large (numpy releases the GIL in the
+    array work, so columns are profiled side by side); serially for small frames, where threads cost
+    more than they save."""
+    if rows * len(columns) < PARALLEL_MIN_VALUES or len(columns) < 2:
+        return [fn(column) for column in columns]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, columns))
 
 
 def split_columns(frame: pd.DataFrame, numeric: list[str] | None, categorical: list[str] | None) -> tuple[list, list]:

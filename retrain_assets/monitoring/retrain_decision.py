@@ -10,7 +10,8 @@ Each signal has a strength (mild, strong, very strong). Severity follows from th
 
 ``triggered`` is True from MEDIUM up. Strengths, per the playbooks:
 
-* data drift: features drifted but not the dataset -> mild; dataset drift -> strong; dataset drift with
+* data drift: features drifted but not the dataset -> mild; dataset drift, or a drifted feature with PSI
+  above ``psi_feature`` (0.2) -> strong; dataset drift with
   KL > ``kl_severe`` (0.5) on a drifted feature, or half the features drifted with aggregate PSI above
   twice ``psi_aggregate`` -> very strong. KL bands are reported: < 0.1 monitor, 0.1-0.5 moderate, > 0.5 severe;
 * concept drift: window error growth beyond the limit -> mild, beyond twice the limit -> strong;
@@ -105,7 +106,8 @@ def _drift_signal(report: DriftReport, settings: DriftSettings) -> Signal | None
         return Signal("drift", "mild", f"outlier share above {settings.outlier_fraction:.0%} in {', '.join(outliers)}", metrics)
     detail = (f"data drift in {len(drifted)}/{len(report.features)} features: {listing}; "
               f"aggregate PSI {report.aggregate_psi:.3f}, KL band {kl_band(max_kl, settings)}")
-    if not report.dataset_drift:
+    major = [f.feature for f in drifted if (f.psi or 0.0) > settings.psi_feature]
+    if not report.dataset_drift and not major:
         return Signal("drift", "mild", detail, metrics)
     very = max_kl > settings.kl_severe or (report.drift_share >= 0.5 and report.aggregate_psi > 2 * settings.psi_aggregate)
     return Signal("drift", "very_strong" if very else "strong", detail, metrics)

@@ -1,0 +1,133 @@
+"""``retrain check``: a one-off retrain decision for two files, without Dagster or a config file.
+
+Exit code 0 whether or not retraining is advised; 2 (through the CLI's error handling) only when the
+input cannot be read or compared, with a message naming the file or column.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retrain_assets.errors import DataError
+from retrain_assets.monitoring.retrain_decision import RetrainDecision, should_retrain
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A CSV (optionally gzipped) or Parquet file as a frame."""
+    file = Path(path)
+    if not file.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        if file.suffix == ".parquet":
+            return pd.read_parquet(file)
+        return pd.read_csv(file)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read it as {'Parquet' if file.suffix == '.parquet' else 'CSV'} ({error})") from error
+
+
+def read_vector(spec: str) -> np.ndarray:
+    """Predictions or actuals: ``file.npy``, a CSV/Parquet file's first column, or ``file.csv:column``."""
+    path, _, column = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    if path.endswith(".npy"):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: cannot read it as a .npy array ({error})") from error
+    table = read_table(path)
+    if column and column not in table.columns:
+        raise DataError(f"{path} has no column {column!r}; columns: {list(table.columns)}")
+    return table[column or table.columns[0]].to_numpy()
+
+
+def parse_baseline(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    baseline = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            baseline[name.strip()] = float(value)
+        except ValueError:
+            raise DataError(f"--baseline {text!r}: write it as metric=value pairs, e.g. r2=0.85,rmse=0.35") from None
+    return baseline
+
+
+def decision_json(decision: RetrainDecision) -> dict:
+    features = {}
+    if decision.drift is not None:
+        for name, f in decision.drift.features.items():
+            features[name] = {
+                "type": f.kind, "test": f.test, "statistic": f.statistic, "p_value": f.p_value,
+                "p_adjusted": f.p_adjusted, "effect": f.effect, "effect_name": f.effect_name, "psi": f.psi,
+                "kl": f.kl, "js": f.js, "wasserstein": f.wasserstein, "outlier_share": f.outlier_share,
+                "drifted": f.drifted, "method": f.method, "notes": f.notes,
+            }
+    report = decision.drift
+    return {
+        "retrain": decision.triggered,
+        "severity": decision.severity.value if decision.signals else "NONE",
+        "confidence": decision.confidence,
+        "urgency": decision.urgency,
+        "reasons": decision.reasons,
+        "insufficient_data": decision.insufficient_data,
+        "drifted_features": report.drifted_features if report else [],
+        "drift_share": report.drift_share if report else 0.0,
+        "aggregate_psi": report.aggregate_psi if report else 0.0,
+        "features": features,
+        "performance": decision.performance,
+        "concept_drift": decision.concept,
+    }
+
+
+def render(decision: RetrainDecision) -> str:
+    verdict = f"RETRAINING DECISION: {'YES' if decision.triggered else 'NO'}"
+    width = len(verdict) + 4
+    lines = ["+" + "-" * width + "+", f"|  {verdict}  |", "+" + "-" * width + "+"]
+    severity = decision.severity.value if decision.signals else "NONE"
+    lines.append(f"severity:   {severity}   urgency: {decision.urgency}   confidence: {decision.confidence:.2f}")
+    lines += [f"reason:     {reason}" for reason in decision.reasons]
+    if decision.drift is not None:
+        lines += ["", decision.drift.feature_markdown()]
+    return "\n".join(lines)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    reference, current = read_table(args.reference), read_table(args.current)
+    columns = [c.strip() for c in args.features.split(",")] if args.features else None
+    if columns is None:
+        columns = [c for c in reference.columns if c in current.columns]
+        if not columns:
+            raise DataError(f"{args.reference} and {args.current} share no columns")
+    missing = [c for c in columns if c not in reference.columns or c not in current.columns]
+    if missing:
+        raise DataError(f"--features {missing} are not in both files")
+    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(reference[c].dtype) and not pd.api.types.is_bool_dtype(reference[c].dtype)]
+    categorical = [c for c in columns if c not in numeric]
+    predictions = read_vector(args.predictions) if args.predictions else None
+    actuals = read_vector(args.actuals) if args.actuals else None
+    if (predictions is None) != (actuals is None):
+        raise DataError("--predictions and --actuals go together")
+    decision = should_retrain(
+        reference[columns], current[columns], predictions, actuals, parse_baseline(args.baseline),
+        task=args.task, numeric=numeric, categorical=categorical,
+    )
+    print(json.dumps(decision_json(decision), indent=2, default=float) if args.json else render(decision))
+    return 0
+
+
+def add_check_command(commands) -> None:
+    check = commands.add_parser(
+        "check", help="one-off retrain decision: drift between two CSV/Parquet files (+ performance if given)"
+    )
+    check.add_argument("--reference", required=True, help="training-time data (.csv, .csv.gz or .parquet)")
+    check.add_argument("--current", required=True, help="recent data with the same columns")
+    check.add_argument("--features", help="comma-separated columns to test (default: all shared columns)")
+    check.add_argument("--predictions", help="predictions: .npy, a table's first column, or file.csv:column")
+    check.add_argument("--actuals", help="true values, same forms as --predictions")
+    check.add_argument("--baseline", help="baseline metrics, e.g. accuracy=0.9,f1=0.85 or r2=0.85,rmse=0.35")
+    check.add_argument("--task", choices=["classification", "regression"], default="classification")
+    check.add_argument("--json", action="store_true", help="print the decision as JSON")
+    check.set_defaults(handler=run_check)
