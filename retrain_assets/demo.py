@@ -199,11 +199,13 @@ class Demo:
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failed = [f"{e.check_name}: {e.description}" for e in result.get_asset_check_evaluations() if not e.passed]
+    if failed:
+        return "failed checks: " + "; ".join(failed)
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
             return root_cause(event.step_failure_data.error)
-    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
-    return f"failed checks: {failed}" if failed else "see the run's logs in the UI"
+    return "see the run's logs in the UI"
 
 
 def prepare_home(home: Path, dagster_yaml: Path) -> None:

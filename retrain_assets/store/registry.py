@@ -130,6 +130,15 @@ class Registry:
             row = conn.execute(query.order_by(dataset_versions.c.number.desc())).first()
         return None if row is None else _dataset(row)
 
+    def record_quality(self, model_name: str, tag: str, results: list[Mapping]) -> None:
+        """Store the data-quality check outcomes with the dataset they judged."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(dataset_versions)
+                .where(dataset_versions.c.model_name == model_name, dataset_versions.c.tag == tag)
+                .values(quality=[dict(r) for r in results])
+            )
+
     # Model versions ------------------------------------------------------------------------------------
     def register_candidate(self, model_name: str, **fields: Any) -> ModelVersion:
         with self.engine.begin() as conn:

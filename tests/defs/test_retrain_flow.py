@@ -72,12 +72,38 @@ def test_quality_check_stops_the_run_before_training(tmp_path, harness_for):
     settings = make_settings(tmp_path, dataset={"min_samples": 5000})
     h = harness_for(settings)
     h.traffic(1000)
-    result = h.retrain()
+    result = h.retrain(event=True)
     assert not result.success
     failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
     assert failed == {"min_rows"}
     assert _materialized(result, "candidate_model") == 0
     assert h.store.registry.versions("churn") == []
+    dataset = h.store.registry.latest_dataset("churn")
+    assert [q["name"] for q in dataset.quality if not q["passed"]] == ["min_rows"]
+    event = h.store.events.recent("churn")[0]
+    assert event["execution_successful"] is False
+    assert event["execution_metrics"]["failed_quality_checks"] == ["min_rows"]
+
+
+def test_labels_of_one_class_stop_at_the_labels_check(settings, harness_for):
+    h = harness_for(settings)
+    frame = h.traffic(1000, label=False)
+    h.store.predictions.log_labels("churn", frame["request_id"].tolist(), [0] * len(frame))
+    result = h.retrain()
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"labels"} and _materialized(result, "candidate_model") == 0
+
+
+def test_a_feature_missing_from_the_log_is_named(tmp_path, harness_for):
+    h = harness_for(make_settings(tmp_path))
+    frame = h.traffic(500, label=False).drop(columns=["region"])
+    renamed = make_settings(tmp_path)  # the log holds rows written without 'region'
+    h.store.predictions.log_predictions("churn", frame.assign(request_id=frame["request_id"] + "-x"),
+                                        [f for f in renamed.models[0].feature_names if f != "region"])
+    h.store.predictions.log_labels("churn", (frame["request_id"] + "-x").tolist(), frame["churned"].tolist())
+    result = h.retrain()
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "region" in root_cause(failure.step_failure_data.error)
 
 
 def test_empty_prediction_log_fails_with_a_clear_message(settings, harness_for):

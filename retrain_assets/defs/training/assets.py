@@ -173,6 +173,19 @@ def build_training_assets(model: ModelSettings) -> list:
         results = validate_training_data(
             frame.drop(columns=[SPLIT_COLUMN, WEIGHT_COLUMN]), model, reference=reference_of_production(store, artifacts, model)
         )
+        store.registry.record_quality(
+            model.name, dataset.tag,
+            [{"name": r.name, "passed": bool(r.passed), "message": r.message} for r in results],
+        )
+        failed = [r.name for r in results if not r.passed]
+        event_id = context.run.tags.get(TAG_EVENT_ID)
+        if failed and event_id:
+            store.events.complete(
+                int(event_id),
+                successful=False,
+                execution_metrics={"failed_quality_checks": failed, "dataset_version": dataset.tag,
+                                   "run_id": context.run.run_id},
+            )
         by_name = {r.name: r for r in results}
         for name in QUALITY_CHECKS:
             result = by_name[name]
