@@ -4,7 +4,7 @@ import dagster as dg
 
 from retrain_assets.defs.keys import TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import build_monitoring_assets
-from retrain_assets.defs.monitoring.sensors import build_drift_sensor
+from retrain_assets.defs.monitoring.sensors import build_drift_sensor, build_retrain_failure_sensor
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.defs.schedules import build_schedules
 from retrain_assets.defs.training.assets import build_training_assets
@@ -42,8 +42,9 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
     for model in settings.models:
         for definition in [*build_training_assets(model), *build_monitoring_assets(model)]:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
-        jobs += build_jobs(model.name)
-        sensors.append(build_drift_sensor(model))
+        retrain, monitor = build_jobs(model.name)
+        jobs += [retrain, monitor]
+        sensors += [build_drift_sensor(model), build_retrain_failure_sensor(model, retrain)]
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

@@ -4,6 +4,7 @@ import dagster as dg
 import pytest
 
 from retrain_assets.defs.keys import TAG_REASON, TAG_TRIGGER, monitor_job_name
+from retrain_assets.defs.definitions import resources_for
 from retrain_assets.defs.metadata import root_cause
 from retrain_assets.simulate import TrafficScenario
 from tests.conftest import make_settings
@@ -149,3 +150,26 @@ def test_weekly_schedule_requests_a_tagged_retrain(settings):
         data = schedule.evaluate_tick(context)
     assert data.run_requests[0].tags[TAG_TRIGGER] == "schedule"
     assert schedule.execution_timezone == "UTC"
+
+
+def test_a_crashed_triggered_run_gets_its_event_closed_by_the_failure_sensor(tmp_path, harness_for):
+    h = harness_for(make_settings(tmp_path))
+    frame = h.traffic(500, label=False).drop(columns=["region"])
+    ids = (frame["request_id"] + "-x").tolist()
+    h.store.predictions.log_predictions("churn", frame.assign(request_id=ids), [f for f in h.model.feature_names if f != "region"])
+    h.store.predictions.log_labels("churn", ids, frame["churned"].tolist())
+    result = h.retrain(event=True)  # training_dataset raises: no check completes the event
+    assert not result.success
+    event_id = h.store.events.recent("churn")[0]["id"]
+    assert h.store.events.get(event_id)["execution_completed_at"] is None
+    sensor = h.defs.resolve_sensor_def("churn_retrain_failure_sensor")
+    failure = h.instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=failure, dagster_instance=h.instance,
+        dagster_run=h.instance.get_run_by_id(result.run_id), resources=resources_for(h.settings),
+    ).for_run_failure()
+    sensor(context)
+    event = h.store.events.get(event_id)
+    assert event["execution_successful"] is False and event["execution_metrics"]["run_id"] == result.run_id
+    sensor(context)  # a second evaluation leaves the outcome as it is
+    assert h.store.events.get(event_id)["execution_completed_at"] == event["execution_completed_at"]

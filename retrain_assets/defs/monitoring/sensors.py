@@ -12,6 +12,7 @@ from retrain_assets.defs.keys import (
     retrain_job_name,
     short,
 )
+from retrain_assets.defs.resources import MonitoringStoreResource
 from retrain_assets.settings import ModelSettings
 
 
@@ -69,3 +70,33 @@ def build_drift_sensor(model: ModelSettings) -> dg.SensorDefinition:
         )
 
     return drift_sensor
+
+
+def build_retrain_failure_sensor(model: ModelSettings, retrain_job) -> dg.SensorDefinition:
+    """Closes the retraining event of a failed retrain run, so no trigger is left without an outcome.
+
+    Gate and data-quality failures complete their event themselves (with the failing checks); this
+    sensor catches everything else: a crash, bad input raised by an asset, a cancelled or killed run.
+    """
+
+    @dg.run_failure_sensor(
+        name=f"{model.name}_retrain_failure_sensor",
+        monitored_jobs=[retrain_job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Records the outcome of failed {retrain_job_name(model.name)} runs in model_retraining_events.",
+    )
+    def retrain_failure_sensor(context: dg.RunFailureSensorContext, monitoring_store: MonitoringStoreResource):
+        run = context.dagster_run
+        event_id = run.tags.get(TAG_EVENT_ID)
+        if not event_id:
+            return dg.SkipReason(f"run {run.run_id[:8]} carries no retraining event (started without a trigger)")
+        store = monitoring_store.get()
+        event = store.events.get(int(event_id))
+        if event is None or event["execution_completed_at"] is not None:
+            return dg.SkipReason(f"event {event_id} of run {run.run_id[:8]} already has its outcome")
+        message = context.failure_event.message if context.failure_event else "run failed"
+        store.events.complete(int(event_id), successful=False,
+                              execution_metrics={"run_id": run.run_id, "error": message})
+        return dg.SkipReason(f"recorded the failure of run {run.run_id[:8]} in event {event_id}")
+
+    return retrain_failure_sensor
