@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -80,11 +81,17 @@ class TriggerSettings(_Strict):
     min_samples: int = Field(100, ge=1, description="Recent labeled rows an automatic trigger needs.")
     cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
     sensor_interval_s: int = Field(60, ge=5, description="How often sensors are evaluated.")
+    quiet_start_hour: int = Field(1, ge=0, le=23, description="MEDIUM triggers wait for the quiet window: its first hour.")
+    quiet_end_hour: int = Field(5, ge=0, le=24, description="End of the quiet window (exclusive hour, in `timezone`).")
 
     @model_validator(mode="after")
     def _bands_ordered(self):
         if self.new_labels_scheduled > self.new_labels_now:
             raise ValueError("new_labels_scheduled must not exceed new_labels_now")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
         return self
 
 

@@ -17,8 +17,10 @@ PG_ADMIN_URL = os.environ.get("RETRAIN_TEST_PG_URL", "postgresql+psycopg2://post
 
 
 def make_settings(tmp_path, models=None, database_url=None, **model_overrides) -> RetrainSettings:
-    """Settings with the simulator's churn model on storage under tmp_path (fast training defaults)."""
-    model = {**model_config(), "training": {"tuning_trials": 0}, **model_overrides}
+    """Settings with the simulator's churn model on storage under tmp_path (fast training, immediate triggers)."""
+    # Sensors act at once in tests (no cooldown, every hour quiet) unless a test sets "triggers" itself.
+    immediate = {"cooldown_hours": 0, "quiet_start_hour": 0, "quiet_end_hour": 24}
+    model = {**model_config(), "training": {"tuning_trials": 0}, "triggers": immediate, **model_overrides}
     return settings_from_dict(
         {
             "storage": {

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from retrain_assets.defs.keys import TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
+from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import build_monitoring_assets
-from retrain_assets.defs.monitoring.sensors import build_drift_sensor, build_retrain_failure_sensor
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.defs.schedules import build_schedules
 from retrain_assets.defs.training.assets import build_training_assets
+from retrain_assets.defs.triggers.sensors import build_trigger_sensors
 from retrain_assets.settings import RetrainSettings
 
 
@@ -19,12 +19,14 @@ def build_jobs(model_name: str) -> list:
             *(asset_key(model_name, a) for a in ("training_dataset", "candidate_model", "production_model"))
         ),
         description=f"Build a dataset, train and gate a candidate, promote it if every gate passes ({model_name}).",
-        tags={TAG_MODEL: model_name},
+        tags={TAG_MODEL: model_name, TAG_CONCURRENCY: model_name},
     )
     monitor = dg.define_asset_job(
         monitor_job_name(model_name),
-        selection=dg.AssetSelection.assets(asset_key(model_name, "drift_report")),
-        description=f"Compare recent traffic of {model_name} with its production model's training data.",
+        selection=dg.AssetSelection.assets(
+            *(asset_key(model_name, a) for a in ("drift_report", "performance_report"))
+        ),
+        description=f"Drift and performance reports of {model_name}'s production model.",
         tags={TAG_MODEL: model_name},
     )
     return [retrain, monitor]
@@ -44,7 +46,7 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
         retrain, monitor = build_jobs(model.name)
         jobs += [retrain, monitor]
-        sensors += [build_drift_sensor(model), build_retrain_failure_sensor(model, retrain)]
+        sensors += build_trigger_sensors(model, retrain)
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

@@ -7,6 +7,8 @@ TAG_SEVERITY = "retrain/severity"
 TAG_REASON = "retrain/reason"
 TAG_EVENT_ID = "retrain/event_id"
 TAG_MODEL = "retrain/model"
+# Retrain runs only; dagster.yaml limits it to one queued-to-running run per value (model).
+TAG_CONCURRENCY = "retrain/concurrency"
 
 # Dagster limits tag values; reasons are summarized in tags and kept whole in the events table.
 MAX_TAG_LENGTH = 200

@@ -4,9 +4,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 
-from retrain_assets.store.schema import model_retraining_events
+from retrain_assets.store.schema import incidents, model_retraining_events
 
 
 def _now() -> dt.datetime:
@@ -66,3 +66,37 @@ class EventLog:
             query = query.where(model_retraining_events.c.model_name == model_name)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def last_attempt(self, model_name: str) -> dt.datetime | None:
+        """When the newest retrain was started for this model (blocked triggers do not count)."""
+        e = model_retraining_events
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.max(e.c.triggered_at)).where(e.c.model_name == model_name, e.c.execution_attempted.is_(True))
+            ).scalar_one()
+
+    # Incidents -----------------------------------------------------------------------------------------
+    def open_incident(self, title: str, *, priority: str = "P1", model_name: str | None = None) -> int:
+        if priority not in ("P1", "P2", "P3", "P4"):
+            raise ValueError(f"incident priority must be P1..P4, got {priority!r}")
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                incidents.insert().values(model_name=model_name, priority=priority, title=title, opened_at=_now())
+            )
+            return int(result.inserted_primary_key[0])
+
+    def resolve_incident(self, incident_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(incidents).where(incidents.c.id == incident_id).values(resolved_at=_now()))
+
+    def open_p1_incidents(self, model_name: str) -> list[str]:
+        """Titles of unresolved P1 incidents of this model or of every model."""
+        query = select(incidents.c.id, incidents.c.title).where(
+            and_(
+                incidents.c.resolved_at.is_(None),
+                incidents.c.priority == "P1",
+                or_(incidents.c.model_name.is_(None), incidents.c.model_name == model_name),
+            )
+        )
+        with self.engine.connect() as conn:
+            return [f"#{row.id} {row.title}" for row in conn.execute(query).all()]

@@ -37,8 +37,13 @@ def _initial_schema(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _incidents(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.incidents])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "prediction log, labels, dataset versions, model registry, retraining events", _initial_schema),
+    Migration(2, "incidents (an open P1 blocks automatic retraining)", _incidents),
 )
 
 

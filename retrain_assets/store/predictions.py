@@ -162,6 +162,24 @@ class PredictionLog:
         frame = self._frame(result, feature_names, [TIMESTAMP, REQUEST_ID, "prediction", "score", "model_version"])
         return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 
+    def served_outcomes(self, model_name: str, model_version: int, *, last_rows: int) -> pd.DataFrame:
+        """What one model version predicted and what the truth turned out to be (newest ``last_rows``
+        labeled predictions, oldest first): timestamp, prediction, score, label. No features: cheap."""
+        p, lab = prediction_log, label_feedback
+        query = (
+            select(p.c.ts.label(TIMESTAMP), p.c.prediction, p.c.score, lab.c.label)
+            .join(lab, and_(lab.c.model_name == p.c.model_name, lab.c.request_id == p.c.request_id))
+            .where(p.c.model_name == model_name, p.c.model_version == model_version)
+            .order_by(p.c.id.desc())
+            .limit(last_rows)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=[TIMESTAMP, "prediction", "score", "label"])
+        if not frame.empty:
+            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        return frame.iloc[::-1].reset_index(drop=True)
+
     # Counts (cheap enough for sensors) -------------------------------------------------------------------
     def count_predictions(self, model_name: str) -> int:
         with self.engine.connect() as conn:

@@ -173,6 +173,18 @@ Index("idx_retraining_events_trigger_type", model_retraining_events.c.trigger_ty
 Index("idx_retraining_events_triggered_at", model_retraining_events.c.triggered_at.desc())
 Index("idx_retraining_events_success", model_retraining_events.c.execution_successful)
 
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), comment="NULL: the incident concerns every model."),
+    Column("priority", String(4), nullable=False, comment="P1 (highest) .. P4"),
+    Column("title", Text, nullable=False),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+)
+Index("ix_incidents_open", incidents.c.resolved_at, incidents.c.priority)
+
 schema_migrations = Table(
     "retrain_schema_migrations",
     metadata,

@@ -22,12 +22,14 @@ def test_definitions_load_with_one_group_per_model(settings):
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"churn/training_dataset", "churn/candidate_model", "churn/production_model", "churn/drift_report"}
+    assert keys == {"churn/training_dataset", "churn/candidate_model", "churn/production_model", "churn/drift_report",
+                    "churn/performance_report"}
     assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"churn"}
     checks = {k.name for k in graph.asset_check_keys}
     assert {"absolute_thresholds", "relative_to_production", "smoke_test", "min_rows"} <= checks
     assert defs.resolve_job_def("churn_retrain") and defs.resolve_job_def("churn_monitor")
-    assert defs.resolve_sensor_def("churn_drift_sensor")
+    for sensor in ("drift", "performance", "data_volume", "retrain_failure"):
+        assert defs.resolve_sensor_def(f"churn_{sensor}_sensor")
     assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 0"
 
 

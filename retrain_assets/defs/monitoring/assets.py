@@ -1,20 +1,48 @@
-"""Per-model monitoring: the drift report compares recent traffic with the production model's training data.
+"""Per-model monitoring reports: drift (recent traffic vs the production model's training data) and
+performance (the production model's labeled predictions vs its baseline, plus concept drift).
 
-Heavy statistics run here, inside a run; the sensors only read the report's metadata.
+Heavy statistics run here, inside a run; the trigger sensors only read the reports' metadata.
 """
 
 import dagster as dg
+import numpy as np
 
-from retrain_assets.defs.keys import asset_key
-from retrain_assets.defs.metadata import md_table
+from retrain_assets.defs.keys import asset_key, short
+from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
-from retrain_assets.monitoring import ReferenceProfile, should_retrain
+from retrain_assets.monitoring import ReferenceProfile, RetrainDecision, should_retrain
 from retrain_assets.settings import ModelSettings
+
+
+def decision_metadata(decision: RetrainDecision) -> dict:
+    """What every report shares, and what the trigger sensors read: advice, severity, why."""
+    signals = {s.kind: s.strength for s in decision.signals}
+    return {
+        "retrain_advised": bool(decision.triggered),
+        "severity": decision.severity.value if decision.signals else "NONE",
+        "confidence": float(decision.confidence),
+        "urgency": str(decision.urgency),
+        "summary": dg.MetadataValue.text(short("; ".join(decision.reasons))),
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+        "signals": dg.MetadataValue.json(signals),
+        "insufficient_data": bool(decision.insufficient_data),
+    }
+
+
+def _production(store, model: ModelSettings):
+    production = store.registry.production(model.name)
+    if production is None:
+        raise StoreError(
+            f"model {model.name} has no production model yet, so there is nothing to monitor: run the "
+            f"{model.name}_retrain job first"
+        )
+    return production
 
 
 def build_monitoring_assets(model: ModelSettings) -> list:
     drift_key = asset_key(model.name, "drift_report")
+    performance_key = asset_key(model.name, "performance_report")
 
     @dg.asset(
         key=drift_key,
@@ -23,7 +51,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         description=(
             f"Data drift of `{model.name}`: the last {model.monitoring.window_rows} served rows against the "
             "profile of the production model's training data (per-feature tests, BH-corrected, with effect-size "
-            "floors). drift_sensor requests a retrain when it says drift."
+            "floors). drift_sensor requests a retrain when it advises one."
         ),
         kinds={"pandas", "scipy"},
         owners=list(model.owners),
@@ -35,12 +63,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         artifact_store: ArtifactStoreResource,
     ) -> dg.MaterializeResult:
         store, artifacts = monitoring_store.get(), artifact_store.get()
-        production = store.registry.production(model.name)
-        if production is None:
-            raise StoreError(
-                f"model {model.name} has no production model yet, so there is no reference to compare traffic "
-                f"with: run the {model.name}_retrain job first"
-            )
+        production = _production(store, model)
         dataset = store.registry.dataset(model.name, production.dataset_tag)
         profile = ReferenceProfile.from_json(artifacts.load_text(dataset.profile_key, dataset.profile_sha256))
         current = store.predictions.recent_window(
@@ -64,11 +87,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         drifted = list(report.drifted_features) if report is not None else []
         return dg.MaterializeResult(
             metadata={
-                "drift_detected": bool(decision.triggered),
-                "severity": decision.severity.value if decision.triggered else "NONE",
-                "confidence": float(decision.confidence),
-                "urgency": str(decision.urgency),
-                "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "- no drift"),
+                **decision_metadata(decision),
                 "drifted_features": dg.MetadataValue.json(drifted),
                 "drift_share": float(report.drift_share) if report is not None else 0.0,
                 "aggregate_psi": float(report.aggregate_psi) if report is not None else 0.0,
@@ -79,4 +98,45 @@ def build_monitoring_assets(model: ModelSettings) -> list:
             }
         )
 
-    return [drift_report]
+    @dg.asset(
+        key=performance_key,
+        group_name=model.name,
+        deps=[asset_key(model.name, "production_model")],
+        description=(
+            f"How the production model of `{model.name}` does on its newest {model.monitoring.window_rows} labeled "
+            "predictions, against the metrics it had at promotion (its baseline), plus windowed concept drift. "
+            "performance_sensor requests a retrain when it degrades."
+        ),
+        kinds={"pandas", "sklearn"},
+        owners=list(model.owners),
+        tags={"domain": "monitoring"},
+    )
+    def performance_report(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource) -> dg.MaterializeResult:
+        store = monitoring_store.get()
+        production = _production(store, model)
+        outcomes = store.predictions.served_outcomes(model.log_key, production.version, last_rows=model.monitoring.window_rows)
+        outcomes = outcomes[outcomes["prediction"].notna() & outcomes["label"].notna()]
+        scores = outcomes["score"].to_numpy(dtype=float) if model.task == "classification" else None
+        if scores is not None and np.isnan(scores).any():
+            scores = None
+        decision = should_retrain(
+            None, None, outcomes["prediction"].to_numpy(), outcomes["label"].to_numpy(), production.metrics,
+            task=model.task, drift=model.drift, performance=model.performance,
+            scores=scores, positive_label=model.positive_label,
+        )
+        current = (decision.performance or {}).get("metrics", {})
+        return dg.MaterializeResult(
+            metadata={
+                **decision_metadata(decision),
+                "labeled_predictions": len(outcomes),
+                "production_version": production.label,
+                "metrics_vs_baseline": dg.MetadataValue.md(md_table(
+                    {k: round(v, 4) for k, v in current.items()},
+                    {k: round(float(v), 4) for k, v in production.metrics.items() if k in current},
+                )),
+                **metric_metadata(current, prefix="current_"),
+                "concept_drift": dg.MetadataValue.json(decision.concept or {}),
+            }
+        )
+
+    return [drift_report, performance_report]

@@ -1,0 +1,68 @@
+"""Whether an automatic retrain may start now: the playbook's prerequisites and timing, as pure rules.
+
+Every automatic trigger (drift, performance, data volume) passes through the same two questions:
+
+1. **Guards** - is anything blocking it? Fewer than ``min_samples`` labeled rows to train on; the latest
+   dataset failed its data-quality checks and no label has arrived since (it would fail again); an open
+   P1 incident; a retrain started less than ``cooldown_hours`` ago (CRITICAL bypasses the cooldown);
+   a retrain of this model already queued or running (one at a time).
+2. **Timing** - CRITICAL and HIGH retrain now; MEDIUM waits for the quiet window (``quiet_start_hour`` to
+   ``quiet_end_hour`` in the trigger time zone); LOW is only monitored.
+
+Manual and scheduled retrains are a person's or a calendar's decision: they bypass both.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+URGENT = ("CRITICAL", "HIGH")
+
+
+@dataclass(frozen=True)
+class TriggerFacts:
+    """What the guards look at, gathered cheaply (counts and small lookups) by the caller."""
+
+    severity: str
+    labeled_rows: int
+    now: dt.datetime
+    last_attempt: dt.datetime | None = None
+    failed_quality: list[str] = field(default_factory=list)  # of the latest dataset, if no label arrived since
+    open_p1: list[str] = field(default_factory=list)
+    runs_in_flight: list[str] = field(default_factory=list)
+
+
+def blocking_guards(facts: TriggerFacts, settings) -> list[str]:
+    """Why the trigger may not start a retrain (empty: nothing blocks it). ``settings``: TriggerSettings."""
+    reasons = []
+    if facts.labeled_rows < settings.min_samples:
+        reasons.append(f"only {facts.labeled_rows} labeled rows (min_samples {settings.min_samples})")
+    if facts.failed_quality:
+        reasons.append(f"the latest dataset failed data quality ({', '.join(facts.failed_quality)}) and no label arrived since")
+    if facts.open_p1:
+        reasons.append(f"open P1 incident {', '.join(facts.open_p1)}")
+    if facts.last_attempt is not None and facts.severity != "CRITICAL":
+        ready = facts.last_attempt + dt.timedelta(hours=settings.cooldown_hours)
+        if facts.now < ready:
+            reasons.append(
+                f"cooldown: last retrain started {facts.last_attempt:%Y-%m-%d %H:%M} UTC, next allowed "
+                f"{ready:%Y-%m-%d %H:%M} UTC (CRITICAL bypasses it)"
+            )
+    if facts.runs_in_flight:
+        reasons.append(f"a retrain is already queued or running (run {', '.join(r[:8] for r in facts.runs_in_flight)})")
+    return reasons
+
+
+def in_quiet_window(now: dt.datetime, settings) -> bool:
+    hour = now.astimezone(ZoneInfo(settings.timezone)).hour
+    start, end = settings.quiet_start_hour, settings.quiet_end_hour
+    return start <= hour < end if start < end else hour >= start or hour < end
+
+
+def timing(severity: str, now: dt.datetime, settings) -> str:
+    """'now', 'wait' (MEDIUM outside the quiet window) or 'monitor' (LOW)."""
+    if severity in URGENT:
+        return "now"
+    if severity == "MEDIUM":
+        return "now" if in_quiet_window(now, settings) else "wait"
+    return "monitor"
