@@ -5,13 +5,17 @@ says what to fix and exit code 2; tracebacks are for bugs only.
 """
 
 import argparse
+import datetime as dt
 import json
+import re
 import sys
+from decimal import Decimal
 from pathlib import Path
 
-from retrain_assets.errors import RetrainError
+from retrain_assets.errors import ConfigError, RetrainError
 from retrain_assets.monitoring.check_command import add_check_command
 from retrain_assets.settings import load_settings
+from retrain_assets.text import text_table
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -24,6 +28,80 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
+    from retrain_assets.defs.launch import trigger_retrain  # imports Dagster: only when asked for
+
+    outcome = trigger_retrain(load_settings(args.config), args.model, args.reason, args.requester, args.url)
+    if outcome.status == "SUBMITTED":
+        print(f"submitted run {outcome.run_id} of {args.model}_retrain (event #{outcome.event_id})")
+        return 0
+    detail = f"; failed checks: {', '.join(outcome.failed_checks)}" if outcome.failed_checks else ""
+    print(f"run {outcome.run_id}: {outcome.status} (event #{outcome.event_id}); production model: "
+          f"{outcome.production or 'none'}{detail}")
+    return 0 if outcome.status == "SUCCESS" else 1
+
+
+def _parse_since(text: str) -> dt.datetime:
+    match = re.fullmatch(r"(\d+)([hdw])", text.strip())
+    if not match:
+        raise ConfigError(f"--since {text!r}: write a number of hours, days or weeks, e.g. 12h, 7d, 4w")
+    hours = int(match.group(1)) * {"h": 1, "d": 24, "w": 168}[match.group(2)]
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from retrain_assets.store import MonitoringStore
+    from retrain_assets.store.events import audit_report
+
+    settings = load_settings(args.config)
+    report = audit_report(MonitoringStore(settings.storage.database_url).engine, _parse_since(args.since))
+    if args.json:
+        print(json.dumps({name: [dict(zip(cols, row)) for row in rows] for name, (cols, rows) in report.items()},
+                         indent=2, default=_json_value))
+        return 0
+    titles = {"events": "Retraining events", "trigger_frequency": "Triggers and success rate",
+              "improvement": "Improvement after retraining"}
+    for name, (columns, rows) in report.items():
+        print(f"{titles[name]} (since {args.since})")
+        print(text_table(columns, [[_cell(v) for v in row] for row in rows]) if rows else "  none")
+        print()
+    return 0
+
+
+def _json_value(value):
+    """PostgreSQL returns NUMERIC as Decimal: numbers stay numbers; timestamps become ISO text."""
+    if isinstance(value, Decimal):
+        return float(value)
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
+
+
+def _cell(value):
+    if isinstance(value, (float, Decimal)):
+        return f"{float(value):.4g}"
+    if isinstance(value, dt.datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
+    text = "" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cmd_incident(args: argparse.Namespace) -> int:
+    from retrain_assets.store import MonitoringStore
+
+    settings = load_settings(args.config)
+    events = MonitoringStore(settings.storage.database_url).events
+    if args.action == "open":
+        if args.model:
+            settings.model(args.model)  # a clear error for an undeclared model
+        incident = events.open_incident(args.title, priority=args.priority, model_name=args.model)
+        print(f"opened incident #{incident} ({args.priority}); automatic retraining of "
+              f"{args.model or 'every model'} is blocked while a P1 is open" if args.priority == "P1"
+              else f"opened incident #{incident} ({args.priority})")
+    else:
+        events.resolve_incident(args.id)
+        print(f"resolved incident #{args.id}")
     return 0
 
 
@@ -40,6 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="validate the config file and print it with every default")
     config.set_defaults(handler=_cmd_config)
+
+    trigger = commands.add_parser("trigger", help="retrain a model now (manual trigger, recorded in the events table)")
+    trigger.add_argument("--model", required=True, help="a model declared in the config")
+    trigger.add_argument("--reason", required=True, help="why (stored with the event and the run)")
+    trigger.add_argument("--requester", default="", help="who asks (default: $USER)")
+    trigger.add_argument("--url", help="submit through a running Dagster webserver (e.g. http://127.0.0.1:3000) "
+                         "instead of running in process on $DAGSTER_HOME")
+    trigger.set_defaults(handler=_cmd_trigger)
+
+    events = commands.add_parser("events", help="the audit queries: events, trigger frequency, improvement")
+    events.add_argument("--since", default="7d", help="look back this far: 12h, 7d, 4w (default 7d)")
+    events.add_argument("--json", action="store_true", help="print the rows as JSON")
+    events.set_defaults(handler=_cmd_events)
+
+    incident = commands.add_parser("incident", help="open or resolve an incident (an open P1 blocks automatic retrains)")
+    actions = incident.add_subparsers(dest="action", required=True)
+    opened = actions.add_parser("open", help="open an incident")
+    opened.add_argument("--title", required=True)
+    opened.add_argument("--priority", choices=["P1", "P2", "P3", "P4"], default="P1")
+    opened.add_argument("--model", help="the model concerned (default: every model)")
+    resolved = actions.add_parser("resolve", help="resolve an incident")
+    resolved.add_argument("--id", type=int, required=True)
+    incident.set_defaults(handler=_cmd_incident)
 
     add_check_command(commands)
     return parser

@@ -27,6 +27,7 @@ from retrain_assets.serving.predict import serve_and_log
 from retrain_assets.settings import ModelSettings, RetrainSettings
 from retrain_assets.simulate import TrafficScenario, generate_traffic
 from retrain_assets.store import ArtifactStore, MonitoringStore
+from retrain_assets.text import text_table
 
 DEMO_MARKER = ".retrain-demo-home"
 SIMULATED_MODEL = "churn"
@@ -245,9 +246,7 @@ def format_table(summary: list[StepSummary]) -> str:
          s.gates, s.production or "-"]
         for s in summary
     ]
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+    return text_table(headers, rows)
 
 
 def run_demo(settings: RetrainSettings, home: Path, dagster_yaml: Path, as_json: bool = False) -> int:

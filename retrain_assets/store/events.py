@@ -4,9 +4,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Boolean, Engine, and_, bindparam, func, or_, select, text, update
 
-from retrain_assets.store.schema import incidents, model_retraining_events
+from retrain_assets.store.schema import UTCDateTime, incidents, model_retraining_events
 
 
 def _now() -> dt.datetime:
@@ -100,3 +100,49 @@ class EventLog:
         )
         with self.engine.connect() as conn:
             return [f"#{row.id} {row.title}" for row in conn.execute(query).all()]
+
+
+# The audit queries `retrain events` prints; plain SQL that runs unchanged on PostgreSQL and SQLite.
+AUDIT_QUERIES = {
+    "events": """
+SELECT id, model_name, trigger_type, severity, execution_attempted AS attempted,
+       execution_successful AS successful, retraining_model_version AS version,
+       triggered_at, execution_completed_at AS completed_at, trigger_reason
+FROM model_retraining_events
+WHERE triggered_at >= :since
+ORDER BY triggered_at DESC""",
+    "trigger_frequency": """
+SELECT trigger_type,
+       COUNT(*) AS triggers,
+       SUM(CASE WHEN execution_attempted THEN 1 ELSE 0 END) AS attempted,
+       SUM(CASE WHEN execution_successful THEN 1 ELSE 0 END) AS successful,
+       ROUND(100.0 * SUM(CASE WHEN execution_successful THEN 1 ELSE 0 END)
+             / NULLIF(SUM(CASE WHEN execution_attempted THEN 1 ELSE 0 END), 0), 1) AS success_rate_pct
+FROM model_retraining_events
+WHERE triggered_at >= :since
+GROUP BY trigger_type
+ORDER BY triggers DESC""",
+    "improvement": """
+SELECT model_name, retraining_model_version AS version, trigger_type,
+       retraining_accuracy, improvement_accuracy_percent,
+       retraining_rmse, improvement_rmse_percent,
+       retraining_r2, comparison_previous_r2, improvement_r2_percent,
+       execution_completed_at AS completed_at
+FROM model_retraining_events
+WHERE execution_successful AND triggered_at >= :since
+ORDER BY execution_completed_at DESC""",
+}
+
+
+def audit_report(engine: Engine, since: dt.datetime) -> dict[str, tuple[list[str], list[tuple]]]:
+    """Each audit query's column names and rows since ``since``."""
+    typed = {"triggered_at": UTCDateTime(), "completed_at": UTCDateTime(), "attempted": Boolean(),
+             "successful": Boolean()}
+    out = {}
+    with engine.connect() as conn:
+        for name, sql in AUDIT_QUERIES.items():
+            query = text(sql).bindparams(bindparam("since", type_=UTCDateTime()))
+            query = query.columns(**{column: kind for column, kind in typed.items() if f" {column}" in sql})
+            result = conn.execute(query, {"since": since})
+            out[name] = (list(result.keys()), [tuple(row) for row in result.all()])
+    return out

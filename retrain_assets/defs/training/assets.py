@@ -73,6 +73,28 @@ def reference_of_production(store, artifacts, model: ModelSettings) -> dict | No
     return reference_for(frame[frame[SPLIT_COLUMN] == "train"], model)
 
 
+def improvement_over_production(gate_results: list[dict]) -> dict:
+    """Event columns comparing the promoted model with the one it replaced, both scored on the same new
+    test rows (from the relative gate); positive percentages are improvements (RMSE: lower is better)."""
+    relative = next((g for g in gate_results if g["name"] == "relative_to_production" and g["applicable"]), None)
+    if relative is None:
+        return {}
+    value = relative["value"]
+
+    def change(metric: str, lower_is_better: bool = False) -> float | None:
+        new, old = value.get(f"candidate_{metric}"), value.get(f"production_{metric}")
+        if new is None or old is None or old == 0:
+            return None
+        return round(100.0 * ((old - new) if lower_is_better else (new - old)) / abs(old), 4)
+
+    return {
+        "comparison_previous_r2": value.get("production_r2"),
+        "improvement_r2_percent": change("r2"),
+        "improvement_rmse_percent": change("rmse", lower_is_better=True),
+        "improvement_accuracy_percent": change("accuracy"),
+    }
+
+
 def build_training_assets(model: ModelSettings) -> list:
     dataset_key = asset_key(model.name, "training_dataset")
     candidate_key = asset_key(model.name, "candidate_model")
@@ -364,6 +386,7 @@ def build_training_assets(model: ModelSettings) -> list:
                 retraining_rmse=candidate.metrics.get("rmse"),
                 gate_summary={g["name"]: g["passed"] for g in candidate.gate_results},
                 execution_metrics={"run_id": context.run.run_id, "metrics": candidate.metrics},
+                **improvement_over_production(candidate.gate_results),
             )
         context.log.info(f"promoted {model.name} {candidate.label} (previous: {previous.label if previous else 'none'})")
         return dg.MaterializeResult(

@@ -1,0 +1,71 @@
+"""Starting a retrain by hand: `retrain trigger`, in process on the instance or through a running webserver.
+
+Both paths record a ``manual`` event first, so the run carries its event id and the audit table shows who
+asked and why. Manual retrains bypass the automatic triggers' guards: a person decided.
+"""
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import dagster as dg
+
+from retrain_assets.defs.definitions import build_definitions
+from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, retrain_job_name, short
+from retrain_assets.errors import ConfigError, RetrainError
+from retrain_assets.settings import RetrainSettings
+from retrain_assets.store import MonitoringStore
+
+
+@dataclass
+class TriggerOutcome:
+    run_id: str
+    event_id: int
+    status: str  # SUCCESS | FAILURE | SUBMITTED
+    production: str | None = None
+    failed_checks: tuple[str, ...] = ()
+
+
+def manual_run_config(model_name: str, reason: str, requester: str) -> dict:
+    return {"ops": {f"{model_name}__training_dataset": {"config": {"reason": reason, "requester": requester}}}}
+
+
+def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, requester: str = "",
+                    url: str | None = None) -> TriggerOutcome:
+    model = settings.model(model_name)
+    if not reason.strip():
+        raise ConfigError("--reason is required: say why this model should be retrained")
+    store = MonitoringStore(settings.storage.database_url)
+    requester = requester or os.environ.get("USER", "")
+    event_id = store.events.record_trigger(
+        model.name, trigger_type="manual", severity="MEDIUM", reason=reason, metrics={"requester": requester}
+    )
+    tags = {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_SEVERITY: "MEDIUM", TAG_REASON: short(reason),
+            TAG_EVENT_ID: str(event_id)}
+    run_config = manual_run_config(model.name, reason, requester)
+    if url:
+        return _submit(url, model.name, run_config, tags, event_id)
+    if not os.environ.get("DAGSTER_HOME"):
+        raise ConfigError("DAGSTER_HOME is not set: point it at the instance to run on (make ui uses .dagster_home), "
+                          "or pass --url of a running Dagster webserver")
+    with dg.DagsterInstance.get() as instance:
+        job = build_definitions(settings).resolve_job_def(retrain_job_name(model.name))
+        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+    production = store.registry.production(model.name)
+    failed = tuple(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
+    return TriggerOutcome(result.run_id, event_id, "SUCCESS" if result.success else "FAILURE",
+                          production.label if production else None, failed)
+
+
+def _submit(url: str, job_name_model: str, run_config: dict, tags: dict, event_id: int) -> TriggerOutcome:
+    """Queue the run through the webserver's GraphQL API; the daemon launches it."""
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port or 3000,
+                                  use_https=parsed.scheme == "https")
+    try:
+        run_id = client.submit_job_execution(retrain_job_name(job_name_model), run_config=run_config, tags=tags)
+    except (DagsterGraphQLClientError, OSError) as error:
+        raise RetrainError(f"could not submit the retrain to the Dagster webserver at {url}: {error}") from error
+    return TriggerOutcome(run_id, event_id, "SUBMITTED")

@@ -1,0 +1,88 @@
+"""`retrain trigger`, `retrain events` and `retrain incident` against real storage."""
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrain_assets.cli import main
+from retrain_assets.simulate import generate_traffic, model_config
+from retrain_assets.store import MonitoringStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path, database_url=None) -> str:
+    config = {
+        "storage": {"database_url": database_url or f"sqlite:///{tmp_path}/monitoring.db",
+                    "artifact_root": str(tmp_path / "artifacts")},
+        "models": [{**model_config(), "training": {"tuning_trials": 0}}],
+    }
+    path = tmp_path / "retrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    store = MonitoringStore(config["storage"]["database_url"])
+    frame = generate_traffic(3000, start=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=10), seed=3)
+    store.predictions.log_predictions("churn", frame, [f["name"] for f in model_config()["features"]])
+    store.predictions.log_labels("churn", frame["request_id"].tolist(), frame["churned"].tolist())
+    return str(path)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_manual_trigger_runs_records_and_reports(tmp_path, home, capsys):
+    config = write_config(tmp_path)
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "new pricing", "--requester", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert ": SUCCESS (event #1); production model: v1" in out
+    assert main(["--config", config, "events", "--since", "1d", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    event = report["events"][0]
+    assert (event["trigger_type"], event["attempted"], event["successful"], event["version"]) == ("manual", True, True, "v1")
+    assert event["trigger_reason"] == "new pricing"
+    assert report["trigger_frequency"] == [{"trigger_type": "manual", "triggers": 1, "attempted": 1, "successful": 1,
+                                            "success_rate_pct": 100.0}]
+    assert main(["--config", config, "events", "--since", "7d"]) == 0
+    assert "Triggers and success rate (since 7d)" in capsys.readouterr().out
+
+
+def test_trigger_errors_say_what_to_fix(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "x"]) == 2
+    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
+    assert main(["--config", config, "trigger", "--model", "fraud", "--reason", "x"]) == 2
+    assert "declared models: ['churn']" in capsys.readouterr().err
+    assert main(["--config", config, "events", "--since", "yesterday"]) == 2
+    assert "e.g. 12h, 7d, 4w" in capsys.readouterr().err
+
+
+def test_incidents_open_and_resolve(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["--config", config, "incident", "open", "--title", "label feed broken", "--model", "churn"]) == 0
+    assert "automatic retraining of churn is blocked" in capsys.readouterr().out
+    store = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db")
+    assert store.events.open_p1_incidents("churn") == ["#1 label feed broken"]
+    assert main(["--config", config, "incident", "resolve", "--id", "1"]) == 0
+    assert store.events.open_p1_incidents("churn") == []
+
+
+@pytest.mark.postgres
+def test_audit_queries_run_unchanged_on_postgres(tmp_path, home, postgres_db, capsys):
+    url, _ = postgres_db
+    config = write_config(tmp_path, database_url=url)
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "on postgres"]) == 0
+    capsys.readouterr()
+    assert main(["--config", config, "events", "--since", "1d", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["events"][0]["trigger_reason"] == "on postgres"
+    assert report["trigger_frequency"][0]["success_rate_pct"] == 100.0
