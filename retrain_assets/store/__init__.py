@@ -3,12 +3,13 @@
 from retrain_assets.store.artifacts import ArtifactRef, ArtifactStore
 from retrain_assets.store.database import open_engine, redact
 from retrain_assets.store.events import EventLog
+from retrain_assets.store.history import MonitoringHistory
 from retrain_assets.store.predictions import PredictionLog
 from retrain_assets.store.registry import DatasetVersion, ModelVersion, Registry
 
 
 class MonitoringStore:
-    """One database, three views of it: what was served, what was trained, what was decided."""
+    """One database, four views of it: what was served, what was trained, what was decided, what was measured."""
 
     def __init__(self, database_url: str):
         self.url = database_url
@@ -16,6 +17,7 @@ class MonitoringStore:
         self.predictions = PredictionLog(self.engine)
         self.registry = Registry(self.engine)
         self.events = EventLog(self.engine)
+        self.history = MonitoringHistory(self.engine)
 
     def __repr__(self) -> str:
         return f"MonitoringStore({redact(self.url)!r})"
@@ -27,6 +29,7 @@ __all__ = [
     "DatasetVersion",
     "EventLog",
     "ModelVersion",
+    "MonitoringHistory",
     "MonitoringStore",
     "PredictionLog",
     "Registry",

@@ -41,9 +41,58 @@ def _incidents(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.incidents])
 
 
+PREDICTIONS_VIEW = """
+CREATE VIEW ml_model_predictions AS
+SELECT p.id, p.model_name AS model_id, p.model_version, p.request_id, p.features, p.prediction, p.score,
+       l.label AS actual, p.ts AS predicted_at, l.labeled_at, p.safe_to_send
+FROM prediction_log p
+LEFT JOIN label_feedback l ON l.model_name = p.model_name AND l.request_id = p.request_id
+"""
+
+# check_retrain_needed(model): the newest metrics row against its baseline and the recent drift alerts.
+# The same rule in Python (retrain_assets.store.audit.check_retrain_needed) serves SQLite.
+CHECK_RETRAIN_NEEDED = """
+CREATE OR REPLACE FUNCTION check_retrain_needed(
+    p_model_id text,
+    p_mae_increase double precision DEFAULT 0.20,
+    p_accuracy_drop double precision DEFAULT 0.10,
+    p_psi double precision DEFAULT 0.2,
+    p_alert_hours integer DEFAULT 24
+) RETURNS TABLE(needs_retrain boolean, reason text) LANGUAGE sql STABLE AS $$
+    WITH latest AS (
+        SELECT * FROM ml_model_metrics WHERE model_id = p_model_id ORDER BY measured_at DESC LIMIT 1
+    ), alerts AS (
+        SELECT count(*) AS n FROM ml_drift_alerts
+        WHERE model_id = p_model_id AND psi > p_psi AND detected_at >= now() - make_interval(hours => p_alert_hours)
+    ), reasons AS (
+        SELECT 'MAE ' || round(l.mae::numeric, 4) || ' > baseline ' || round(l.baseline_mae::numeric, 4)
+               || ' x ' || (1 + p_mae_increase) AS reason
+        FROM latest l WHERE l.mae > l.baseline_mae * (1 + p_mae_increase)
+        UNION ALL
+        SELECT 'accuracy ' || round(l.accuracy::numeric, 4) || ' < baseline ' || round(l.baseline_accuracy::numeric, 4)
+               || ' x ' || (1 - p_accuracy_drop)
+        FROM latest l WHERE l.accuracy < l.baseline_accuracy * (1 - p_accuracy_drop)
+        UNION ALL
+        SELECT a.n || ' drift alerts with PSI > ' || p_psi || ' in the last ' || p_alert_hours || ' h'
+        FROM alerts a WHERE a.n > 0
+    )
+    SELECT count(*) > 0, coalesce(string_agg(reason, '; '), 'no retrain needed') FROM reasons
+$$
+"""
+
+
+def _monitoring_history(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.ml_model_metrics, schema.ml_drift_alerts])
+    conn.exec_driver_sql(PREDICTIONS_VIEW)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(CHECK_RETRAIN_NEEDED)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "prediction log, labels, dataset versions, model registry, retraining events", _initial_schema),
     Migration(2, "incidents (an open P1 blocks automatic retraining)", _incidents),
+    Migration(3, "ml_model_metrics, ml_drift_alerts, ml_model_predictions view, check_retrain_needed()",
+              _monitoring_history),
 )
 
 

@@ -192,3 +192,49 @@ schema_migrations = Table(
     Column("description", Text, nullable=False),
     Column("applied_at", UTCDateTime, nullable=False),
 )
+
+# Monitoring history for SQL users: one row per performance report and per drifted feature. (The
+# prediction history is the view ml_model_predictions, created by migration 3 over prediction_log and
+# label_feedback, so it never duplicates the log.)
+ml_model_metrics = Table(
+    "ml_model_metrics",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_id", String(64), nullable=False, comment="The model's name."),
+    Column("model_version", Integer, comment="Registry version measured."),
+    Column("measured_at", UTCDateTime, nullable=False),
+    Column("n_samples", Integer, nullable=False, comment="Labeled predictions in the window."),
+    Column("accuracy", Float),
+    Column("f1", Float),
+    Column("auc", Float),
+    Column("mae", Float),
+    Column("rmse", Float),
+    Column("r2", Float),
+    Column("baseline_accuracy", Float, comment="The metric at promotion (test split)."),
+    Column("baseline_f1", Float),
+    Column("baseline_auc", Float),
+    Column("baseline_mae", Float),
+    Column("baseline_rmse", Float),
+    Column("baseline_r2", Float),
+    Column("concept_drift", Boolean),
+    Column("degraded", Boolean),
+    Column("run_id", String(64)),
+)
+Index("ix_ml_model_metrics_model_time", ml_model_metrics.c.model_id, ml_model_metrics.c.measured_at.desc())
+
+ml_drift_alerts = Table(
+    "ml_drift_alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_id", String(64), nullable=False),
+    Column("feature", String(128), nullable=False),
+    Column("test", String(16), nullable=False, comment="ks | chi2"),
+    Column("statistic", Float),
+    Column("p_value", Float),
+    Column("psi", Float),
+    Column("effect", Float),
+    Column("severity", String(16), nullable=False, comment="Severity of the report's decision."),
+    Column("detected_at", UTCDateTime, nullable=False),
+    Column("run_id", String(64)),
+)
+Index("ix_ml_drift_alerts_model_time", ml_drift_alerts.c.model_id, ml_drift_alerts.c.detected_at.desc())

@@ -30,7 +30,10 @@ def test_performance_sensor_fires_on_degradation_and_acts_once(settings, harness
     assert h.run(monitor_job_name("churn")).success
     calm = h.sensor_tick("churn_performance_sensor")
     assert not calm.run_requests and "advises no retrain" in calm.skip_message
+    assert h.store.history.check_retrain_needed("churn")[0] is False
     drifted_reports(h)
+    needed, reason = h.store.history.check_retrain_needed("churn")  # the SQL-side view agrees
+    assert needed and "drift alerts" in reason
     tick = h.sensor_tick("churn_performance_sensor", cursor=calm.cursor)
     assert len(tick.run_requests) == 1
     tags = tick.run_requests[0].tags

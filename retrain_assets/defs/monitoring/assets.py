@@ -85,6 +85,13 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         )
         report = decision.drift
         drifted = list(report.drifted_features) if report is not None else []
+        if report is not None:
+            store.history.record_drift_alerts(
+                model.name,
+                [{"feature": f.feature, "test": f.test, "statistic": f.statistic, "p_value": f.p_value,
+                  "psi": f.psi, "effect": f.effect} for f in (report.features[name] for name in drifted)],
+                severity=decision.severity.value, run_id=context.run.run_id,
+            )
         return dg.MaterializeResult(
             metadata={
                 **decision_metadata(decision),
@@ -125,6 +132,11 @@ def build_monitoring_assets(model: ModelSettings) -> list:
             scores=scores, positive_label=model.positive_label,
         )
         current = (decision.performance or {}).get("metrics", {})
+        store.history.record_metrics(
+            model.name, production.version, len(outcomes), current, production.metrics,
+            concept_drift=bool((decision.concept or {}).get("detected")),
+            degraded=bool((decision.performance or {}).get("degraded")), run_id=context.run.run_id,
+        )
         return dg.MaterializeResult(
             metadata={
                 **decision_metadata(decision),

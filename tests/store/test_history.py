@@ -1,0 +1,48 @@
+"""Monitoring history tables, the ml_model_predictions view and check_retrain_needed on both databases."""
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from retrain_assets.store import MonitoringStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        return MonitoringStore(f"sqlite:///{tmp_path}/history.db")
+    url, _ = request.getfixturevalue("postgres_db")
+    return MonitoringStore(url)
+
+
+def test_check_retrain_needed_follows_metrics_and_alerts(store):
+    history = store.history
+    assert history.check_retrain_needed("load") == (False, "no retrain needed")
+    history.record_metrics("load", 1, 800, {"mae": 1.1, "rmse": 1.5}, {"mae": 1.0, "rmse": 1.4},
+                           concept_drift=False, degraded=False)
+    assert history.check_retrain_needed("load")[0] is False
+    history.record_metrics("load", 1, 800, {"mae": 1.3}, {"mae": 1.0}, concept_drift=True, degraded=True)
+    needed, reason = history.check_retrain_needed("load")
+    assert needed and reason.startswith("MAE 1.3") and "baseline 1.0" in reason
+    assert history.check_retrain_needed("load", mae_increase=0.5)[0] is False
+    history.record_drift_alerts("churn", [{"feature": "x", "test": "ks", "statistic": 0.3, "p_value": 1e-9,
+                                           "psi": 0.4, "effect": 0.3}], severity="HIGH")
+    needed, reason = history.check_retrain_needed("churn")
+    assert needed and reason == "1 drift alerts with PSI > 0.2 in the last 24 h"
+    history.record_metrics("churn", 2, 500, {"accuracy": 0.7}, {"accuracy": 0.9}, concept_drift=False, degraded=True)
+    assert history.check_retrain_needed("churn")[1].startswith("accuracy 0.7")
+
+
+def test_predictions_view_joins_labels(store):
+    import pandas as pd
+
+    frame = pd.DataFrame({"request_id": ["a", "b"], "timestamp": [dt.datetime.now(dt.timezone.utc)] * 2,
+                          "x": [1.0, 2.0], "safe_to_send": [True, False]})
+    store.predictions.log_predictions("m", frame, ["x"], prediction=[0, 1], model_version=3)
+    store.predictions.log_labels("m", ["a"], [1])
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT request_id, model_version, prediction, actual FROM ml_model_predictions "
+                                 "WHERE model_id = 'm' ORDER BY request_id")).all()
+    assert [(r[0], r[1]) for r in rows] == [("a", 3), ("b", 3)]
+    assert rows[1][3] is None
