@@ -46,6 +46,7 @@ ui: install
 bench: install-test
 	$(BIN)/python benchmarks/drift_bench.py
 	$(BIN)/python benchmarks/retrain_bench.py
+	$(BIN)/python benchmarks/sensor_bench.py
 
 clean:
 	rm -rf .dagster_home .retrain .pytest_cache

@@ -67,6 +67,16 @@ class EventLog:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
+    def for_run(self, run_id: str) -> int | None:
+        """The event a run completes (newest first, should a run ever have been attached twice)."""
+        e = model_retraining_events
+        with self.engine.connect() as conn:
+            return conn.execute(select(e.c.id).where(e.c.run_id == run_id).order_by(e.c.id.desc()).limit(1)).scalar()
+
+    def attach_run(self, event_id: int, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(model_retraining_events).where(model_retraining_events.c.id == event_id).values(run_id=run_id))
+
     def last_attempt(self, model_name: str) -> dt.datetime | None:
         """When the newest retrain was started for this model (blocked triggers do not count)."""
         e = model_retraining_events

@@ -187,10 +187,17 @@ class PredictionLog:
                 select(func.count()).select_from(prediction_log).where(prediction_log.c.model_name == model_name)
             ).scalar_one()
 
-    def count_labels_after(self, model_name: str, label_id: int | None) -> int:
-        """Labels received after ``label_feedback.id`` (the newest one a dataset included)."""
-        query = select(func.count()).select_from(label_feedback).where(label_feedback.c.model_name == model_name)
+    def count_labels_after(self, model_name: str, label_id: int | None, cap: int | None = None) -> int:
+        """Labels received after ``label_feedback.id`` (the newest one a dataset included).
+
+        With ``cap`` the count stops there (``min(count, cap)``): a sensor asking "at least 10,000?" reads
+        at most 10,000 index entries, however many millions of labels the table holds.
+        """
+        rows = select(label_feedback.c.id).where(label_feedback.c.model_name == model_name)
         if label_id is not None:
-            query = query.where(label_feedback.c.id > label_id)
+            rows = rows.where(label_feedback.c.id > label_id)
+        if cap is not None:
+            rows = rows.limit(cap)
+        query = select(func.count()).select_from(rows.subquery())
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()

@@ -175,3 +175,20 @@ def test_a_crashed_triggered_run_gets_its_event_closed_by_the_failure_sensor(tmp
     assert event["execution_successful"] is False and event["execution_metrics"]["run_id"] == result.run_id
     sensor(context)  # a second evaluation leaves the outcome as it is
     assert h.store.events.get(event_id)["execution_completed_at"] == event["execution_completed_at"]
+
+
+def test_a_run_started_without_a_trigger_event_opens_and_completes_its_own(settings, harness_for):
+    h = harness_for(settings)
+    h.traffic(3000)
+    schedule_tags = {"dagster/schedule_name": "churn_weekly_retrain"}
+    result = h.run("churn_retrain", tags=schedule_tags,
+                   run_config={"ops": {"churn__training_dataset": {"config": {"reason": "", "requester": ""}}}})
+    assert result.success
+    event = h.store.events.recent("churn")[0]
+    assert (event["trigger_type"], event["run_id"], event["execution_successful"]) == ("schedule", result.run_id, True)
+    assert event["retraining_model_version"] == "v1"
+    manual = h.run("churn_retrain", run_config={"ops": {"churn__training_dataset": {
+        "config": {"reason": "checking the new label feed", "requester": "alice"}}}})
+    event = h.store.events.recent("churn")[0]
+    assert event["run_id"] == manual.run_id and event["trigger_type"] == "manual"
+    assert event["trigger_reason"] == "checking the new label feed" and event["trigger_metrics"] == {"requester": "alice"}

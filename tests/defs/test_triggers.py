@@ -91,7 +91,7 @@ def test_data_volume_bands_and_cursor(tmp_path, harness_for):
     h.traffic(500)
     high = h.sensor_tick("churn_data_volume_sensor", cursor=medium.cursor)
     assert [r.tags[TAG_SEVERITY] for r in high.run_requests] == ["HIGH"]
-    assert high.run_requests[0].tags[TAG_REASON].startswith("1,100 new labels")
+    assert high.run_requests[0].tags[TAG_REASON].startswith("1,000+ new labels")
 
 
 def test_a_storm_of_50_evaluations_yields_one_run(settings, harness_for):

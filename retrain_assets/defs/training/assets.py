@@ -13,7 +13,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.defs.keys import TAG_EVENT_ID, asset_key, run_trigger
+from retrain_assets.defs.keys import asset_key, run_trigger
+from retrain_assets.defs.triggers.requests import event_of_run, open_run_event
 from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
@@ -119,6 +120,7 @@ def build_training_assets(model: ModelSettings) -> list:
         artifact_store: ArtifactStoreResource,
     ) -> dg.MaterializeResult:
         store, artifacts = monitoring_store.get(), artifact_store.get()
+        open_run_event(store, model, context.run, config.reason, config.requester)
         raw = store.predictions.labeled_rows(model.log_key, model.feature_names, model.target)
         if raw.empty:
             raise DataError(
@@ -200,7 +202,7 @@ def build_training_assets(model: ModelSettings) -> list:
             [{"name": r.name, "passed": bool(r.passed), "message": r.message} for r in results],
         )
         failed = [r.name for r in results if not r.passed]
-        event_id = context.run.tags.get(TAG_EVENT_ID)
+        event_id = event_of_run(store, context.run)
         if failed and event_id:
             store.events.complete(
                 int(event_id),
@@ -320,7 +322,7 @@ def build_training_assets(model: ModelSettings) -> list:
         )
         passed = all(r.passed for r in results)
         store.registry.record_gates(model.name, candidate.version, [r.to_dict() for r in results], passed)
-        event_id = context.run.tags.get(TAG_EVENT_ID)
+        event_id = event_of_run(store, context.run)
         if not passed and event_id:
             failed = [r.name for r in results if not r.passed]
             store.events.complete(
@@ -375,7 +377,7 @@ def build_training_assets(model: ModelSettings) -> list:
             )
         previous = store.registry.promote(model.name, candidate.version, run_id=context.run.run_id)
         trigger, reason = run_trigger(context.run.tags)
-        event_id = context.run.tags.get(TAG_EVENT_ID)
+        event_id = event_of_run(store, context.run)
         if event_id:
             store.events.complete(
                 int(event_id),

@@ -9,7 +9,16 @@ import datetime as dt
 
 import dagster as dg
 
-from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, retrain_job_name, short
+from retrain_assets.defs.keys import (
+    TAG_EVENT_ID,
+    TAG_MODEL,
+    TAG_REASON,
+    TAG_SEVERITY,
+    TAG_TRIGGER,
+    retrain_job_name,
+    run_trigger,
+    short,
+)
 from retrain_assets.monitoring.guards import TriggerFacts, blocking_guards, timing
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
@@ -21,6 +30,31 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+
+
+def event_of_run(store: MonitoringStore, run: dg.DagsterRun) -> int | None:
+    """The retraining event a run completes: the one its trigger recorded (tag), else the one the run
+    opened for itself (schedule, launchpad)."""
+    tagged = run.tags.get(TAG_EVENT_ID)
+    return int(tagged) if tagged else store.events.for_run(run.run_id)
+
+
+def open_run_event(store: MonitoringStore, model: ModelSettings, run: dg.DagsterRun, reason: str, requester: str) -> int:
+    """Make sure this retrain run has its event row, and that the row names the run.
+
+    Sensor-triggered runs carry the event their trigger recorded; a scheduled run or one launched from
+    the launchpad gets its event here, at its first step, so every retrain leaves a row in the audit
+    table whatever started it.
+    """
+    event_id = event_of_run(store, run)
+    if event_id is None:
+        trigger, tag_reason = run_trigger(run.tags)
+        return store.events.record_trigger(
+            model.name, trigger_type=trigger, severity=run.tags.get(TAG_SEVERITY, "LOW"),
+            reason=reason or tag_reason, metrics={"requester": requester} if requester else None, run_id=run.run_id,
+        )
+    store.events.attach_run(event_id, run.run_id)
+    return event_id
 
 
 def last_retrain_start(instance: dg.DagsterInstance, model: ModelSettings) -> dt.datetime | None:
@@ -37,11 +71,11 @@ def gather_facts(
     in_flight = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(model.name), statuses=IN_FLIGHT), limit=5)
     latest = store.registry.latest_dataset(model.name)
     failed_quality = []
-    if latest is not None and latest.quality and store.predictions.count_labels_after(model.log_key, latest.max_label_id) == 0:
+    if latest is not None and latest.quality and store.predictions.count_labels_after(model.log_key, latest.max_label_id, cap=1) == 0:
         failed_quality = [q["name"] for q in latest.quality if not q["passed"]]
     return TriggerFacts(
         severity=severity,
-        labeled_rows=store.predictions.count_labels_after(model.log_key, None),
+        labeled_rows=store.predictions.count_labels_after(model.log_key, None, cap=model.triggers.min_samples),
         now=now,
         last_attempt=last_retrain_start(instance, model),
         failed_quality=failed_quality,

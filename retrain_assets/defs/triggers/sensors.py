@@ -8,9 +8,9 @@ one place, :func:`retrain_assets.defs.triggers.requests.request_retrain`.
 
 import dagster as dg
 
-from retrain_assets.defs.keys import TAG_EVENT_ID, asset_key, monitor_job_name, retrain_job_name
+from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.resources import MonitoringStoreResource
-from retrain_assets.defs.triggers.requests import request_retrain
+from retrain_assets.defs.triggers.requests import event_of_run, request_retrain
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
 
@@ -77,19 +77,20 @@ def build_data_volume_sensor(model: ModelSettings) -> dg.SensorDefinition:
         if production is None:
             return dg.SkipReason(f"{model.name} has no production model yet: nothing to count new labels against")
         dataset = store.registry.dataset(model.name, production.dataset_tag)
-        new_labels = store.predictions.count_labels_after(model.log_key, dataset.max_label_id)
+        new_labels = store.predictions.count_labels_after(model.log_key, dataset.max_label_id, cap=triggers.new_labels_now)
         if new_labels < triggers.new_labels_scheduled:
             return dg.SkipReason(
                 f"{new_labels:,} new labels since dataset {dataset.tag}: waiting for {triggers.new_labels_scheduled:,} "
                 f"(quiet window) or {triggers.new_labels_now:,} (now)"
             )
         severity = "HIGH" if new_labels >= triggers.new_labels_now else "MEDIUM"
+        shown = f"{new_labels:,}+" if new_labels >= triggers.new_labels_now else f"{new_labels:,}"
         band = f"{dataset.tag}:{severity}"
         if context.cursor == band:
             return dg.SkipReason(f"already acted on {severity} label volume for dataset {dataset.tag}")
         outcome, handled = request_retrain(
             context.instance, store, model, trigger="data_volume", severity=severity,
-            reason=f"{new_labels:,} new labels since dataset {dataset.tag}", run_key=f"volume-{band}",
+            reason=f"{shown} new labels since dataset {dataset.tag}", run_key=f"volume-{band}",
             metrics={"new_labels": new_labels, "dataset": dataset.tag},
         )
         if handled:
@@ -116,12 +117,12 @@ def build_retrain_failure_sensor(model: ModelSettings, retrain_job) -> dg.Sensor
     def retrain_failure_sensor(context: dg.RunFailureSensorContext, monitoring_store: MonitoringStoreResource):
         run = context.dagster_run
         message = context.failure_event.message if context.failure_event else "run failed"
-        Notifier().notify(f"{model.name}: retrain run {run.run_id[:8]} failed: {message}",
-                          model=model.name, run_id=run.run_id, event_id=run.tags.get(TAG_EVENT_ID))
-        event_id = run.tags.get(TAG_EVENT_ID)
-        if not event_id:
-            return dg.SkipReason(f"run {run.run_id[:8]} carries no retraining event (started without a trigger)")
         store = monitoring_store.get()
+        event_id = event_of_run(store, run)
+        Notifier().notify(f"{model.name}: retrain run {run.run_id[:8]} failed: {message}",
+                          model=model.name, run_id=run.run_id, event_id=event_id)
+        if event_id is None:
+            return dg.SkipReason(f"run {run.run_id[:8]} failed before it recorded a retraining event")
         event = store.events.get(int(event_id))
         if event is None or event["execution_completed_at"] is not None:
             return dg.SkipReason(f"event {event_id} of run {run.run_id[:8]} already has its outcome")
