@@ -44,6 +44,14 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "SUCCESS" else 1
 
 
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from retrain_assets.defs.launch import rollback_model  # imports Dagster: only when asked for
+
+    restored = rollback_model(load_settings(args.config), args.model, args.reason, args.requester)
+    print(f"{args.model}: production model is {restored} again (the previous one is standby)")
+    return 0
+
+
 def _parse_since(text: str) -> dt.datetime:
     match = re.fullmatch(r"(\d+)([hdw])", text.strip())
     if not match:
@@ -126,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--url", help="submit through a running Dagster webserver (e.g. http://127.0.0.1:3000) "
                          "instead of running in process on $DAGSTER_HOME")
     trigger.set_defaults(handler=_cmd_trigger)
+
+    rollback = commands.add_parser("rollback", help="swap production and standby (instant rollback)")
+    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--reason", default="", help="why (stored with the event)")
+    rollback.add_argument("--requester", default="", help="who asks (default: $USER)")
+    rollback.set_defaults(handler=_cmd_rollback)
 
     events = commands.add_parser("events", help="the audit queries: events, trigger frequency, improvement")
     events.add_argument("--since", default="7d", help="look back this far: 12h, 7d, 4w (default 7d)")

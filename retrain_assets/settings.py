@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from retrain_assets.errors import ConfigError
 from retrain_assets.monitoring.settings import DriftSettings, MonitoringSettings, PerformanceSettings
+from retrain_assets.serving.settings import DeploymentSettings
 from retrain_assets.training.settings import DatasetSettings, GateSettings, TrainingSettings
 
 CONFIG_ENV_VAR = "RETRAIN_CONFIG"
@@ -113,6 +114,7 @@ class ModelSettings(_Strict):
     drift: DriftSettings = DriftSettings()
     performance: PerformanceSettings = PerformanceSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    deployment: DeploymentSettings = DeploymentSettings()
     triggers: TriggerSettings = TriggerSettings()
 
     @field_validator("name")

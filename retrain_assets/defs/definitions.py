@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from retrain_assets.defs.deployment.assets import build_model_card
+from retrain_assets.defs.deployment.rollback import build_rollback_job
+from retrain_assets.defs.deployment.watch import build_watch_sensor
 from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import build_monitoring_assets
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
@@ -16,7 +19,7 @@ def build_jobs(model_name: str) -> list:
         retrain_job_name(model_name),
         # Building the job from the asset selection brings the blocking checks along.
         selection=dg.AssetSelection.assets(
-            *(asset_key(model_name, a) for a in ("training_dataset", "candidate_model", "production_model"))
+            *(asset_key(model_name, a) for a in ("training_dataset", "candidate_model", "production_model", "model_card"))
         ),
         description=f"Build a dataset, train and gate a candidate, promote it if every gate passes ({model_name}).",
         tags={TAG_MODEL: model_name, TAG_CONCURRENCY: model_name},
@@ -42,11 +45,11 @@ def resources_for(settings: RetrainSettings) -> dict:
 def build_definitions(settings: RetrainSettings) -> dg.Definitions:
     assets, checks, jobs, sensors, schedules = [], [], [], [], []
     for model in settings.models:
-        for definition in [*build_training_assets(model), *build_monitoring_assets(model)]:
+        for definition in [*build_training_assets(model), *build_monitoring_assets(model), build_model_card(model)]:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
         retrain, monitor = build_jobs(model.name)
-        jobs += [retrain, monitor]
-        sensors += build_trigger_sensors(model, retrain)
+        jobs += [retrain, monitor, build_rollback_job(model)]
+        sensors += [*build_trigger_sensors(model, retrain), build_watch_sensor(model)]
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from retrain_assets.defs.definitions import build_definitions
+from retrain_assets.defs.metadata import root_cause
 from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, retrain_job_name, short
 from retrain_assets.errors import ConfigError, RetrainError
 from retrain_assets.settings import RetrainSettings
@@ -45,9 +46,7 @@ def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, req
     run_config = manual_run_config(model.name, reason, requester)
     if url:
         return _submit(url, model.name, run_config, tags, event_id)
-    if not os.environ.get("DAGSTER_HOME"):
-        raise ConfigError("DAGSTER_HOME is not set: point it at the instance to run on (make ui uses .dagster_home), "
-                          "or pass --url of a running Dagster webserver")
+    instance_home()
     with dg.DagsterInstance.get() as instance:
         job = build_definitions(settings).resolve_job_def(retrain_job_name(model.name))
         result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
@@ -69,3 +68,30 @@ def _submit(url: str, job_name_model: str, run_config: dict, tags: dict, event_i
     except (DagsterGraphQLClientError, OSError) as error:
         raise RetrainError(f"could not submit the retrain to the Dagster webserver at {url}: {error}") from error
     return TriggerOutcome(run_id, event_id, "SUBMITTED")
+
+
+def rollback_model(settings: RetrainSettings, model_name: str, reason: str, requester: str = "") -> str:
+    """Run the rollback job in process on $DAGSTER_HOME; returns the restored version's label."""
+    from retrain_assets.defs.deployment.rollback import rollback_job_name
+
+    model = settings.model(model_name)
+    instance_home()
+    with dg.DagsterInstance.get() as instance:
+        job = build_definitions(settings).resolve_job_def(rollback_job_name(model.name))
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {f"{model.name}_swap_production_and_standby": {
+                "config": {"reason": reason or "rolled back by hand", "requester": requester or os.environ.get("USER", "")}}}},
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        raise RetrainError(root_cause(failure.step_failure_data.error) if failure else "the rollback run failed")
+    return MonitoringStore(settings.storage.database_url).registry.production(model.name).label
+
+
+def instance_home() -> str:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise ConfigError("DAGSTER_HOME is not set: point it at the instance to run on (make ui uses .dagster_home), "
+                          "or pass --url of a running Dagster webserver")
+    return home

@@ -236,3 +236,28 @@ class Registry:
                 .values(status="production", promoted_at=_now(), promoted_by_run_id=run_id)
             )
         return None if previous is None else _model(previous)
+
+    def rollback(self, model_name: str, run_id: str | None = None) -> tuple[ModelVersion, ModelVersion]:
+        """Swap production and standby in one transaction; returns (restored, demoted).
+
+        The demoted model becomes the standby, so a rollback can itself be undone. A crash at any point
+        rolls the transaction back: exactly one production model, the one before, remains.
+        """
+        mv = model_versions
+        of_model = mv.c.model_name == model_name
+        with self.engine.begin() as conn:
+            production = conn.execute(select(mv).where(of_model, mv.c.status == "production")).first()
+            standby = conn.execute(select(mv).where(of_model, mv.c.status == "standby")).first()
+            if production is None or standby is None:
+                raise StoreError(
+                    f"cannot roll back {model_name}: it needs a production and a standby version "
+                    f"(production: {production.version if production else 'none'}, "
+                    f"standby: {standby.version if standby else 'none'}); a standby exists after the second promotion"
+                )
+            conn.execute(update(mv).where(of_model, mv.c.version == production.version).values(status="standby"))
+            conn.execute(
+                update(mv)
+                .where(of_model, mv.c.version == standby.version)
+                .values(status="production", promoted_at=_now(), promoted_by_run_id=run_id)
+            )
+        return self.version(model_name, standby.version), self.version(model_name, production.version)

@@ -15,11 +15,11 @@ from retrain_assets.store import MonitoringStore
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path, database_url=None) -> str:
+def write_config(tmp_path, database_url=None, **model_overrides) -> str:
     config = {
         "storage": {"database_url": database_url or f"sqlite:///{tmp_path}/monitoring.db",
                     "artifact_root": str(tmp_path / "artifacts")},
-        "models": [{**model_config(), "training": {"tuning_trials": 0}}],
+        "models": [{**model_config(), "training": {"tuning_trials": 0}, **model_overrides}],
     }
     path = tmp_path / "retrain.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -86,3 +86,19 @@ def test_audit_queries_run_unchanged_on_postgres(tmp_path, home, postgres_db, ca
     report = json.loads(capsys.readouterr().out)
     assert report["events"][0]["trigger_reason"] == "on postgres"
     assert report["trigger_frequency"][0]["success_rate_pct"] == 100.0
+
+
+def test_rollback_command(tmp_path, home, capsys):
+    loose = {"max_f1_drop": 1.0, "max_auc_drop": 1.0, "max_relative_drop": 1.0, "significance_tolerance": 1.0}
+    config = write_config(tmp_path, gates=loose)  # the second model only has to be promotable
+    assert main(["--config", config, "rollback", "--model", "churn"]) == 2
+    assert "needs a production and a standby" in capsys.readouterr().err
+    for reason in ("first", "second"):
+        main(["--config", config, "trigger", "--model", "churn", "--reason", reason])
+    capsys.readouterr()
+    store = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db")
+    assert store.registry.with_status("churn", "standby").version == 1
+    assert main(["--config", config, "rollback", "--model", "churn", "--reason", "bad week"]) == 0
+    assert "production model is v1 again" in capsys.readouterr().out
+    assert store.registry.production("churn").version == 1
+    assert store.events.recent("churn")[0]["trigger_reason"] == "bad week"

@@ -23,7 +23,7 @@ def test_definitions_load_with_one_group_per_model(settings):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"churn/training_dataset", "churn/candidate_model", "churn/production_model", "churn/drift_report",
-                    "churn/performance_report"}
+                    "churn/performance_report", "churn/model_card"}
     assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"churn"}
     checks = {k.name for k in graph.asset_check_keys}
     assert {"absolute_thresholds", "relative_to_production", "smoke_test", "min_rows"} <= checks

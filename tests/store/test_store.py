@@ -86,6 +86,43 @@ def test_promotion_keeps_previous_as_standby_and_one_production(store):
     assert statuses == {1: "archived", 2: "standby", 3: "production"}
 
 
+def test_rollback_swaps_production_and_standby_and_can_be_undone(store):
+    v1, v2 = (_candidate(store, i) for i in (1, 2))
+    with pytest.raises(StoreError, match="needs a production and a standby"):
+        store.registry.rollback("m")
+    store.registry.promote("m", v1.version)
+    store.registry.promote("m", v2.version)
+    restored, demoted = store.registry.rollback("m", run_id="r1")
+    assert (restored.version, restored.status, demoted.version, demoted.status) == (1, "production", 2, "standby")
+    assert restored.promoted_by_run_id == "r1"
+    store.registry.rollback("m")
+    assert store.registry.production("m").version == 2
+
+
+def test_a_crash_inside_promotion_leaves_the_previous_production(store, monkeypatch):
+    """Crash injected between the registry writes of a promotion: the transaction rolls back whole."""
+    import retrain_assets.store.registry as registry_module
+
+    v1, v2 = (_candidate(store, i) for i in (1, 2))
+    store.registry.promote("m", v1.version)
+    real_update = registry_module.update
+    calls = []
+
+    def crashing_update(table):
+        calls.append(table)
+        if len(calls) == 3:  # after archiving the standby and demoting production, before the new one
+            raise RuntimeError("power cut")
+        return real_update(table)
+
+    monkeypatch.setattr(registry_module, "update", crashing_update)
+    with pytest.raises(RuntimeError, match="power cut"):
+        store.registry.promote("m", v2.version)
+    monkeypatch.setattr(registry_module, "update", real_update)
+    statuses = {v.version: v.status for v in store.registry.versions("m")}
+    assert statuses == {1: "production", 2: "candidate"}
+    assert store.registry.promote("m", v2.version).version == 1  # and the promotion can simply be retried
+
+
 def test_rejected_candidate_cannot_be_promoted(store):
     v1 = _candidate(store, 1)
     store.registry.record_gates("m", v1.version, [{"name": "smoke_test", "passed": False}], passed=False)

@@ -1,0 +1,82 @@
+"""The model card: what the production model is for, what it was trained on, how it compares, its limits."""
+
+import dagster as dg
+
+from retrain_assets.defs.keys import asset_key
+from retrain_assets.defs.metadata import md_table
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.errors import StoreError
+from retrain_assets.settings import ModelSettings
+
+
+def model_card_markdown(model: ModelSettings, production, previous, dataset) -> str:
+    gates = production.gate_results or []
+    fairness = next((g for g in gates if g["name"] == "fairness"), None)
+    lines = [
+        f"# {model.name} {production.label}",
+        "",
+        "## Intended use",
+        model.description or f"A {model.task} model predicting `{model.target}`.",
+        "",
+        "## Training",
+        f"- trained {production.created_at:%Y-%m-%d %H:%M} UTC, promoted "
+        f"{production.promoted_at:%Y-%m-%d %H:%M} UTC" if production.promoted_at else "- not promoted",
+        f"- dataset {dataset.tag} ({dataset.rows:,} rows, sha256 {dataset.content_hash[:12]}), "
+        f"time range {' to '.join(dataset.summary.get('time_range', ['?', '?']))}",
+        f"- estimator {model.estimator.type}, parameters {production.params}",
+        f"- trigger: {production.trigger or 'manual'} ({production.reason or 'no reason given'})",
+        "",
+        "## Metrics (test split of its dataset)",
+        md_table({k: round(v, 4) for k, v in production.metrics.items()},
+                 {k: round(v, 4) for k, v in (previous.metrics if previous else {}).items()} or None)
+        + ("\n\n(third column: the previous production model, on its own test split)" if previous else ""),
+        "",
+        "## Evaluation gates",
+        md_table({g["name"]: ("passed" if g["passed"] else "FAILED") + ("" if g.get("applicable", True) else " (n/a)")
+                  for g in gates}, None),
+        "",
+        "## Fairness slices",
+    ]
+    if fairness and fairness.get("applicable"):
+        for key, groups in fairness["value"].items():
+            if key.endswith("_groups"):
+                lines.append(f"- {key[:-7]}: " + ", ".join(f"{g} {v:.3f}" for g, v in groups.items()))
+    else:
+        lines.append("- no sensitive columns configured (gates.sensitive_columns)")
+    lines += [
+        "",
+        "## Limitations",
+        f"- trained on traffic up to the dataset's newest row; drift is watched every "
+        f"`{model.triggers.monitoring_cron}` and triggers a retrain when it matters",
+        "- metrics are from a held-out split of the same period, not from future traffic",
+        f"- categorical levels unseen in training are treated as missing; features: {', '.join(model.feature_names)}",
+    ]
+    return "\n".join(lines)
+
+
+def build_model_card(model: ModelSettings) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=asset_key(model.name, "model_card"),
+        group_name=model.name,
+        deps=[asset_key(model.name, "production_model")],
+        description=f"Model card of the production `{model.name}` model: intended use, data, metrics vs the "
+                    "previous model, gates, fairness slices, limitations.",
+        kinds={"markdown"},
+        owners=list(model.owners),
+        tags={"domain": "deployment"},
+    )
+    def model_card(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource,
+                   artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
+        store = monitoring_store.get()
+        production = store.registry.production(model.name)
+        if production is None:
+            raise StoreError(f"model {model.name} has no production model to describe: run {model.name}_retrain first")
+        previous = store.registry.with_status(model.name, "standby")
+        card = model_card_markdown(model, production, previous, store.registry.dataset(model.name, production.dataset_tag))
+        stored = artifact_store.get().put_text(card, ".md")
+        return dg.MaterializeResult(
+            metadata={"card": dg.MetadataValue.md(card), "model_version": production.label, "artifact": stored.key},
+            data_version=dg.DataVersion(stored.sha256),
+        )
+
+    return model_card

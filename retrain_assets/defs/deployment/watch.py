@@ -1,0 +1,56 @@
+"""The post-deploy watch sensor: rolls a freshly promoted model back when it does worse live."""
+
+import datetime as dt
+
+import dagster as dg
+
+from retrain_assets.defs.deployment.rollback import rollback_job_name
+from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, short
+from retrain_assets.defs.resources import MonitoringStoreResource
+from retrain_assets.monitoring.watch import post_deploy_verdict
+from retrain_assets.settings import ModelSettings
+
+
+def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
+    settings = model.deployment
+
+    @dg.sensor(
+        name=f"{model.name}_post_deploy_watch",
+        job_name=rollback_job_name(model.name),
+        minimum_interval_seconds=model.triggers.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"For {settings.watch_minutes:g} minutes after a promotion of {model.name}, compares the new model's live "
+            "labeled predictions with the previous model's and requests a rollback when it does worse."
+        ),
+    )
+    def post_deploy_watch(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource):
+        store = monitoring_store.get()
+        production = store.registry.production(model.name)
+        if production is None or production.promoted_at is None:
+            return dg.SkipReason(f"{model.name} has no promoted model to watch")
+        age = dt.datetime.now(dt.timezone.utc) - production.promoted_at
+        if age > dt.timedelta(minutes=settings.watch_minutes):
+            return dg.SkipReason(f"{production.label} was promoted {age} ago: past its {settings.watch_minutes:g}-minute watch")
+        if context.cursor == production.label:
+            return dg.SkipReason(f"{production.label} already judged")
+        previous = store.registry.with_status(model.name, "standby")
+        if previous is None:
+            return dg.SkipReason(f"{production.label} has no previous model to compare with or roll back to")
+        window = model.monitoring.window_rows
+        live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=window).dropna(subset=["prediction", "label"])
+        before = store.predictions.served_outcomes(model.log_key, previous.version, last_rows=window).dropna(subset=["prediction", "label"])
+        verdict = post_deploy_verdict(live["prediction"], live["label"], before["prediction"], before["label"],
+                                      model.task, settings, model.positive_label)
+        if not verdict.judged or not verdict.rollback:
+            if verdict.judged:
+                context.update_cursor(production.label)
+            return dg.SkipReason(f"watching {production.label}: {verdict.message}")
+        context.update_cursor(production.label)
+        reason = f"post-deploy watch: {production.label} {verdict.message}; back to {previous.label}"
+        return dg.RunRequest(
+            run_key=f"rollback-{production.label}-{production.promoted_at:%Y%m%d%H%M%S}",
+            tags={TAG_MODEL: model.name, TAG_TRIGGER: "post_deploy_watch", TAG_SEVERITY: "HIGH", TAG_REASON: short(reason)},
+        )
+
+    return post_deploy_watch

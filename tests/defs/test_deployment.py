@@ -1,0 +1,65 @@
+"""Rollback, the post-deploy watch and the model card in real in-process runs."""
+
+from retrain_assets.defs.deployment.rollback import rollback_job_name
+from retrain_assets.defs.keys import TAG_REASON, TAG_TRIGGER
+from retrain_assets.simulate import TrafficScenario
+from tests.conftest import make_settings
+
+CONCEPT = TrafficScenario(concept_drift=True)
+# These tests are about what happens after a promotion: the second model only has to be promotable.
+LOOSE = {"max_f1_drop": 1.0, "max_auc_drop": 1.0, "max_relative_drop": 1.0, "significance_tolerance": 1.0}
+
+
+def loose_settings(tmp_path):
+    return make_settings(tmp_path, gates=LOOSE)
+
+
+def two_versions(harness_for, settings):
+    h = harness_for(settings)
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(1000, serve=True)  # v1's live record
+    h.traffic(2000)
+    assert h.retrain().success
+    assert (h.store.registry.production("churn").version, h.store.registry.with_status("churn", "standby").version) == (2, 1)
+    return h
+
+
+def test_rollback_job_restores_the_previous_version_and_is_logged(tmp_path, harness_for):
+    h = two_versions(harness_for, loose_settings(tmp_path))
+    result = h.run(rollback_job_name("churn"), run_config={"ops": {"churn_swap_production_and_standby": {
+        "config": {"reason": "complaints from the retention team", "requester": "bob"}}}})
+    assert result.success
+    assert h.store.registry.production("churn").version == 1
+    assert h.store.registry.with_status("churn", "standby").version == 2
+    event = h.store.events.recent("churn")[0]
+    assert (event["trigger_type"], event["execution_successful"], event["retraining_model_version"]) == ("rollback", True, "v1")
+    history = h.instance.get_latest_materialization_event(h.defs.resolve_assets_def(["churn", "production_model"]).key)
+    assert history.asset_materialization.metadata["promoted_version"].value == "v1"
+
+
+def test_watch_rolls_back_on_a_live_f1_drop_and_leaves_a_healthy_model(tmp_path, harness_for):
+    h = two_versions(harness_for, loose_settings(tmp_path))
+    h.traffic(300, serve=True)  # v2 on the same population as v1: healthy
+    healthy = h.sensor_tick("churn_post_deploy_watch")
+    assert not healthy.run_requests and "watching v2: live F1" in healthy.skip_message
+    assert healthy.cursor == "v2"
+    h.traffic(600, scenario=CONCEPT, serve=True)  # behaviour changed: v2 now misjudges churn live
+    tick = h.sensor_tick("churn_post_deploy_watch")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    request = tick.run_requests[0]
+    assert request.tags[TAG_TRIGGER] == "post_deploy_watch" and "back to v1" in request.tags[TAG_REASON]
+    assert h.run(rollback_job_name("churn"), tags=request.tags).success
+    assert h.store.registry.production("churn").version == 1
+    assert h.sensor_tick("churn_post_deploy_watch", cursor=tick.cursor).run_requests == []
+
+
+def test_model_card_describes_the_production_model(tmp_path, harness_for):
+    h = two_versions(harness_for, loose_settings(tmp_path))
+    card = h.instance.get_latest_materialization_event(
+        h.defs.resolve_assets_def(["churn", "model_card"]).key).asset_materialization.metadata["card"].value
+    assert card.startswith("# churn v2")
+    for section in ("## Intended use", "## Training", "## Metrics", "## Evaluation gates", "## Fairness slices",
+                    "## Limitations"):
+        assert section in card
+    assert "| relative_to_production | passed |" in card
