@@ -52,6 +52,16 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from retrain_assets.serving.api import create_app
+
+    app = create_app(load_settings(args.config), dagster_url=args.dagster_url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def _parse_since(text: str) -> dt.datetime:
     match = re.fullmatch(r"(\d+)([hdw])", text.strip())
     if not match:
@@ -140,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", default="", help="why (stored with the event)")
     rollback.add_argument("--requester", default="", help="who asks (default: $USER)")
     rollback.set_defaults(handler=_cmd_rollback)
+
+    serve = commands.add_parser("serve", help="the HTTP API: /predict/batch, /model/reload, /training/* (docs at /docs)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--dagster-url", default=None, help="Dagster webserver for /training/trigger "
+                       "(default: $RETRAIN_DAGSTER_URL)")
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(handler=_cmd_serve)
 
     events = commands.add_parser("events", help="the audit queries: events, trigger frequency, improvement")
     events.add_argument("--since", default="7d", help="look back this far: 12h, 7d, 4w (default 7d)")

@@ -1,0 +1,187 @@
+"""The HTTP API: predictions, hot reload, training trigger and status (`retrain serve`).
+
+* ``POST /predict/batch`` validates rows against the model's feature schema (422 naming the field),
+  scores them with the active model and logs them to the prediction log, which feeds monitoring.
+* ``POST /model/reload`` loads what the registry says is active into a standby slot (checksum verified
+  before unpickling) and then swaps one reference: requests in flight keep the model they started with,
+  and a corrupt artifact is refused while the current model keeps serving.
+* ``POST /training/trigger`` queues the retrain job on the running Dagster webserver (GraphQL).
+* ``GET /training/status`` reports the newest retrain: event, candidate metrics and gates, comparison.
+
+Mutating endpoints (reload, trigger) need ``Authorization: Bearer $RETRAIN_API_TOKEN``.
+"""
+
+import datetime as dt
+import hmac
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from retrain_assets.errors import RetrainError
+from retrain_assets.serving.predict import predict_frame
+from retrain_assets.settings import ModelSettings, RetrainSettings
+from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
+
+TOKEN_ENV = "RETRAIN_API_TOKEN"
+DAGSTER_URL_ENV = "RETRAIN_DAGSTER_URL"
+
+
+class BatchRequest(BaseModel):
+    model: str
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+    request_ids: list[str] | None = None
+
+
+class TriggerRequest(BaseModel):
+    model: str
+    reason: str = Field(min_length=1)
+    requester: str = ""
+
+
+@dataclass(frozen=True)
+class Slot:
+    version: ModelVersion
+    pipeline: Any
+
+
+class ModelSlots:
+    """The serving model of each declared model; a reload builds the new slot aside, then swaps."""
+
+    def __init__(self, store: MonitoringStore, artifacts: ArtifactStore):
+        self.store, self.artifacts = store, artifacts
+        self.active: dict[str, Slot] = {}
+        self._lock = threading.Lock()  # one reload at a time; readers never take it
+
+    def reload(self, model: ModelSettings) -> tuple[Slot, Slot | None]:
+        with self._lock:
+            production = self.store.registry.production(model.name)
+            if production is None:
+                raise RetrainError(f"model {model.name} has no production version in the registry: train one first")
+            current = self.active.get(model.name)
+            if current is not None and current.version.artifact_sha256 == production.artifact_sha256:
+                return current, current
+            pipeline = self.artifacts.load_model(production.artifact_key, production.artifact_sha256)  # verified
+            standby = Slot(production, pipeline)
+            self.active[model.name] = standby  # the swap: one reference assignment
+            return standby, current
+
+
+def _row_schema(model: ModelSettings) -> type[BaseModel]:
+    fields = {name: (float | None, ...) for name in model.numeric_features}
+    fields |= {name: (str | None, ...) for name in model.categorical_features}
+    return create_model(f"{model.name}_row", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def create_app(settings: RetrainSettings, token: str | None = None, dagster_url: str | None = None) -> FastAPI:
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    dagster_url = dagster_url or os.environ.get(DAGSTER_URL_ENV) or None
+    store = MonitoringStore(settings.storage.database_url)
+    slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root))
+    schemas = {m.name: _row_schema(m) for m in settings.models}
+    app = FastAPI(title="retrain-assets", description=__doc__.split("\n\n")[0], version="1")
+
+    for model in settings.models:  # serve what is active at start; a model without one answers 503
+        try:
+            slots.reload(model)
+        except RetrainError:
+            pass
+
+    def model_of(name: str) -> ModelSettings:
+        try:
+            return settings.model(name)
+        except RetrainError as error:
+            raise HTTPException(404, str(error)) from None
+
+    def authorized(authorization: str | None = Header(default=None)) -> None:
+        if token is None:
+            raise HTTPException(403, f"this endpoint is disabled: set {TOKEN_ENV} on the server to enable it")
+        expected = f"Bearer {token}"
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/predict/batch")
+    def predict_batch(request: BatchRequest) -> dict:
+        model = model_of(request.model)
+        slot = slots.active.get(model.name)  # this request keeps this slot, whatever a reload does meanwhile
+        if slot is None:
+            raise HTTPException(503, f"model {model.name} has no production version yet")
+        schema = schemas[model.name]
+        errors = []
+        for index, row in enumerate(request.rows):
+            try:
+                schema.model_validate(row)
+            except ValidationError as error:
+                errors += [{**e, "loc": ("body", "rows", index, *e["loc"])} for e in error.errors(include_url=False)]
+        if errors:
+            raise RequestValidationError(errors)
+        if request.request_ids is not None and len(request.request_ids) != len(request.rows):
+            raise HTTPException(422, "request_ids must have one id per row")
+        frame = pd.DataFrame(request.rows, columns=model.feature_names)
+        predictions, scores = predict_frame(slot.pipeline, frame, model)
+        ids = request.request_ids or [uuid.uuid4().hex for _ in request.rows]
+        logged = frame.assign(request_id=ids, timestamp=dt.datetime.now(dt.timezone.utc), safe_to_send=True)
+        store.predictions.log_predictions(model.log_key, logged, model.feature_names, prediction=predictions,
+                                          score=scores, model_version=slot.version.version)
+        return {"model": model.name, "model_version": slot.version.label, "request_ids": ids,
+                "predictions": predictions, "scores": scores}
+
+    @app.post("/model/reload", dependencies=[Depends(authorized)])
+    def reload(model: str | None = Query(default=None)) -> dict:
+        out = {}
+        for each in [model_of(model)] if model else settings.models:
+            try:
+                new, old = slots.reload(each)
+            except RetrainError as error:  # corrupt artifact, no production: keep serving what we have
+                current = slots.active.get(each.name)
+                raise HTTPException(409, f"{error}; still serving {current.version.label if current else 'nothing'}") from None
+            out[each.name] = {"serving": new.version.label, "previous": old.version.label if old else None}
+        return out
+
+    @app.post("/training/trigger", dependencies=[Depends(authorized)])
+    def trigger(request: TriggerRequest) -> dict:
+        model = model_of(request.model)
+        if not dagster_url:
+            raise HTTPException(503, f"no Dagster webserver configured: set {DAGSTER_URL_ENV} (e.g. http://127.0.0.1:3000)")
+        from retrain_assets.defs.launch import trigger_retrain  # Dagster only when asked for
+
+        try:
+            outcome = trigger_retrain(settings, model.name, request.reason, request.requester, url=dagster_url)
+        except RetrainError as error:
+            raise HTTPException(502, str(error)) from None
+        return {"model": model.name, "run_id": outcome.run_id, "event_id": outcome.event_id, "status": outcome.status}
+
+    @app.get("/training/status")
+    def status(model: str = Query(...)) -> dict:
+        declared = model_of(model)
+        events = [e for e in store.events.recent(declared.name, limit=20) if e["trigger_type"] != "rollback"]
+        versions = store.registry.versions(declared.name)
+        candidate = max(versions, key=lambda v: v.version) if versions else None
+        production = store.registry.production(declared.name)
+        relative = next((g for g in (candidate.gate_results or []) if g["name"] == "relative_to_production"), None) \
+            if candidate else None
+        last = events[0] if events else None
+        return {
+            "model": declared.name,
+            "last_retrain": None if last is None else {
+                "event_id": last["id"], "trigger": last["trigger_type"], "reason": last["trigger_reason"],
+                "run_id": last["run_id"], "attempted": last["execution_attempted"],
+                "successful": last["execution_successful"], "triggered_at": last["triggered_at"],
+                "completed_at": last["execution_completed_at"],
+            },
+            "candidate": None if candidate is None else {
+                "version": candidate.label, "status": candidate.status, "metrics": candidate.metrics,
+                "gates": candidate.gate_results, "dataset": candidate.dataset_tag,
+            },
+            "production": None if production is None else {"version": production.label, "metrics": production.metrics},
+            "serving": slots.active[declared.name].version.label if declared.name in slots.active else None,
+            "comparison_with_production": None if relative is None else relative["value"],
+        }
+
+    return app

@@ -1,0 +1,190 @@
+"""The HTTP API against a real uvicorn server on 127.0.0.1 (stopped by its process id afterwards)."""
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from retrain_assets.defs.definitions import build_definitions
+from retrain_assets.settings import load_settings
+from retrain_assets.simulate import generate_traffic, model_config
+from retrain_assets.store import MonitoringStore
+
+REPO = Path(__file__).resolve().parents[1]
+LOOSE = {"max_f1_drop": 1.0, "max_auc_drop": 1.0, "max_relative_drop": 1.0, "significance_tolerance": 1.0}
+TOKEN = "s3cret-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """Two promoted versions (v1 standby, v2 production) on SQLite, and a running `retrain serve`."""
+    import dagster as dg
+
+    root = tmp_path_factory.mktemp("api")
+    config = root / "retrain.yaml"
+    config.write_text(yaml.safe_dump({
+        "storage": {"database_url": f"sqlite:///{root}/monitoring.db", "artifact_root": str(root / "artifacts")},
+        "models": [{**model_config(), "training": {"tuning_trials": 0}, "gates": LOOSE}],
+    }))
+    settings = load_settings(str(config))
+    model = settings.models[0]
+    store = MonitoringStore(settings.storage.database_url)
+    defs = build_definitions(settings)
+    for seed in (1, 2):
+        frame = generate_traffic(2000, start=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3 - seed), seed=seed,
+                                 id_prefix=f"a{seed}")
+        store.predictions.log_predictions(model.log_key, frame, model.feature_names)
+        store.predictions.log_labels(model.log_key, frame["request_id"].tolist(), frame[model.target].tolist())
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert defs.resolve_job_def("churn_retrain").execute_in_process(instance=instance).success
+    assert store.registry.production("churn").version == 2
+    port, dagster_port = free_port(), free_port()
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    env = {**os.environ, "RETRAIN_API_TOKEN": TOKEN, "RETRAIN_DAGSTER_URL": f"http://127.0.0.1:{dagster_port}",
+           "RETRAIN_CONFIG": str(config), "DAGSTER_HOME": str(home)}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("retrain")), "--config", str(config), "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/docs", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        raise AssertionError(process.stdout.read().decode()[-2000:])
+    yield base, store, settings, generate_traffic(200, seed=9)[model.feature_names], (env, dagster_port)
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def rows(frame):
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+
+def test_predict_batch_scores_and_logs(deployment):
+    base, store, _, frame, _ = deployment
+    before = store.predictions.count_predictions("churn")
+    response = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(100))})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "v2" and len(body["predictions"]) == 100
+    assert all(0.0 <= s <= 1.0 for s in body["scores"]) and set(body["predictions"]) <= {0, 1}
+    assert store.predictions.count_predictions("churn") == before + 100
+
+
+def test_predict_batch_rejects_bad_payloads_with_the_field(deployment):
+    base, _, _, frame, _ = deployment
+    missing = rows(frame.head(2))
+    del missing[1]["region"]
+    response = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": missing})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "rows", 1, "region"]
+    wrong = rows(frame.head(1))
+    wrong[0]["monthly_charges"] = "a lot"
+    detail = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": wrong}).json()["detail"]
+    assert detail[0]["loc"][-1] == "monthly_charges"
+    assert httpx.post(f"{base}/predict/batch", json={"model": "fraud", "rows": wrong}).status_code == 404
+
+
+def test_mutating_endpoints_need_the_token(deployment):
+    base, *_ = deployment
+    assert httpx.post(f"{base}/model/reload").status_code == 401
+    assert httpx.post(f"{base}/model/reload", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert httpx.post(f"{base}/training/trigger", json={"model": "churn", "reason": "x"}).status_code == 401
+    assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "retrain-assets"
+
+
+def test_status_reports_the_newest_retrain(deployment):
+    base, *_ = deployment
+    body = httpx.get(f"{base}/training/status", params={"model": "churn"}).json()
+    assert body["candidate"]["version"] == "v2" and body["production"]["version"] == "v2"
+    assert body["serving"] == "v2" and {g["name"] for g in body["candidate"]["gates"]} >= {"smoke_test"}
+    assert "candidate_f1" in body["comparison_with_production"]
+    assert body["last_retrain"]["successful"] is True
+
+
+def test_reload_under_load_never_fails_a_request_and_refuses_a_corrupt_artifact(deployment):
+    base, store, settings, frame, _ = deployment
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    failures, served = [], []
+    stop = threading.Event()
+
+    def hammer():
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                r = client.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(50))})
+                (served if r.status_code == 200 else failures).append(r.json().get("model_version", r.text))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    store.registry.rollback("churn")  # the registry now says v1
+    reloaded = httpx.post(f"{base}/model/reload", headers=auth)
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert reloaded.status_code == 200 and reloaded.json()["churn"] == {"serving": "v1", "previous": "v2"}
+    assert failures == [] and {"v1", "v2"} <= set(served)
+
+    store.registry.rollback("churn")  # back to v2 in the registry, but its file is tampered with
+    v2 = store.registry.production("churn")
+    path = Path(settings.storage.artifact_root) / v2.artifact_key
+    path.write_bytes(path.read_bytes()[:-10] + b"tampered!!")
+    refused = httpx.post(f"{base}/model/reload", headers=auth)
+    assert refused.status_code == 409 and "still serving v1" in refused.json()["detail"]
+    still = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(3))})
+    assert still.status_code == 200 and still.json()["model_version"] == "v1"
+
+
+def test_trigger_queues_a_run_on_a_real_dagster_webserver(deployment):
+    import dagster as dg
+
+    base, store, _, _, (env, dagster_port) = deployment
+    webserver = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(dagster_port),
+         "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        response = httpx.post(f"{base}/training/trigger", headers={"Authorization": f"Bearer {TOKEN}"},
+                              json={"model": "churn", "reason": "API test", "requester": "ci"}, timeout=60)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "SUBMITTED"
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            run = instance.get_run_by_id(body["run_id"])
+        assert run is not None and run.job_name == "churn_retrain"
+        assert run.tags["retrain/trigger"] == "manual" and run.tags["retrain/event_id"] == str(body["event_id"])
+        assert store.events.get(body["event_id"])["trigger_reason"] == "API test"
+    finally:
+        os.killpg(webserver.pid, signal.SIGTERM)
+        webserver.wait(timeout=30)
