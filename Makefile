@@ -47,6 +47,7 @@ bench: install-test
 	$(BIN)/python benchmarks/drift_bench.py
 	$(BIN)/python benchmarks/retrain_bench.py
 	$(BIN)/python benchmarks/sensor_bench.py
+	$(BIN)/python benchmarks/serve_bench.py
 
 clean:
 	rm -rf .dagster_home .retrain .pytest_cache

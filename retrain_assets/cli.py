@@ -54,9 +54,12 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from retrain_assets.serving.api import create_app
 
+    # Requests are served in parallel; one OpenMP/BLAS thread per prediction avoids oversubscribing cores.
+    threadpool_limits(1)
     app = create_app(load_settings(args.config), dagster_url=args.dagster_url)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

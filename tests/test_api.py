@@ -90,6 +90,9 @@ def test_predict_batch_scores_and_logs(deployment):
     body = response.json()
     assert body["model_version"] == "v2" and len(body["predictions"]) == 100
     assert all(0.0 <= s <= 1.0 for s in body["scores"]) and set(body["predictions"]) <= {0, 1}
+    deadline = time.monotonic() + 15  # written by the server's background log writer
+    while store.predictions.count_predictions("churn") < before + 100 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert store.predictions.count_predictions("churn") == before + 100
 
 

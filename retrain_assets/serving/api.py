@@ -1,7 +1,8 @@
 """The HTTP API: predictions, hot reload, training trigger and status (`retrain serve`).
 
 * ``POST /predict/batch`` validates rows against the model's feature schema (422 naming the field),
-  scores them with the active model and logs them to the prediction log, which feeds monitoring.
+  scores them with the active model and logs them to the prediction log (from a background writer, in
+  batches), which feeds monitoring.
 * ``POST /model/reload`` loads what the registry says is active into a standby slot (checksum verified
   before unpickling) and then swaps one reference: requests in flight keep the model they started with,
   and a corrupt artifact is refused while the current model keeps serving.
@@ -13,9 +14,12 @@ Mutating endpoints (reload, trigger) need ``Authorization: Bearer $RETRAIN_API_T
 
 import datetime as dt
 import hmac
+import logging
 import os
+import queue
 import threading
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,7 @@ from retrain_assets.serving.predict import predict_frame
 from retrain_assets.settings import ModelSettings, RetrainSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 
+logger = logging.getLogger("retrain_assets.serving")
 TOKEN_ENV = "RETRAIN_API_TOKEN"
 DAGSTER_URL_ENV = "RETRAIN_DAGSTER_URL"
 
@@ -73,6 +78,55 @@ class ModelSlots:
             return standby, current
 
 
+class PredictionLogWriter:
+    """Writes served predictions to the prediction log from a background thread, in batches.
+
+    The request path only enqueues; one writer thread drains the queue and inserts what accumulated in one
+    transaction, so concurrent requests never queue up behind each other's database commits. The queue is
+    flushed when the server shuts down; ``flush()`` waits until everything enqueued so far is written.
+    """
+
+    def __init__(self, store: MonitoringStore):
+        self.store = store
+        self.queue: "queue.Queue[tuple | None]" = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, model_key: str, frame: pd.DataFrame, features: list[str], predictions, scores, version: int) -> None:
+        self.queue.put((model_key, frame, features, predictions, scores, version))
+
+    def flush(self) -> None:
+        self.queue.join()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            while not self.queue.empty() and len(items) < 200:
+                items.append(self.queue.get_nowait())
+            stop = any(item is None for item in items)
+            batches: dict[tuple, list] = {}
+            for item in items:
+                if item is not None:
+                    batches.setdefault((item[0], item[5], tuple(item[2])), []).append(item)
+            for (model_key, version, features), group in batches.items():
+                frame = pd.concat([g[1] for g in group], ignore_index=True)
+                predictions = [p for g in group for p in g[3]]
+                scores = None if any(g[4] is None for g in group) else [x for g in group for x in g[4]]
+                try:
+                    self.store.predictions.log_predictions(model_key, frame, list(features), prediction=predictions,
+                                                           score=scores, model_version=version)
+                except Exception as error:  # noqa: BLE001 - never kill the writer; say what was lost
+                    logger.error("could not log %d predictions of %s: %s", len(frame), model_key, error)
+            for _ in items:
+                self.queue.task_done()
+            if stop:
+                return
+
+
 def _row_schema(model: ModelSettings) -> type[BaseModel]:
     fields = {name: (float | None, ...) for name in model.numeric_features}
     fields |= {name: (str | None, ...) for name in model.categorical_features}
@@ -85,7 +139,15 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     store = MonitoringStore(settings.storage.database_url)
     slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root))
     schemas = {m.name: _row_schema(m) for m in settings.models}
-    app = FastAPI(title="retrain-assets", description=__doc__.split("\n\n")[0], version="1")
+    writer = PredictionLogWriter(store)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        writer.close()  # everything served is in the log before the process exits
+
+    app = FastAPI(title="retrain-assets", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
+    app.state.log_writer = writer
 
     for model in settings.models:  # serve what is active at start; a model without one answers 503
         try:
@@ -127,8 +189,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         predictions, scores = predict_frame(slot.pipeline, frame, model)
         ids = request.request_ids or [uuid.uuid4().hex for _ in request.rows]
         logged = frame.assign(request_id=ids, timestamp=dt.datetime.now(dt.timezone.utc), safe_to_send=True)
-        store.predictions.log_predictions(model.log_key, logged, model.feature_names, prediction=predictions,
-                                          score=scores, model_version=slot.version.version)
+        writer.put(model.log_key, logged, model.feature_names, predictions, scores, slot.version.version)
         return {"model": model.name, "model_version": slot.version.label, "request_ids": ids,
                 "predictions": predictions, "scores": scores}
 

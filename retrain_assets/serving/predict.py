@@ -4,6 +4,7 @@ The demo's traffic and the HTTP API both serve through here, so everything monit
 the model the registry says is active, loaded only after its checksum was verified.
 """
 
+import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import StoreError
@@ -29,13 +30,15 @@ def load_production(store: MonitoringStore, artifacts: ArtifactStore, model: Mod
 
 def predict_frame(pipeline, frame: pd.DataFrame, model: ModelSettings) -> tuple[list, list | None]:
     features = frame[model.feature_names]
-    predictions = pipeline.predict(features).tolist()
-    scores = None
     if model.task == "classification" and hasattr(pipeline, "predict_proba"):
+        # One pass: scikit-learn classifiers predict the class of highest probability, so the labels come
+        # from the same probabilities instead of a second run through the model.
+        probabilities = pipeline.predict_proba(features)
         classes = list(pipeline.classes_)
         column = classes.index(model.positive_label) if model.positive_label in classes else len(classes) - 1
-        scores = pipeline.predict_proba(features)[:, column].tolist()
-    return predictions, scores
+        predictions = np.asarray(pipeline.classes_)[probabilities.argmax(axis=1)].tolist()
+        return predictions, probabilities[:, column].tolist()
+    return pipeline.predict(features).tolist(), None
 
 
 def serve_and_log(
