@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 
 from retrain_assets.store import schema
 
@@ -88,11 +88,23 @@ def _monitoring_history(conn: Connection) -> None:
         conn.exec_driver_sql(CHECK_RETRAIN_NEEDED)
 
 
+def _proven_versions(conn: Connection) -> None:
+    # Stores created since this migration got the columns from migration 1 (which creates the tables as
+    # schema.py declares them); older stores get them here.
+    present = {c["name"] for c in inspect(conn).get_columns("model_versions")}
+    json_type = "JSONB" if conn.dialect.name == "postgresql" else "JSON"
+    time_type = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    for column, kind in (("proven_at", time_type), ("baseline_metrics", json_type)):
+        if column not in present:
+            conn.exec_driver_sql(f"ALTER TABLE model_versions ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "prediction log, labels, dataset versions, model registry, retraining events", _initial_schema),
     Migration(2, "incidents (an open P1 blocks automatic retraining)", _incidents),
     Migration(3, "ml_model_metrics, ml_drift_alerts, ml_model_predictions view, check_retrain_needed()",
               _monitoring_history),
+    Migration(4, "model_versions.proven_at and baseline_metrics (validation period)", _proven_versions),
 )
 
 

@@ -62,10 +62,18 @@ class ModelVersion:
     created_at: dt.datetime
     promoted_at: dt.datetime | None
     promoted_by_run_id: str | None
+    proven_at: dt.datetime | None = None
+    baseline_metrics: dict | None = None
 
     @property
     def label(self) -> str:
         return f"v{self.version}"
+
+    @property
+    def baseline(self) -> dict:
+        """What monitoring compares live performance with: the live metrics of its validation period once
+        proven, its test metrics before."""
+        return self.baseline_metrics or self.metrics
 
 
 def _dataset(row) -> DatasetVersion:
@@ -261,3 +269,20 @@ class Registry:
                 .values(status="production", promoted_at=_now(), promoted_by_run_id=run_id)
             )
         return self.version(model_name, standby.version), self.version(model_name, production.version)
+
+    def mark_proven(self, model_name: str, version: int, baseline_metrics: Mapping[str, float], keep: int) -> list[int]:
+        """Record that ``version`` passed its validation period, make its live metrics the baseline, and
+        archive the candidates beyond the newest ``keep`` versions that were never promoted (promotion
+        already archives a replaced standby; rejected versions keep their status as their audit trail).
+        Returns the versions archived now."""
+        mv = model_versions
+        of_model = mv.c.model_name == model_name
+        with self.engine.begin() as conn:
+            conn.execute(update(mv).where(of_model, mv.c.version == version)
+                         .values(proven_at=_now(), baseline_metrics=dict(baseline_metrics)))
+            newest = conn.execute(select(mv.c.version).where(of_model).order_by(mv.c.version.desc()).limit(keep)).scalars().all()
+            old = conn.execute(select(mv.c.version).where(
+                of_model, mv.c.status == "candidate", mv.c.version.not_in(newest) if newest else True)).scalars().all()
+            if old:
+                conn.execute(update(mv).where(of_model, mv.c.version.in_(old)).values(status="archived"))
+        return sorted(old)

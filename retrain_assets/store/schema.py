@@ -131,6 +131,8 @@ model_versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("promoted_at", UTCDateTime),
     Column("promoted_by_run_id", String(64)),
+    Column("proven_at", UTCDateTime, comment="Validation period passed without incident (migration 4)."),
+    Column("baseline_metrics", Json, comment="Live metrics over its validation period: the monitoring baseline."),
     UniqueConstraint("model_name", "version", name="uq_model_versions_version"),
 )
 # At most one production model per name, enforced by the database itself.

@@ -63,3 +63,30 @@ def test_model_card_describes_the_production_model(tmp_path, harness_for):
                     "## Limitations"):
         assert section in card
     assert "| relative_to_production | passed |" in card
+
+
+def test_a_model_serving_its_validation_period_is_proven_and_old_candidates_archived(tmp_path, harness_for):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from retrain_assets.store.schema import model_versions
+
+    settings = make_settings(tmp_path, gates=LOOSE, deployment={"validation_days": 7, "keep_versions": 2})
+    h = two_versions(harness_for, settings)
+    stale = h.store.registry.register_candidate(  # a candidate nobody promoted or rejected
+        "churn", artifact_key="x", artifact_sha256="0" * 64, size_bytes=1, dataset_tag="v1", dataset_hash="h",
+        params={}, metrics={})
+    h.traffic(300, serve=True)
+    eight_days_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=8)
+    with h.store.engine.begin() as conn:
+        conn.execute(update(model_versions).where(model_versions.c.version == 2).values(promoted_at=eight_days_ago))
+    with h.store.engine.begin() as conn:  # the stale candidate is older than the newest two versions
+        conn.execute(update(model_versions).where(model_versions.c.version == stale.version).values(version=0))
+    tick = h.sensor_tick("churn_post_deploy_watch")
+    assert "proven" in tick.skip_message and "archived v0" in tick.skip_message
+    production = h.store.registry.production("churn")
+    assert production.proven_at is not None and set(production.baseline) >= {"accuracy", "f1"}
+    assert production.baseline != production.metrics  # live metrics, not the test split's
+    assert h.store.registry.version("churn", 0).status == "archived"
+    assert h.store.registry.version("churn", 1).status == "standby"

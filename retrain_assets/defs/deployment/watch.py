@@ -8,6 +8,7 @@ from retrain_assets.defs.deployment.rollback import rollback_job_name
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, short
 from retrain_assets.defs.resources import MonitoringStoreResource
 from retrain_assets.monitoring.watch import post_deploy_verdict
+from retrain_assets.training.metrics import compute_metrics
 from retrain_assets.settings import ModelSettings
 
 
@@ -30,6 +31,16 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
         if production is None or production.promoted_at is None:
             return dg.SkipReason(f"{model.name} has no promoted model to watch")
         age = dt.datetime.now(dt.timezone.utc) - production.promoted_at
+        if age > dt.timedelta(days=settings.validation_days) and production.proven_at is None:
+            live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=model.monitoring.window_rows)
+            live = live.dropna(subset=["prediction", "label"])
+            baseline = (compute_metrics(live["label"].to_numpy(), live["prediction"].to_numpy(), model.task,
+                                        model.positive_label) if len(live) >= settings.watch_min_samples else production.metrics)
+            archived = store.registry.mark_proven(model.name, production.version, baseline, settings.keep_versions)
+            return dg.SkipReason(
+                f"{production.label} served {settings.validation_days:g} days without rollback: proven; its live metrics "
+                f"are the new baseline{'; archived ' + ', '.join(f'v{v}' for v in archived) if archived else ''}"
+            )
         if age > dt.timedelta(minutes=settings.watch_minutes):
             return dg.SkipReason(f"{production.label} was promoted {age} ago: past its {settings.watch_minutes:g}-minute watch")
         if context.cursor == production.label:

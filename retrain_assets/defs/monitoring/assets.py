@@ -127,13 +127,13 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         if scores is not None and np.isnan(scores).any():
             scores = None
         decision = should_retrain(
-            None, None, outcomes["prediction"].to_numpy(), outcomes["label"].to_numpy(), production.metrics,
+            None, None, outcomes["prediction"].to_numpy(), outcomes["label"].to_numpy(), production.baseline,
             task=model.task, drift=model.drift, performance=model.performance,
             scores=scores, positive_label=model.positive_label,
         )
         current = (decision.performance or {}).get("metrics", {})
         store.history.record_metrics(
-            model.name, production.version, len(outcomes), current, production.metrics,
+            model.name, production.version, len(outcomes), current, production.baseline,
             concept_drift=bool((decision.concept or {}).get("detected")),
             degraded=bool((decision.performance or {}).get("degraded")), run_id=context.run.run_id,
         )
@@ -144,7 +144,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
                 "production_version": production.label,
                 "metrics_vs_baseline": dg.MetadataValue.md(md_table(
                     {k: round(v, 4) for k, v in current.items()},
-                    {k: round(float(v), 4) for k, v in production.metrics.items() if k in current},
+                    {k: round(float(v), 4) for k, v in production.baseline.items() if k in current},
                 )),
                 **metric_metadata(current, prefix="current_"),
                 "concept_drift": dg.MetadataValue.json(decision.concept or {}),
