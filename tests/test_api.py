@@ -191,3 +191,33 @@ def test_trigger_queues_a_run_on_a_real_dagster_webserver(deployment):
     finally:
         os.killpg(webserver.pid, signal.SIGTERM)
         webserver.wait(timeout=30)
+
+
+def test_a_candidate_in_shadow_scores_served_requests_off_the_request_path(deployment):
+    from sqlalchemy import func, select
+
+    from retrain_assets.store.schema import prediction_log, shadow_predictions
+
+    base, store, _, frame, _ = deployment
+    store.registry.rollback("churn")  # production v1 again (the tampered v2 is standby)
+    v1 = store.registry.production("churn")
+    candidate = store.registry.register_candidate(
+        "churn", artifact_key=v1.artifact_key, artifact_sha256=v1.artifact_sha256, size_bytes=v1.size_bytes,
+        dataset_tag=v1.dataset_tag, dataset_hash=v1.dataset_hash, params={}, metrics=v1.metrics)
+    store.registry.start_shadow("churn", candidate.version)
+    assert httpx.post(f"{base}/model/reload", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    ids = [f"shadowed-{i}" for i in range(40)]
+    response = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(40)), "request_ids": ids})
+    assert response.status_code == 200 and response.json()["model_version"] == "v1"  # users get production
+    query = select(func.count()).where(shadow_predictions.c.model_version == candidate.version,
+                                       shadow_predictions.c.request_id.in_(ids))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with store.engine.connect() as conn:
+            if conn.execute(query).scalar_one() == 40:
+                break
+        time.sleep(0.2)
+    with store.engine.connect() as conn:
+        assert conn.execute(query).scalar_one() == 40
+        latencies = conn.execute(select(prediction_log.c.latency_ms).where(prediction_log.c.request_id.in_(ids))).scalars().all()
+    assert len(latencies) == 40 and all(value is not None and value > 0 for value in latencies)

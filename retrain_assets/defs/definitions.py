@@ -4,6 +4,7 @@ import dagster as dg
 
 from retrain_assets.defs.deployment.assets import build_model_card
 from retrain_assets.defs.deployment.rollback import build_rollback_job
+from retrain_assets.defs.deployment.shadow import build_shadow_job, build_shadow_sensor
 from retrain_assets.defs.deployment.watch import build_watch_sensor
 from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import build_monitoring_assets
@@ -48,8 +49,8 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
         for definition in [*build_training_assets(model), *build_monitoring_assets(model), build_model_card(model)]:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
         retrain, monitor = build_jobs(model.name)
-        jobs += [retrain, monitor, build_rollback_job(model)]
-        sensors += [*build_trigger_sensors(model, retrain), build_watch_sensor(model)]
+        jobs += [retrain, monitor, build_rollback_job(model), build_shadow_job(model)]
+        sensors += [*build_trigger_sensors(model, retrain), build_watch_sensor(model), build_shadow_sensor(model)]
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

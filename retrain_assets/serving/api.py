@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from retrain_assets.errors import RetrainError
-from retrain_assets.serving.predict import predict_frame
+from retrain_assets.serving.predict import shadow_score, timed_predict
 from retrain_assets.settings import ModelSettings, RetrainSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 
@@ -57,15 +57,18 @@ class Slot:
 
 
 class ModelSlots:
-    """The serving model of each declared model; a reload builds the new slot aside, then swaps."""
+    """The serving model of each declared model (and its candidate in shadow, if any); a reload builds
+    the new slot aside, then swaps."""
 
     def __init__(self, store: MonitoringStore, artifacts: ArtifactStore):
         self.store, self.artifacts = store, artifacts
         self.active: dict[str, Slot] = {}
+        self.shadow: dict[str, Slot] = {}
         self._lock = threading.Lock()  # one reload at a time; readers never take it
 
     def reload(self, model: ModelSettings) -> tuple[Slot, Slot | None]:
         with self._lock:
+            self._reload_shadow(model)
             production = self.store.registry.production(model.name)
             if production is None:
                 raise RetrainError(f"model {model.name} has no production version in the registry: train one first")
@@ -77,6 +80,18 @@ class ModelSlots:
             self.active[model.name] = standby  # the swap: one reference assignment
             return standby, current
 
+    def _reload_shadow(self, model: ModelSettings) -> None:
+        shadow = self.store.registry.with_status(model.name, "shadow")
+        current = self.shadow.get(model.name)
+        if shadow is None:
+            self.shadow.pop(model.name, None)
+        elif current is None or current.version.artifact_sha256 != shadow.artifact_sha256:
+            try:
+                self.shadow[model.name] = Slot(shadow, self.artifacts.load_model(shadow.artifact_key, shadow.artifact_sha256))
+            except RetrainError as error:  # the shadow is an experiment: never a reason to stop serving
+                self.shadow.pop(model.name, None)
+                logger.error("shadow model %s %s not loaded: %s", model.name, shadow.label, error)
+
 
 class PredictionLogWriter:
     """Writes served predictions to the prediction log from a background thread, in batches.
@@ -84,16 +99,20 @@ class PredictionLogWriter:
     The request path only enqueues; one writer thread drains the queue and inserts what accumulated in one
     transaction, so concurrent requests never queue up behind each other's database commits. The queue is
     flushed when the server shuts down; ``flush()`` waits until everything enqueued so far is written.
+    The candidate in shadow (if any) scores the same rows here too, after they are logged: off the
+    request path, so a shadow never slows or fails a user's request.
     """
 
-    def __init__(self, store: MonitoringStore):
+    def __init__(self, store: MonitoringStore, settings: RetrainSettings):
         self.store = store
+        self.models = {m.log_key: m for m in settings.models}
         self.queue: "queue.Queue[tuple | None]" = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self.thread.start()
 
-    def put(self, model_key: str, frame: pd.DataFrame, features: list[str], predictions, scores, version: int) -> None:
-        self.queue.put((model_key, frame, features, predictions, scores, version))
+    def put(self, model_key: str, frame: pd.DataFrame, features: list[str], predictions, scores, version: int,
+            latency_ms: float, shadow: Slot | None = None) -> None:
+        self.queue.put((model_key, frame, features, predictions, scores, version, latency_ms, shadow))
 
     def flush(self) -> None:
         self.queue.join()
@@ -116,11 +135,17 @@ class PredictionLogWriter:
                 frame = pd.concat([g[1] for g in group], ignore_index=True)
                 predictions = [p for g in group for p in g[3]]
                 scores = None if any(g[4] is None for g in group) else [x for g in group for x in g[4]]
+                latency = [g[6] for g in group for _ in range(len(g[1]))]
                 try:
                     self.store.predictions.log_predictions(model_key, frame, list(features), prediction=predictions,
-                                                           score=scores, model_version=version)
+                                                           score=scores, model_version=version, latency_ms=latency)
                 except Exception as error:  # noqa: BLE001 - never kill the writer; say what was lost
                     logger.error("could not log %d predictions of %s: %s", len(frame), model_key, error)
+                    continue
+                shadows = {g[7].version.version: g[7] for g in group if g[7] is not None}
+                for slot in shadows.values():
+                    rows = pd.concat([g[1] for g in group if g[7] is slot], ignore_index=True)
+                    shadow_score(self.store, self.models[model_key], slot.version, slot.pipeline, rows)
             for _ in items:
                 self.queue.task_done()
             if stop:
@@ -139,7 +164,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     store = MonitoringStore(settings.storage.database_url)
     slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root))
     schemas = {m.name: _row_schema(m) for m in settings.models}
-    writer = PredictionLogWriter(store)
+    writer = PredictionLogWriter(store, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -186,10 +211,11 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         if request.request_ids is not None and len(request.request_ids) != len(request.rows):
             raise HTTPException(422, "request_ids must have one id per row")
         frame = pd.DataFrame(request.rows, columns=model.feature_names)
-        predictions, scores = predict_frame(slot.pipeline, frame, model)
+        predictions, scores, latency_ms = timed_predict(slot.pipeline, frame, model)
         ids = request.request_ids or [uuid.uuid4().hex for _ in request.rows]
         logged = frame.assign(request_id=ids, timestamp=dt.datetime.now(dt.timezone.utc), safe_to_send=True)
-        writer.put(model.log_key, logged, model.feature_names, predictions, scores, slot.version.version)
+        writer.put(model.log_key, logged, model.feature_names, predictions, scores, slot.version.version, latency_ms,
+                   slots.shadow.get(model.name))
         return {"model": model.name, "model_version": slot.version.label, "request_ids": ids,
                 "predictions": predictions, "scores": scores}
 

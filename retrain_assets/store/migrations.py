@@ -88,15 +88,26 @@ def _monitoring_history(conn: Connection) -> None:
         conn.exec_driver_sql(CHECK_RETRAIN_NEEDED)
 
 
+def _add_missing_columns(conn: Connection, table, names: tuple[str, ...]) -> None:
+    """Add columns that schema.py declares on ``table`` to a store created before they existed.
+
+    Stores created after a column was declared already have it (migration 1 creates the tables as
+    schema.py declares them), so only absent columns are added, with the dialect's type for each.
+    """
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for name in names:
+        if name not in present:
+            kind = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+
+
 def _proven_versions(conn: Connection) -> None:
-    # Stores created since this migration got the columns from migration 1 (which creates the tables as
-    # schema.py declares them); older stores get them here.
-    present = {c["name"] for c in inspect(conn).get_columns("model_versions")}
-    json_type = "JSONB" if conn.dialect.name == "postgresql" else "JSON"
-    time_type = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
-    for column, kind in (("proven_at", time_type), ("baseline_metrics", json_type)):
-        if column not in present:
-            conn.exec_driver_sql(f"ALTER TABLE model_versions ADD COLUMN {column} {kind}")
+    _add_missing_columns(conn, schema.model_versions, ("proven_at", "baseline_metrics"))
+
+
+def _latency_and_shadow(conn: Connection) -> None:
+    _add_missing_columns(conn, schema.prediction_log, ("latency_ms",))
+    schema.metadata.create_all(conn, tables=[schema.shadow_predictions])
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -105,6 +116,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "ml_model_metrics, ml_drift_alerts, ml_model_predictions view, check_retrain_needed()",
               _monitoring_history),
     Migration(4, "model_versions.proven_at and baseline_metrics (validation period)", _proven_versions),
+    Migration(5, "prediction_log.latency_ms, shadow_predictions (post-deploy latency, shadow evaluation)",
+              _latency_and_shadow),
 )
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
 from retrain_assets.errors import DataError
-from retrain_assets.store.schema import label_feedback, prediction_log
+from retrain_assets.store.schema import label_feedback, prediction_log, shadow_predictions
 
 TIMESTAMP = "timestamp"
 REQUEST_ID = "request_id"
@@ -51,8 +51,13 @@ class PredictionLog:
         prediction: Sequence | None = None,
         score: Sequence[float] | None = None,
         model_version: int | None = None,
+        latency_ms: Sequence[float] | float | None = None,
     ) -> int:
-        """Append served predictions; ``frame`` needs request_id, timestamp, the features, safe_to_send."""
+        """Append served predictions; ``frame`` needs request_id, timestamp, the features, safe_to_send.
+
+        ``latency_ms``: the model time of the request each row came in (one value for all rows, or one
+        per row); the post-deploy watch compares its p99 before and after a promotion.
+        """
         missing = [c for c in [REQUEST_ID, TIMESTAMP, *feature_names] if c not in frame.columns]
         if missing:
             raise DataError(f"cannot log predictions for {model_name}: missing columns {missing}")
@@ -61,6 +66,7 @@ class PredictionLog:
         features = _records(frame, feature_names)
         stamps = _utc(frame[TIMESTAMP])
         safe = frame["safe_to_send"] if "safe_to_send" in frame.columns else pd.Series([None] * len(frame))
+        latency = np.broadcast_to(np.asarray(np.nan if latency_ms is None else latency_ms, dtype=float), len(frame))
         rows = [
             {
                 "model_name": model_name,
@@ -71,11 +77,26 @@ class PredictionLog:
                 "score": None if score is None else _json_value(float(score[i])),
                 "model_version": model_version,
                 "safe_to_send": None if pd.isna(flag) else bool(flag),
+                "latency_ms": _json_value(float(latency[i])),
             }
             for i, (request_id, ts, feats, flag) in enumerate(zip(frame[REQUEST_ID], stamps, features, safe))
         ]
         with self.engine.begin() as conn:
             conn.execute(prediction_log.insert(), rows)
+        return len(rows)
+
+    def log_shadow(self, model_name: str, model_version: int, request_ids: Sequence, prediction: Sequence,
+                   score: Sequence[float] | None = None) -> int:
+        """What the candidate in shadow predicted for requests production served (never shown to users)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [
+            {"model_name": model_name, "model_version": model_version, "request_id": str(r), "ts": now,
+             "prediction": _json_value(prediction[i]), "score": None if score is None else _json_value(float(score[i]))}
+            for i, r in enumerate(request_ids)
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(shadow_predictions.insert(), rows)
         return len(rows)
 
     def log_labels(self, model_name: str, request_ids: Sequence, labels: Sequence, labeled_at=None) -> int:
@@ -180,12 +201,47 @@ class PredictionLog:
             frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
         return frame.iloc[::-1].reset_index(drop=True)
 
+    def served_latencies(self, model_name: str, model_version: int, *, last_rows: int) -> np.ndarray:
+        """Request latencies (ms) of the newest ``last_rows`` predictions one version served, labeled or not."""
+        p = prediction_log
+        query = (
+            select(p.c.latency_ms)
+            .where(p.c.model_name == model_name, p.c.model_version == model_version, p.c.latency_ms.is_not(None))
+            .order_by(p.c.id.desc())
+            .limit(last_rows)
+        )
+        with self.engine.connect() as conn:
+            return np.asarray(conn.execute(query).scalars().all(), dtype=float)
+
+    def _shadow_labeled(self, model_name: str, model_version: int):
+        s, p, lab = shadow_predictions, prediction_log, label_feedback
+        return (
+            select(s.c.prediction.label("shadow_prediction"), p.c.prediction, lab.c.label)
+            .join(p, and_(p.c.model_name == s.c.model_name, p.c.request_id == s.c.request_id))
+            .join(lab, and_(lab.c.model_name == s.c.model_name, lab.c.request_id == s.c.request_id))
+            .where(s.c.model_name == model_name, s.c.model_version == model_version)
+        )
+
+    def shadow_outcomes(self, model_name: str, model_version: int, *, last_rows: int) -> pd.DataFrame:
+        """Requests the shadow candidate scored that have a label: its prediction, production's
+        prediction for the same request, and the truth (newest ``last_rows``)."""
+        query = self._shadow_labeled(model_name, model_version).order_by(shadow_predictions.c.id.desc()).limit(last_rows)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["shadow_prediction", "prediction", "label"]).iloc[::-1].reset_index(drop=True)
+
     # Counts (cheap enough for sensors) -------------------------------------------------------------------
     def count_predictions(self, model_name: str) -> int:
         with self.engine.connect() as conn:
             return conn.execute(
                 select(func.count()).select_from(prediction_log).where(prediction_log.c.model_name == model_name)
             ).scalar_one()
+
+    def count_shadow_labeled(self, model_name: str, model_version: int, cap: int) -> int:
+        """Labeled requests the shadow candidate scored, counted up to ``cap`` (a sensor asks "enough?")."""
+        inner = self._shadow_labeled(model_name, model_version).limit(cap).subquery()
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(inner)).scalar_one()
 
     def count_labels_after(self, model_name: str, label_id: int | None, cap: int | None = None) -> int:
         """Labels received after ``label_feedback.id`` (the newest one a dataset included).

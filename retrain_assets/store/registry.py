@@ -229,10 +229,10 @@ class Registry:
             target = conn.execute(select(mv.c.status).where(of_model, mv.c.version == version)).one_or_none()
             if target is None:
                 raise StoreError(f"cannot promote {model_name} v{version}: no such version in the registry")
-            if target.status not in ("candidate", "standby"):
+            if target.status not in ("candidate", "shadow", "standby"):
                 raise StoreError(
                     f"cannot promote {model_name} v{version}: its status is {target.status!r} "
-                    "(only a gated candidate or the standby can be promoted)"
+                    "(only a gated candidate, the one in shadow or the standby can be promoted)"
                 )
             previous = conn.execute(select(mv).where(of_model, mv.c.status == "production")).first()
             conn.execute(update(mv).where(of_model, mv.c.status == "standby").values(status="archived"))
@@ -244,6 +244,19 @@ class Registry:
                 .values(status="production", promoted_at=_now(), promoted_by_run_id=run_id)
             )
         return None if previous is None else _model(previous)
+
+    def start_shadow(self, model_name: str, version: int) -> ModelVersion | None:
+        """Put a gated candidate in shadow (it scores live traffic, users never see it). A candidate
+        already in shadow is archived: the newer one replaces it. Returns the replaced one."""
+        mv = model_versions
+        of_model = mv.c.model_name == model_name
+        with self.engine.begin() as conn:
+            replaced = conn.execute(select(mv).where(of_model, mv.c.status == "shadow")).first()
+            if replaced is not None:
+                conn.execute(update(mv).where(of_model, mv.c.version == replaced.version).values(status="archived"))
+            conn.execute(update(mv).where(of_model, mv.c.version == version, mv.c.status == "candidate")
+                         .values(status="shadow"))
+        return None if replaced is None else _model(replaced)
 
     def rollback(self, model_name: str, run_id: str | None = None) -> tuple[ModelVersion, ModelVersion]:
         """Swap production and standby in one transaction; returns (restored, demoted).

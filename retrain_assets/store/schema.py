@@ -70,6 +70,7 @@ prediction_log = Table(
     Column("score", Float, comment="Positive-class probability (classification)."),
     Column("model_version", Integer, comment="Registry version that served the prediction."),
     Column("safe_to_send", Boolean, comment="Quality flag from the serving side; FALSE rows never train."),
+    Column("latency_ms", Float, comment="Model time of the request that served this row, in ms (migration 5)."),
     UniqueConstraint("model_name", "request_id", name="uq_prediction_log_request"),
 )
 Index("ix_prediction_log_model_ts", prediction_log.c.model_name, prediction_log.c.ts)
@@ -85,6 +86,19 @@ label_feedback = Table(
     UniqueConstraint("model_name", "request_id", name="uq_label_feedback_request"),
 )
 Index("ix_label_feedback_model_id", label_feedback.c.model_name, label_feedback.c.id)
+
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False, comment="The served request it shadowed (prediction_log)."),
+    Column("model_version", Integer, nullable=False, comment="The candidate in shadow that scored it."),
+    Column("prediction", Json),
+    Column("score", Float),
+    Column("ts", UTCDateTime, nullable=False),
+    UniqueConstraint("model_name", "model_version", "request_id", name="uq_shadow_predictions_request"),
+)
 
 dataset_versions = Table(
     "dataset_versions",
@@ -108,7 +122,7 @@ dataset_versions = Table(
     UniqueConstraint("model_name", "number", name="uq_dataset_versions_number"),
 )
 
-MODEL_STATUSES = ("candidate", "production", "standby", "archived", "rejected")
+MODEL_STATUSES = ("candidate", "shadow", "production", "standby", "archived", "rejected")
 
 model_versions = Table(
     "model_versions",

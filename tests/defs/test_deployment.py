@@ -90,3 +90,71 @@ def test_a_model_serving_its_validation_period_is_proven_and_old_candidates_arch
     assert production.baseline != production.metrics  # live metrics, not the test split's
     assert h.store.registry.version("churn", 0).status == "archived"
     assert h.store.registry.version("churn", 1).status == "standby"
+
+
+def test_watch_rolls_back_on_a_live_latency_spike(tmp_path, harness_for):
+    h = two_versions(harness_for, loose_settings(tmp_path))
+    frame = h.traffic(300, label=False)  # unlabeled: latency needs no labels
+    served = frame.assign(request_id=frame["request_id"] + "-slow")
+    h.store.predictions.log_predictions("churn", served, h.model.feature_names, prediction=[0] * 300,
+                                        model_version=2, latency_ms=250.0)  # v2 answers in 250 ms; v1 in ~ms
+    tick = h.sensor_tick("churn_post_deploy_watch")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert "p99 latency 250.0 ms" in tick.run_requests[0].tags[TAG_REASON]
+
+
+def shadow_settings(tmp_path):
+    return make_settings(tmp_path, gates=LOOSE, deployment={"shadow": True, "shadow_min_samples": 100})
+
+
+def test_shadow_candidate_is_promoted_only_after_scoring_live_traffic(tmp_path, harness_for):
+    from retrain_assets.defs.deployment.shadow import shadow_job_name
+
+    h = harness_for(shadow_settings(tmp_path))
+    h.traffic(3000)
+    assert h.retrain().success  # the first model has nothing to shadow: promoted directly
+    h.traffic(1000, serve=True)
+    h.traffic(2000)
+    assert h.retrain(event=True).success
+    registry = h.store.registry
+    assert (registry.production("churn").version, registry.with_status("churn", "shadow").version) == (1, 2)
+    production_key = h.defs.resolve_assets_def(["churn", "production_model"]).key
+    assert h.instance.get_latest_materialization_event(production_key).asset_materialization.metadata[
+        "promoted_version"].value == "v1"  # the shadow did not materialize production_model
+    waiting = h.sensor_tick("churn_shadow_sensor")
+    assert not waiting.run_requests and "0 of 100 labeled shadowed requests" in waiting.skip_message
+    h.traffic(300, serve=True)  # production answers, v2 scores the same requests in shadow
+    tick = h.sensor_tick("churn_shadow_sensor")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert h.run(shadow_job_name("churn"), tags=tick.run_requests[0].tags).success
+    assert (registry.production("churn").version, registry.with_status("churn", "standby").version) == (2, 1)
+    shadow_gate = registry.version("churn", 2).gate_results[-1]
+    assert shadow_gate["name"] == "shadow_comparison" and shadow_gate["passed"] and shadow_gate["value"]["requests"] == 300
+    event = h.store.events.recent("churn")[0]
+    assert (event["execution_successful"], event["retraining_model_version"]) == (True, "v2")
+    materialized = h.instance.get_latest_materialization_event(production_key).asset_materialization
+    assert materialized.metadata["promoted_version"].value == "v2" and materialized.metadata["trigger"].value == "shadow"
+
+
+def test_a_shadow_candidate_that_does_worse_on_the_same_requests_is_rejected(tmp_path, harness_for):
+    from sqlalchemy import delete
+
+    from retrain_assets.defs.deployment.shadow import shadow_job_name
+    from retrain_assets.store.schema import shadow_predictions
+
+    h = harness_for(shadow_settings(tmp_path))
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(2000)
+    assert h.retrain(event=True).success
+    frame = h.traffic(300, serve=True)
+    with h.store.engine.begin() as conn:  # construct a shadow that gets every request wrong
+        conn.execute(delete(shadow_predictions))
+    h.store.predictions.log_shadow("churn", 2, frame["request_id"], (1 - frame[h.model.target]).tolist())
+    assert h.run(shadow_job_name("churn")).success
+    assert h.store.registry.production("churn").version == 1
+    rejected = h.store.registry.version("churn", 2)
+    assert rejected.status == "rejected" and not rejected.gate_results[-1]["passed"]
+    assert "shadow F1" in rejected.gate_results[-1]["message"]
+    assert h.store.events.recent("churn")[0]["execution_successful"] is False
+    assert h.sensor_tick("churn_shadow_sensor").skip_message == "churn has no candidate in shadow"

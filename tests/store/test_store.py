@@ -168,6 +168,27 @@ def test_migrations_are_recorded_once(store):
     } <= indexes
 
 
+def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
+    """Columns added by later migrations reach existing stores, with their rows untouched."""
+    store.predictions.log_predictions("m", _frame(4), FEATURES, prediction=[1, 0, 1, 0], model_version=1)
+    _candidate(store, 1)
+    with store.engine.begin() as conn:  # back to what a store created before migrations 4 and 5 looked like
+        conn.exec_driver_sql("DROP TABLE shadow_predictions")
+        conn.exec_driver_sql("ALTER TABLE prediction_log DROP COLUMN latency_ms")
+        for column in ("proven_at", "baseline_metrics"):
+            conn.exec_driver_sql(f"ALTER TABLE model_versions DROP COLUMN {column}")
+        conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version >= 4")
+    assert migrate(store.engine) == [4, 5]
+    assert {"proven_at", "baseline_metrics"} <= {c["name"] for c in inspect(store.engine).get_columns("model_versions")}
+    assert store.predictions.count_predictions("m") == 4
+    store.registry.promote("m", 1)
+    store.registry.mark_proven("m", 1, {"f1": 0.8}, keep=5)
+    assert store.registry.production("m").baseline == {"f1": 0.8}
+    store.predictions.log_predictions("m", _frame(2, prefix="new"), FEATURES, model_version=1, latency_ms=[3.0, 4.0])
+    assert sorted(store.predictions.served_latencies("m", 1, last_rows=10)) == [3.0, 4.0]
+    assert store.predictions.log_shadow("m", 1, ["new0"], [1]) == 1
+
+
 def test_unreachable_database_says_what_to_fix():
     with pytest.raises(StoreError, match="cannot reach the monitoring database at postgresql\\+psycopg2://u:\\*\\*\\*@127.0.0.1:1/x.*RETRAIN_DATABASE_URL"):
         open_engine("postgresql://u:secret@127.0.0.1:1/x")

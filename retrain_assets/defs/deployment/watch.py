@@ -22,7 +22,8 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"For {settings.watch_minutes:g} minutes after a promotion of {model.name}, compares the new model's live "
-            "labeled predictions with the previous model's and requests a rollback when it does worse."
+            "labeled predictions and request latency with the previous model's and requests a rollback when it does "
+            f"worse; after {settings.validation_days:g} days without rollback marks it proven."
         ),
     )
     def post_deploy_watch(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource):
@@ -51,9 +52,13 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
         window = model.monitoring.window_rows
         live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=window).dropna(subset=["prediction", "label"])
         before = store.predictions.served_outcomes(model.log_key, previous.version, last_rows=window).dropna(subset=["prediction", "label"])
-        verdict = post_deploy_verdict(live["prediction"], live["label"], before["prediction"], before["label"],
-                                      model.task, settings, model.positive_label)
-        if not verdict.judged or not verdict.rollback:
+        verdict = post_deploy_verdict(
+            live["prediction"], live["label"], before["prediction"], before["label"], model.task, settings,
+            model.positive_label,
+            live_latency_ms=store.predictions.served_latencies(model.log_key, production.version, last_rows=window),
+            before_latency_ms=store.predictions.served_latencies(model.log_key, previous.version, last_rows=window),
+        )
+        if not verdict.judged or not verdict.worse:
             if verdict.judged:
                 context.update_cursor(production.label)
             return dg.SkipReason(f"watching {production.label}: {verdict.message}")

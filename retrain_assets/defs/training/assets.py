@@ -13,6 +13,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from retrain_assets.defs.deployment.promotion import promote_candidate
 from retrain_assets.defs.keys import asset_key, run_trigger
 from retrain_assets.defs.triggers.requests import event_of_run, open_run_event
 from retrain_assets.defs.metadata import md_table, metric_metadata
@@ -72,28 +73,6 @@ def reference_of_production(store, artifacts, model: ModelSettings) -> dict | No
     dataset = store.registry.dataset(model.name, production.dataset_tag)
     frame = artifacts.load_frame(dataset.artifact_key, dataset.artifact_sha256)
     return reference_for(frame[frame[SPLIT_COLUMN] == "train"], model)
-
-
-def improvement_over_production(gate_results: list[dict]) -> dict:
-    """Event columns comparing the promoted model with the one it replaced, both scored on the same new
-    test rows (from the relative gate); positive percentages are improvements (RMSE: lower is better)."""
-    relative = next((g for g in gate_results if g["name"] == "relative_to_production" and g["applicable"]), None)
-    if relative is None:
-        return {}
-    value = relative["value"]
-
-    def change(metric: str, lower_is_better: bool = False) -> float | None:
-        new, old = value.get(f"candidate_{metric}"), value.get(f"production_{metric}")
-        if new is None or old is None or old == 0:
-            return None
-        return round(100.0 * ((old - new) if lower_is_better else (new - old)) / abs(old), 4)
-
-    return {
-        "comparison_previous_r2": value.get("production_r2"),
-        "improvement_r2_percent": change("r2"),
-        "improvement_rmse_percent": change("rmse", lower_is_better=True),
-        "improvement_accuracy_percent": change("accuracy"),
-    }
 
 
 def build_training_assets(model: ModelSettings) -> list:
@@ -357,15 +336,15 @@ def build_training_assets(model: ModelSettings) -> list:
             f"The model serving `{model.name}`. Materializes only when a candidate passed every gate and was "
             "promoted (blue/green: the previous one stays as standby for instant rollback), so its history "
             "is the promotion log."
+            + (" Shadow evaluation is on: a gated candidate first scores live traffic beside production and "
+               f"the {model.name}_shadow_decision job promotes it if it does no worse." if model.deployment.shadow else "")
         ),
         kinds={"sklearn"},
         owners=owners,
         tags={"domain": "deployment"},
+        output_required=False,  # nothing materializes while the candidate is in shadow
     )
-    def production_model(
-        context: dg.AssetExecutionContext,
-        monitoring_store: MonitoringStoreResource,
-    ) -> dg.MaterializeResult:
+    def production_model(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource):
         store = monitoring_store.get()
         candidate = store.registry.candidate_of_run(model.name, context.run.run_id) or store.registry.with_status(
             model.name, "candidate"
@@ -375,35 +354,18 @@ def build_training_assets(model: ModelSettings) -> list:
                 f"no gated candidate of model {model.name} to promote: run the {model.name}_retrain job "
                 "(candidate_model with its evaluation gates) first"
             )
-        previous = store.registry.promote(model.name, candidate.version, run_id=context.run.run_id)
-        trigger, reason = run_trigger(context.run.tags)
-        event_id = event_of_run(store, context.run)
-        if event_id:
-            store.events.complete(
-                int(event_id),
-                successful=True,
-                retraining_model_version=candidate.label,
-                retraining_accuracy=candidate.metrics.get("accuracy"),
-                retraining_r2=candidate.metrics.get("r2"),
-                retraining_rmse=candidate.metrics.get("rmse"),
-                gate_summary={g["name"]: g["passed"] for g in candidate.gate_results},
-                execution_metrics={"run_id": context.run.run_id, "metrics": candidate.metrics},
-                **improvement_over_production(candidate.gate_results),
+        if model.deployment.shadow and store.registry.production(model.name) is not None:
+            replaced = store.registry.start_shadow(model.name, candidate.version)
+            context.log.info(
+                f"{model.name} {candidate.label} passed its gates and now scores live traffic in shadow"
+                f"{f' (replacing {replaced.label})' if replaced else ''}; the {model.name}_shadow_sensor launches "
+                f"the decision after {model.deployment.shadow_min_samples} labeled shadowed requests"
             )
+            return
+        trigger, reason = run_trigger(context.run.tags)
+        previous, metadata = promote_candidate(store, model, candidate, context.run.run_id,
+                                               event_of_run(store, context.run), trigger, reason)
         context.log.info(f"promoted {model.name} {candidate.label} (previous: {previous.label if previous else 'none'})")
-        return dg.MaterializeResult(
-            metadata={
-                "promoted_version": candidate.label,
-                "previous_version": previous.label if previous else "none",
-                "dataset_version": candidate.dataset_tag,
-                "trigger": trigger,
-                "reason": dg.MetadataValue.text(reason),
-                **metric_metadata(candidate.metrics, prefix=""),
-                "gates": dg.MetadataValue.md(
-                    md_table({g["name"]: "passed" if g["passed"] else "FAILED" for g in candidate.gate_results}, None)
-                ),
-            },
-            data_version=dg.DataVersion(candidate.artifact_sha256),
-        )
+        yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(candidate.artifact_sha256))
 
     return [training_dataset, data_quality, candidate_model, evaluation_gates, production_model]

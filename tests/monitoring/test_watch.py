@@ -1,0 +1,53 @@
+"""The live comparisons behind the post-deploy watch and the shadow decision."""
+
+import numpy as np
+
+from retrain_assets.monitoring.watch import compare_latency, post_deploy_verdict, shadow_verdict
+from retrain_assets.serving.settings import DeploymentSettings
+
+SETTINGS = DeploymentSettings(watch_min_samples=100, shadow_min_samples=100)
+rng = np.random.default_rng(0)
+TRUE = rng.integers(0, 2, 400)
+GOOD = np.where(rng.random(400) < 0.9, TRUE, 1 - TRUE)  # 90% right
+BAD = np.where(rng.random(400) < 0.6, TRUE, 1 - TRUE)  # 60% right
+
+
+def test_a_p99_latency_spike_rolls_back_even_when_quality_holds():
+    before, spiked = rng.gamma(4, 5, 500), rng.gamma(4, 5, 500) * 3  # p99 ~50 ms -> ~150 ms
+    verdict = post_deploy_verdict(GOOD, TRUE, GOOD, TRUE, "classification", SETTINGS,
+                                  live_latency_ms=spiked, before_latency_ms=before)
+    assert verdict.worse and verdict.judged and "p99 latency" in verdict.message
+    assert verdict.new["p99_latency_ms"] > 2 * verdict.old["p99_latency_ms"]
+
+
+def test_latency_below_the_floor_or_ratio_is_not_a_spike():
+    fast = rng.gamma(4, 0.5, 500)  # ~5 ms: tripled is still under the 20 ms floor
+    assert not compare_latency(fast * 3, fast, SETTINGS).worse
+    slow = rng.gamma(4, 10, 500)
+    assert not compare_latency(slow * 1.5, slow, SETTINGS).worse  # x1.5 < x2.0
+    assert not compare_latency(slow[:50], slow, SETTINGS).judged  # too few timed rows yet
+
+
+def test_a_quality_drop_rolls_back_and_too_few_labels_wait():
+    assert post_deploy_verdict(BAD, TRUE, GOOD, TRUE, "classification", SETTINGS).worse
+    early = post_deploy_verdict(BAD[:20], TRUE[:20], GOOD, TRUE, "classification", SETTINGS)
+    assert not early.worse and not early.judged and "judging at 100" in early.message
+    healthy = post_deploy_verdict(GOOD, TRUE, GOOD, TRUE, "classification", SETTINGS,
+                                  live_latency_ms=np.full(200, 5.0), before_latency_ms=np.full(200, 5.0))
+    assert healthy.judged and not healthy.worse
+
+
+def test_regression_watch_uses_relative_mae():
+    truth = rng.normal(100, 10, 300)
+    assert post_deploy_verdict(truth + rng.normal(0, 6, 300), truth, truth + rng.normal(0, 3, 300), truth,
+                               "regression", SETTINGS).worse
+    assert not post_deploy_verdict(truth + rng.normal(0, 3, 300), truth, truth + rng.normal(0, 3, 300), truth,
+                                   "regression", SETTINGS).worse
+
+
+def test_shadow_compares_candidate_and_production_on_the_same_requests():
+    passed = shadow_verdict(GOOD, BAD, TRUE, "classification", SETTINGS)
+    assert passed.judged and not passed.worse and passed.message.startswith("shadow F1")
+    rejected = shadow_verdict(BAD, GOOD, TRUE, "classification", SETTINGS)
+    assert rejected.worse and "vs" in rejected.message and "production" in rejected.message
+    assert not shadow_verdict(GOOD[:50], BAD[:50], TRUE[:50], "classification", SETTINGS).judged
