@@ -8,7 +8,8 @@ tolerances (a candidate the watch would roll back must not be promoted out of sh
   (the new one since its promotion, the previous one over its last window); the shadow decision compares
   the candidate and production on the *same* labeled requests, which removes traffic differences.
 * latency (watch only): p99 request latency more than ``watch_latency_ratio`` x the previous model's and
-  above ``watch_latency_floor_ms``; served rows count, labels are not needed.
+  above ``watch_latency_floor_ms``, once each has ``watch_latency_min_requests`` timed requests (a single
+  slow request, however many rows it carried, is not a spike); labels are not needed.
 """
 
 from dataclasses import dataclass, field
@@ -51,11 +52,11 @@ def compare_quality(new_pred, new_true, old_pred, old_true, task: str, settings,
 
 
 def compare_latency(live_ms, before_ms, settings) -> Verdict:
-    """p99 request latency of the new model against the previous one's (both as served)."""
+    """p99 request latency of the new model against the previous one's (both as served, one value per request)."""
     live_ms, before_ms = np.asarray(live_ms, dtype=float), np.asarray(before_ms, dtype=float)
-    if len(live_ms) < settings.watch_min_samples or len(before_ms) < settings.watch_min_samples:
-        return Verdict(False, False, f"latency: {len(live_ms)} live / {len(before_ms)} previous timed rows; judging at "
-                                     f"{settings.watch_min_samples}")
+    need = settings.watch_latency_min_requests
+    if len(live_ms) < need or len(before_ms) < need:
+        return Verdict(False, False, f"latency: {len(live_ms)} live / {len(before_ms)} previous timed requests; judging at {need}")
     live, before = float(np.quantile(live_ms, 0.99)), float(np.quantile(before_ms, 0.99))
     ratio = live / before if before > 0 else float("inf")
     spike = ratio > settings.watch_latency_ratio and live > settings.watch_latency_floor_ms

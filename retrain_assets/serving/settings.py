@@ -12,6 +12,7 @@ class DeploymentSettings(BaseModel):
     watch_mae_increase: float = Field(0.20, gt=0, description="Regression: roll back when live MAE grows by more (relative).")
     watch_latency_ratio: float = Field(2.0, gt=1, description="Roll back when live p99 request latency exceeds the previous model's by this factor...")
     watch_latency_floor_ms: float = Field(20.0, ge=0, description="...and is above this many ms (below it, jitter is not a spike).")
+    watch_latency_min_requests: int = Field(20, ge=5, description="Timed requests of each model needed before latency is judged.")
     validation_days: float = Field(7.0, gt=0, description="A model serving this long without rollback is proven.")
     keep_versions: int = Field(5, ge=2, description="Unpromoted candidates beyond the newest K versions are archived.")
     shadow: bool = Field(False, description="A gated candidate first scores live traffic beside production (shadow) and is "

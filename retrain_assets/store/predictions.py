@@ -202,16 +202,19 @@ class PredictionLog:
         return frame.iloc[::-1].reset_index(drop=True)
 
     def served_latencies(self, model_name: str, model_version: int, *, last_rows: int) -> np.ndarray:
-        """Request latencies (ms) of the newest ``last_rows`` predictions one version served, labeled or not."""
+        """Request latencies (ms) among the newest ``last_rows`` predictions one version served, labeled or
+        not: one value per request (the rows of a request share its latency, and two requests timed to the
+        same float are not a concern), so a 1,000-row batch counts once, not 1,000 times."""
         p = prediction_log
-        query = (
+        newest = (
             select(p.c.latency_ms)
             .where(p.c.model_name == model_name, p.c.model_version == model_version, p.c.latency_ms.is_not(None))
             .order_by(p.c.id.desc())
             .limit(last_rows)
+            .subquery()
         )
         with self.engine.connect() as conn:
-            return np.asarray(conn.execute(query).scalars().all(), dtype=float)
+            return np.asarray(conn.execute(select(newest.c.latency_ms).distinct()).scalars().all(), dtype=float)
 
     def _shadow_labeled(self, model_name: str, model_version: int):
         s, p, lab = shadow_predictions, prediction_log, label_feedback
