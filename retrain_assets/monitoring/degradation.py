@@ -2,7 +2,10 @@
 
 * **Concept drift** (``concept_drift``): the prediction error of consecutive windows of
   ``concept_window_rows`` rows (MAE for regression, error rate for classification); flagged when the
-  newest window's error exceeds the previous window's by more than ``concept_window_increase`` (15 %).
+  newest window's error exceeds the previous window's by more than ``concept_window_increase`` (15 %)
+  *and* the increase is significant at ``concept_p_value`` (0.05) in a one-sided test: a two-proportion
+  z-test on the error rates, Welch's t-test on the absolute errors. Like the drift engine's effect floors,
+  this keeps noise from firing: at a 7 % error rate, 37 vs 50 errors in 500 rows is +35 % but p = 0.07.
 * **Degradation against the baseline** (``performance_degradation``): current metrics of the recent
   labeled predictions against the production model's baseline metrics. Classification: accuracy
   relative drop (warning at 5 %, retrain at 10 %), F1 absolute drop 0.05, AUC absolute drop 0.05 (when
@@ -24,6 +27,7 @@ class ConceptDrift:
     detected: bool
     window_rows: int
     message: str
+    p_value: float | None = None  # one-sided test of the increase
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,11 +96,29 @@ def concept_drift(predictions, actuals, task: str, settings: PerformanceSettings
     window_errors = usable.reshape(windows, size).mean(axis=1)
     previous, newest = window_errors[-2], window_errors[-1]
     increase = (newest - previous) / previous if previous > 0 else (np.inf if newest > 0 else 0.0)
-    detected = bool(increase > settings.concept_window_increase)
+    p_value = _increase_p_value(usable[-2 * size:-size], usable[-size:], task)
+    detected = bool(increase > settings.concept_window_increase and p_value < settings.concept_p_value)
     name = "MAE" if task == "regression" else "error rate"
     message = (f"{name} of the newest {size} rows {newest:.4g} vs {previous:.4g} before "
-               f"({increase:+.1%}; limit +{settings.concept_window_increase:.0%})")
-    return ConceptDrift([float(e) for e in window_errors], float(increase), detected, size, message)
+               f"({increase:+.1%}, p={p_value:.2g}; limit +{settings.concept_window_increase:.0%} at p < "
+               f"{settings.concept_p_value:g})")
+    return ConceptDrift([float(e) for e in window_errors], float(increase), detected, size, message, float(p_value))
+
+
+def _increase_p_value(before: np.ndarray, after: np.ndarray, task: str) -> float:
+    """One-sided p-value of "the errors of ``after`` are larger than those of ``before``"."""
+    from scipy import stats
+
+    if task == "regression":
+        if np.ptp(np.concatenate([before, after])) == 0:
+            return 1.0
+        return float(stats.ttest_ind(after, before, equal_var=False, alternative="greater").pvalue)
+    n1, n2 = len(before), len(after)
+    pooled = (before.sum() + after.sum()) / (n1 + n2)
+    spread = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if spread == 0:
+        return 1.0
+    return float(stats.norm.sf((after.mean() - before.mean()) / spread))
 
 
 def performance_degradation(

@@ -59,6 +59,10 @@ class PerformanceSettings(_Strict):
         0.15, gt=0, description="Relative error increase between consecutive windows: concept drift."
     )
     concept_window_rows: int = Field(500, ge=10, description="Rows per window for concept drift.")
+    concept_p_value: float = Field(
+        0.05, gt=0, lt=1,
+        description="Concept drift also needs the error increase to be significant (one-sided test) at this level.",
+    )
     urgent_drop: float = Field(0.20, gt=0, description="Performance drop above which retraining is urgent.")
 
 

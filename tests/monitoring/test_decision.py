@@ -75,6 +75,24 @@ def test_concept_drift_compares_consecutive_windows():
     assert not short.detected and "insufficient data" in short.message
 
 
+def test_concept_drift_needs_a_significant_increase_not_just_a_relative_one():
+    """37 -> 50 errors in 500 rows is +35 % but within binomial noise; 37 -> 90 is not."""
+    settings = PerformanceSettings(concept_window_rows=500)
+    truth = np.zeros(1000, dtype=int)
+
+    def predictions(errors_before, errors_after):
+        wrong = np.zeros(1000, dtype=int)
+        wrong[:errors_before] = 1
+        wrong[500:500 + errors_after] = 1
+        return wrong
+
+    noisy = concept_drift(predictions(37, 50), truth, "classification", settings)
+    assert noisy.increase > 0.15 and noisy.p_value > 0.05 and not noisy.detected
+    assert "p=" in noisy.message
+    real = concept_drift(predictions(37, 90), truth, "classification", settings)
+    assert real.detected and real.p_value < 0.001
+
+
 def test_performance_degradation_classification_and_urgency():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 2000)
