@@ -14,6 +14,7 @@ from pathlib import Path
 
 from retrain_assets.errors import ConfigError, RetrainError
 from retrain_assets.monitoring.check_command import add_check_command
+from retrain_assets.replay.command import add_replay_command
 from retrain_assets.settings import load_settings
 from retrain_assets.text import text_table
 
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     incident.set_defaults(handler=_cmd_incident)
 
     add_check_command(commands)
+    add_replay_command(commands)
     return parser
 
 

@@ -16,20 +16,11 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.training.metrics import HIGHER_IS_BETTER, score_model
-from retrain_assets.training.settings import GateSettings
+from retrain_assets.training.settings import GATE_NAMES, GateSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
     from retrain_assets.settings import ModelSettings
 
-GATE_NAMES = (
-    "absolute_thresholds",
-    "relative_to_production",
-    "significance",
-    "fairness",
-    "latency",
-    "size",
-    "smoke_test",
-)
 MIN_GROUP_ROWS = 30  # smaller fairness groups are reported but not judged: their metrics are noise
 
 
@@ -350,18 +341,21 @@ def evaluate_gates(
     production_size_bytes: int | None = None,
     seed: int = 0,
 ) -> list[GateResult]:
-    """Every gate in GATE_NAMES order for ``candidate`` against ``production`` (None: no model yet).
+    """Every enabled gate (``gates.enabled``), in GATE_NAMES order, for ``candidate`` against ``production``
+    (None: no model yet).
 
     If the production model cannot score the new test rows (its features changed, its file is unusable),
-    the comparison gates fail with that reason rather than letting an unchecked candidate through.
+    the comparison gates fail with that reason rather than letting an unchecked candidate through. The
+    smoke test always runs first (nothing else is worth measuring on a model that cannot score).
     """
+    enabled = [name for name in GATE_NAMES if name in gates.enabled]
     if test_frame.empty:
         return [GateResult(name, False, True, {}, {}, "the dataset has no test rows: nothing to evaluate the candidate on")
-                for name in GATE_NAMES]
+                for name in enabled]
     smoke = smoke_gate(candidate, test_frame, model, gates)
     if not smoke.passed:
-        failed = [GateResult(name, False, True, {}, {}, f"not evaluated: {smoke.message}") for name in GATE_NAMES[:-1]]
-        return [*failed, smoke]
+        return [smoke if name == "smoke_test" else GateResult(name, False, True, {}, {}, f"not evaluated: {smoke.message}")
+                for name in enabled]
     features = test_frame[model.feature_names]
     candidate_metrics = score_model(candidate, test_frame, model)
     candidate_pred = np.asarray(candidate.predict(features))
@@ -373,14 +367,20 @@ def evaluate_gates(
             production_pred = np.asarray(production.predict(features))
         except Exception as error:  # noqa: BLE001 - reported as a failed comparison, never a crash
             production_error = f"the production model cannot score the new test set ({type(error).__name__}: {error})"
-    results = [absolute_gate(candidate_metrics, model, gates)]
-    if production_error:
-        results += [GateResult(name, False, True, {}, {}, production_error) for name in ("relative_to_production", "significance")]
-    else:
-        results.append(relative_gate(candidate_metrics, production_metrics, model, gates))
-        results.append(significance_gate(test_frame[model.target].to_numpy(), candidate_pred, production_pred, model, gates, seed))
-    results.append(fairness_gate(test_frame, candidate_pred, production_pred, model, gates))
-    results.append(latency_gate(candidate, None if production_error else production, features, gates))
-    results.append(size_gate(candidate_size_bytes, production_size_bytes, gates))
-    results.append(smoke)
+    y = test_frame[model.target].to_numpy()
+    gate_functions = {
+        "absolute_thresholds": lambda: absolute_gate(candidate_metrics, model, gates),
+        "relative_to_production": lambda: relative_gate(candidate_metrics, production_metrics, model, gates),
+        "significance": lambda: significance_gate(y, candidate_pred, production_pred, model, gates, seed),
+        "fairness": lambda: fairness_gate(test_frame, candidate_pred, production_pred, model, gates),
+        "latency": lambda: latency_gate(candidate, None if production_error else production, features, gates),
+        "size": lambda: size_gate(candidate_size_bytes, production_size_bytes, gates),
+        "smoke_test": lambda: smoke,
+    }
+    results = []
+    for name in enabled:
+        if production_error and name in ("relative_to_production", "significance"):
+            results.append(GateResult(name, False, True, {}, {}, production_error))
+        else:
+            results.append(gate_functions[name]())
     return results

@@ -9,6 +9,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+GATE_NAMES = (
+    "absolute_thresholds",
+    "relative_to_production",
+    "significance",
+    "fairness",
+    "latency",
+    "size",
+    "smoke_test",
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,3 +113,8 @@ class GateSettings(_Strict):
     )
     max_size_ratio: float = Field(2.0, ge=1)
     smoke_rows: int = Field(100, ge=1)
+    enabled: tuple[Literal[GATE_NAMES], ...] = Field(
+        GATE_NAMES, min_length=1,
+        description="The gates evaluated (default: all). A replay's default profile is relative_to_production, "
+                    "significance and smoke_test.",
+    )

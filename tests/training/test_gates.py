@@ -131,3 +131,11 @@ def test_no_test_rows_fails_every_gate(trained):
     model, split, good, _ = trained
     results = evaluate_gates(good, None, split.test.iloc[0:0], model, model.gates, 10, None, seed=0)
     assert not any(r.passed for r in results)
+
+
+def test_only_enabled_gates_are_evaluated(trained):
+    model, split, good, bad = trained
+    profile = model.gates.model_copy(update={"enabled": ("relative_to_production", "significance", "smoke_test")})
+    results = evaluate_gates(bad, good, split.test, model, profile, 1000, 1000, seed=0)
+    assert [r.name for r in results] == ["relative_to_production", "significance", "smoke_test"]
+    assert not results[0].passed and results[2].passed

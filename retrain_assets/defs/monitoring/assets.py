@@ -11,7 +11,8 @@ from retrain_assets.defs.keys import asset_key, short
 from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
-from retrain_assets.monitoring import ReferenceProfile, RetrainDecision, should_retrain
+from retrain_assets.monitoring import ReferenceProfile, RetrainDecision
+from retrain_assets.monitoring.policy import drift_decision, performance_decision, severity_name
 from retrain_assets.settings import ModelSettings
 
 
@@ -20,7 +21,7 @@ def decision_metadata(decision: RetrainDecision) -> dict:
     signals = {s.kind: s.strength for s in decision.signals}
     return {
         "retrain_advised": bool(decision.triggered),
-        "severity": decision.severity.value if decision.signals else "NONE",
+        "severity": severity_name(decision),
         "confidence": float(decision.confidence),
         "urgency": str(decision.urgency),
         "summary": dg.MetadataValue.text(short("; ".join(decision.reasons))),
@@ -74,15 +75,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
                 f"no recent predictions of model {model.name} in the prediction log: check that serving logs to "
                 "the monitoring store (RETRAIN_DATABASE_URL) and monitoring.window_hours in retrain.yaml"
             )
-        decision = should_retrain(
-            profile,
-            current[model.feature_names],
-            task=model.task,
-            drift=model.drift,
-            performance=model.performance,
-            numeric=model.numeric_features,
-            categorical=model.categorical_features,
-        )
+        decision = drift_decision(profile, current, model)
         report = decision.drift
         drifted = list(report.drifted_features) if report is not None else []
         if report is not None:
@@ -126,11 +119,8 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         scores = outcomes["score"].to_numpy(dtype=float) if model.task == "classification" else None
         if scores is not None and np.isnan(scores).any():
             scores = None
-        decision = should_retrain(
-            None, None, outcomes["prediction"].to_numpy(), outcomes["label"].to_numpy(), production.baseline,
-            task=model.task, drift=model.drift, performance=model.performance,
-            scores=scores, positive_label=model.positive_label,
-        )
+        decision = performance_decision(outcomes["prediction"].to_numpy(), outcomes["label"].to_numpy(),
+                                        production.baseline, model, scores)
         current = (decision.performance or {}).get("metrics", {})
         store.history.record_metrics(
             model.name, production.version, len(outcomes), current, production.baseline,

@@ -267,6 +267,7 @@ def build_training_assets(model: ModelSettings) -> list:
         specs=[
             dg.AssetCheckSpec(name, asset=candidate_key, blocking=True, description=f"Evaluation gate: {name}")
             for name in GATE_NAMES
+            if name in model.gates.enabled
         ],
         description="Evaluation gates against the production model; a failed gate blocks promotion.",
     )

@@ -11,6 +11,7 @@ import dagster as dg
 from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.resources import MonitoringStoreResource
 from retrain_assets.defs.triggers.requests import event_of_run, request_retrain
+from retrain_assets.monitoring.policy import volume_severity
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
 
@@ -78,12 +79,12 @@ def build_data_volume_sensor(model: ModelSettings) -> dg.SensorDefinition:
             return dg.SkipReason(f"{model.name} has no production model yet: nothing to count new labels against")
         dataset = store.registry.dataset(model.name, production.dataset_tag)
         new_labels = store.predictions.count_labels_after(model.log_key, dataset.max_label_id, cap=triggers.new_labels_now)
-        if new_labels < triggers.new_labels_scheduled:
+        severity = volume_severity(new_labels, triggers)
+        if severity is None:
             return dg.SkipReason(
                 f"{new_labels:,} new labels since dataset {dataset.tag}: waiting for {triggers.new_labels_scheduled:,} "
                 f"(quiet window) or {triggers.new_labels_now:,} (now)"
             )
-        severity = "HIGH" if new_labels >= triggers.new_labels_now else "MEDIUM"
         shown = f"{new_labels:,}+" if new_labels >= triggers.new_labels_now else f"{new_labels:,}"
         band = f"{dataset.tag}:{severity}"
         if context.cursor == band:

@@ -1,0 +1,256 @@
+"""The replay: walk a table's batches in time order as production would have lived them.
+
+Before each batch the policy decides from what was known then (:class:`Knowledge`); a retrain goes
+through the product's own dataset, data-quality, training and gate functions; the candidate is promoted
+only if every enabled gate passes. Then the production model predicts the batch and is scored on its
+labels (for the report: the policy only sees those labels ``label_delay`` batches later).
+
+Timeline with ``label_delay = d``: the labels of batch j arrive after batch j + d is served, so before
+batch i the known labels are the first window's and those of batches up to i - 1 - d.
+"""
+
+import datetime as dt
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from retrain_assets.errors import ConfigError, DataError, RetrainError
+from retrain_assets.monitoring import ReferenceProfile
+from retrain_assets.replay.data import ReplayTable, batch_span
+from retrain_assets.replay.policies import Knowledge, Policy
+from retrain_assets.serving.predict import predict_frame
+from retrain_assets.settings import ModelSettings, settings_from_dict
+from retrain_assets.training import (
+    clean_labeled_rows,
+    compute_metrics,
+    evaluate_gates,
+    reference_for,
+    select_window,
+    split_dataset,
+    train_candidate,
+    validate_training_data,
+)
+from retrain_assets.training.dataset import REQUEST_ID, TIMESTAMP
+
+# Absolute floors are one model's business requirement; on most real data they would block every
+# candidate. A replay judges a candidate against production: relative, significance and smoke gates.
+REPLAY_GATES = ("relative_to_production", "significance", "smoke_test")
+
+
+def replay_model(table: ReplayTable, *, label_delay: int, tune: bool = False, positive_label: Any = None,
+                 overrides_file: str | Path | None = None) -> ModelSettings:
+    """The model settings a replay trains and judges with: the product's defaults, the replay's gate
+    profile, a sliding window of ``--window``, freshness judged against the label delay, and whatever
+    ``overrides_file`` (the YAML shape of a model block in retrain.yaml) sets."""
+    labels = table.frame[table.target]
+    if positive_label is None and table.task == "classification":
+        classes = sorted(labels.unique().tolist(), key=str)
+        positive_label = 1 if set(classes) <= {0, 1} else classes[-1]
+    span_hours = batch_span(table) / dt.timedelta(hours=1)
+    block: dict[str, Any] = {
+        "name": "replay",
+        "task": table.task,
+        "target": table.target,
+        "positive_label": positive_label if positive_label is not None else 1,
+        "features": [{"name": n, "type": "numeric"} for n in table.numeric]
+        + [{"name": n, "type": "categorical"} for n in table.categorical],
+        # Time-based split: the test rows are the newest labels, which the production model never trained
+        # on (a random split of a sliding window would test production on rows it learned, favouring it).
+        "dataset": {"strategy": "sliding", "window_rows": table.window_rows, "window_days": table.window_days,
+                    "max_age_hours": (label_delay + 2) * span_hours, "time_based_split": True},
+        # Cross-validation only reports (or, with --tune, chooses parameters): two folds are enough then.
+        "training": {"tuning_trials": 5, "cv_folds": 5} if tune else {"tuning_trials": 0, "cv_folds": 2},
+        "gates": {"enabled": list(REPLAY_GATES)},
+    }
+    if overrides_file is not None:
+        try:
+            overrides = yaml.safe_load(Path(overrides_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"--gates {overrides_file}: cannot read it as YAML ({error})") from None
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"--gates {overrides_file}: expected a mapping like a model block of retrain.yaml")
+        for key, value in overrides.items():
+            block[key] = {**block.get(key, {}), **value} if isinstance(value, dict) and isinstance(block.get(key), dict) else value
+    settings = settings_from_dict({"storage": {}, "models": [block]}, source=str(overrides_file or "replay defaults"))
+    return settings.models[0]
+
+
+@dataclass
+class Production:
+    version: int
+    pipeline: Any
+    metrics: dict
+    reference: ReferenceProfile
+    quality_reference: dict
+    labels_known: int  # labeled rows known when its dataset was built
+    size_bytes: int | None
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    task: str
+    batches: list[dict] = field(default_factory=list)
+    retrains: int = 0
+    promotions: int = 0
+    rejected_candidates: list[dict] = field(default_factory=list)
+    compute_s: float = 0.0
+    final_pipeline: Any = field(default=None, repr=False)  # the production model at the end (not in JSON)
+
+    def mean(self, metric: str) -> float | None:
+        values = [b[metric] for b in self.batches if b.get(metric) is not None]
+        return float(np.mean(values)) if values else None
+
+    def to_dict(self) -> dict:
+        summary = {"mean_accuracy": self.mean("accuracy"), "mean_f1": self.mean("f1")}
+        if self.task == "regression":
+            summary |= {"mean_mae": self.mean("mae"), "mean_r2": self.mean("r2")}
+        return {"policy": self.policy, **summary, "retrains": self.retrains, "promotions": self.promotions,
+                "rejected_candidates": self.rejected_candidates, "compute_s": round(self.compute_s, 3),
+                "batches": self.batches}
+
+
+class Replay:
+    """One policy's walk over one table (state: the production model, what was served, what is known)."""
+
+    def __init__(self, table: ReplayTable, model: ModelSettings, policy: Policy, label_delay: int):
+        if label_delay < 0:
+            raise DataError("--label-delay must be 0 or more batches")
+        self.table, self.model, self.policy, self.label_delay = table, model, policy, label_delay
+        self.result = PolicyResult(policy.name, model.task)
+        frame = table.frame
+        self.served = pd.DataFrame(index=frame.index, columns=["prediction", "score", "version"], dtype=object)
+        self.labels_known_upto = -1  # batches whose labels have arrived
+        self.last_attempt: dt.datetime | None = None
+        self.failed_quality: tuple[list[str], int] | None = None  # (checks, labels known then)
+        self.version = 0
+        self.production: Production | None = None
+
+    # What is known --------------------------------------------------------------------------------------
+    def _labeled_positions(self) -> np.ndarray:
+        arrived = max(self.labels_known_upto + 1, 0)  # a negative slice end would count from the end
+        parts = [self.table.first_window] + [b.rows for b in self.table.batches[:arrived]]
+        return np.concatenate(parts)
+
+    def _knowledge(self, index: int) -> Knowledge:
+        table, model, production = self.table, self.model, self.production
+        window = model.monitoring.window_rows
+        served_rows = np.concatenate([b.rows for b in table.batches[:index]])[-window:]
+        labeled = self._labeled_positions()
+        mine = labeled[(self.served["version"].to_numpy()[labeled] == production.version)][-window:]
+        outcomes = pd.DataFrame({
+            "prediction": pd.Series(self.served["prediction"].to_numpy()[mine]).infer_objects().to_numpy(),
+            "score": pd.to_numeric(self.served["score"].to_numpy()[mine], errors="coerce"),
+            "label": table.frame[table.target].to_numpy()[mine],
+        })
+        failed = []
+        if self.failed_quality is not None and self.failed_quality[1] == len(labeled):
+            failed = self.failed_quality[0]
+        next_start = table.batches[index + 1].start if index + 1 < len(table.batches) else table.batches[index].end
+        return Knowledge(
+            batch=index, now=table.batches[index].start.to_pydatetime(),
+            next_batch_in=(next_start - table.batches[index].start).to_pytimedelta(),
+            served_features=table.frame.iloc[served_rows][table.features],
+            production_outcomes=outcomes, production_metrics=production.metrics,
+            production_reference=production.reference, labeled_rows=len(labeled),
+            new_labels=len(labeled) - production.labels_known, last_attempt=self.last_attempt, failed_quality=failed,
+        )
+
+    # Retraining: the product's own functions ------------------------------------------------------------
+    def _retrain(self, now: dt.datetime) -> dict:
+        """Returns what happened: {"version", "promoted", "failed_gates" | "error"}."""
+        table, model = self.table, self.model
+        started = time.perf_counter()
+        self.last_attempt = now
+        self.version += 1
+        outcome: dict[str, Any] = {"version": f"v{self.version}", "promoted": False}
+        labeled = self._labeled_positions()
+        try:
+            rows = clean_labeled_rows(table.frame.iloc[labeled], model)
+            window, weights = select_window(rows, model.dataset, now=now)
+            quality = validate_training_data(window, model, self.production and self.production.quality_reference, now=now)
+            failed = [q.name for q in quality if not q.passed]
+            if failed:
+                self.failed_quality = (failed, len(labeled))
+                outcome["failed_gates"] = [f"data_quality:{name}" for name in failed]
+                return outcome
+            self.failed_quality = None
+            split = split_dataset(window.assign(__w=1.0 if weights is None else weights), model, model.dataset,
+                                  seed=model.training.seed)
+            sample_weight = None if weights is None else split.train_and_validation["__w"].to_numpy()
+            trained = train_candidate(split, model, model.training, sample_weight)
+            enabled = model.gates.enabled
+            size = len(pickle.dumps(trained.pipeline)) if "size" in enabled else None
+            production = self.production
+            gates = evaluate_gates(trained.pipeline, None if production is None else production.pipeline, split.test,
+                                   model, model.gates, candidate_size_bytes=size,
+                                   production_size_bytes=None if production is None else production.size_bytes,
+                                   seed=model.training.seed)
+            failed_gates = [g.name for g in gates if not g.passed]
+            if failed_gates:
+                outcome["failed_gates"] = failed_gates
+                outcome["messages"] = [g.message for g in gates if not g.passed]
+                return outcome
+            self.production = Production(
+                self.version, trained.pipeline, trained.metrics,
+                ReferenceProfile.from_frame(split.train, numeric=model.numeric_features,
+                                            categorical=model.categorical_features, settings=model.drift),
+                reference_for(split.train, model), len(labeled), size,
+            )
+            outcome["promoted"] = True
+            return outcome
+        except RetrainError as error:  # e.g. a window with one class: the candidate is lost, production stays
+            outcome["error"] = str(error)
+            return outcome
+        finally:
+            self.result.compute_s += time.perf_counter() - started
+
+    def run(self) -> PolicyResult:
+        table, model, result = self.table, self.model, self.result
+        first = self._retrain(table.batches[0].start.to_pydatetime())
+        if not first["promoted"]:
+            raise DataError(f"the first window could not produce a model: {first.get('error') or first.get('failed_gates')}"
+                            f"{'; ' + '; '.join(first.get('messages', [])) if first.get('messages') else ''}")
+        self.last_attempt = None  # the first model is the starting point, not a retrain
+        self.result.compute_s = 0.0
+        for batch in table.batches:
+            self.labels_known_upto = batch.index - 1 - self.label_delay
+            row: dict[str, Any] = {"batch": batch.index, "start": batch.start.isoformat(), "rows": len(batch.rows),
+                                   "retrained": False, "promoted": False}
+            if batch.index > 0:
+                verdict = self.policy.decide(self._knowledge(batch.index), model)
+                if verdict.retrain:
+                    outcome = self._retrain(batch.start.to_pydatetime())
+                    result.retrains += 1
+                    row.update(retrained=True, promoted=outcome["promoted"], trigger=verdict.trigger,
+                               severity=verdict.severity, reason=verdict.reason[:300], candidate=outcome["version"])
+                    if outcome["promoted"]:
+                        result.promotions += 1
+                    else:
+                        rejected = {"batch": batch.index, "version": outcome["version"],
+                                    "failed_gates": outcome.get("failed_gates", []), "error": outcome.get("error")}
+                        result.rejected_candidates.append(rejected)
+                        row["failed_gates"] = rejected["failed_gates"] or [f"error: {outcome.get('error')}"]
+            production = self.production
+            features = table.frame.iloc[batch.rows][table.features]
+            predictions, scores = predict_frame(production.pipeline, features, model)
+            self.served.iloc[batch.rows, 0] = pd.Series(predictions, dtype=object).to_numpy()
+            self.served.iloc[batch.rows, 1] = np.full(len(batch.rows), np.nan) if scores is None else np.asarray(scores)
+            self.served.iloc[batch.rows, 2] = production.version
+            truth = table.frame[table.target].to_numpy()[batch.rows]
+            metrics = compute_metrics(truth, np.asarray(predictions), model.task, model.positive_label)
+            keep = ("accuracy", "f1") if model.task == "classification" else ("mae", "r2")
+            row.update({"model_version": f"v{production.version}", **{k: metrics.get(k) for k in keep}})
+            result.batches.append(row)
+        result.final_pipeline = self.production.pipeline
+        return result
+
+
+def run_replay(table: ReplayTable, model: ModelSettings, policies: list[Policy], label_delay: int = 1) -> list[PolicyResult]:
+    return [Replay(table, model, policy, label_delay).run() for policy in policies]

@@ -1,0 +1,142 @@
+"""The replay harness on small generated data: policies, label delay, no look-ahead, gates, JSON, bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrain_assets.cli import main
+from retrain_assets.errors import DataError
+from retrain_assets.replay.data import prepare_table
+from retrain_assets.replay.harness import Replay, replay_model, run_replay
+from retrain_assets.replay.policies import Always, Never, Ours, Periodic, Policy, Verdict, parse_policy
+
+BATCH, FIRST, BATCHES = 200, 800, 10
+
+
+def table_frame(batches=BATCHES, flip_at=4, seed=0) -> pd.DataFrame:
+    """Two features; the label rule flips (and x1 shifts) from batch ``flip_at`` on: real concept drift."""
+    rng = np.random.default_rng(seed)
+    n = FIRST + batches * BATCH
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    drifted = np.arange(n) >= FIRST + flip_at * BATCH
+    x1 = np.where(drifted, x1 + 1.0, x1)
+    label = np.where(drifted, x1 - x2 > 1.0, x1 + x2 > 0).astype(int)
+    time = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC")
+    return pd.DataFrame({"when": time.astype(str), "x1": x1, "x2": x2, "y": label})
+
+
+def prepared(frame=None, **options):
+    options = {"target": "y", "time_column": "when", "batch_size": BATCH, "window": str(FIRST), **options}
+    return prepare_table(table_frame() if frame is None else frame, **options)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return prepared()
+
+
+@pytest.fixture(scope="module")
+def runs(table):
+    """Each policy replayed once (labels one batch late), shared by the tests below."""
+    results = run_replay(table, replay_model(table, label_delay=1), [Never(), Always(), Periodic(3), Ours()])
+    return {r.policy: r for r in results}
+
+
+def test_never_always_and_periodic_retrain_as_often_as_they_say(runs):
+    never, always, periodic = runs["never"], runs["always"], runs["periodic:3"]
+    assert never.retrains == 0 and len(never.batches) == BATCHES
+    assert always.retrains == BATCHES - 1  # before every batch but the first (the first model was just trained)
+    assert periodic.retrains == len([i for i in range(1, BATCHES) if i % 3 == 0]) == 3
+    assert always.promotions + len(always.rejected_candidates) == always.retrains
+    late = slice(8, None)  # by batch 8 the sliding window holds mostly new-rule labels; the first model never will
+    assert np.mean([b["accuracy"] for b in always.batches[late]]) > np.mean([b["accuracy"] for b in never.batches[late]]) + 0.1
+
+
+class Recorder(Policy):
+    name = "recorder"
+
+    def __init__(self):
+        self.seen = []
+
+    def decide(self, knowledge, model):
+        self.seen.append(knowledge)
+        return Verdict(False)
+
+
+@pytest.mark.parametrize("delay", [0, 1, 3])
+def test_labels_arrive_label_delay_batches_late(table, delay):
+    recorder = Recorder()
+    Replay(table, replay_model(table, label_delay=delay), recorder, delay).run()
+    for knowledge in recorder.seen:
+        arrived = max(knowledge.batch - delay, 0)  # batches 0 .. i-1-d are labeled before batch i
+        assert knowledge.labeled_rows == FIRST + arrived * BATCH
+        assert len(knowledge.production_outcomes) == min(arrived * BATCH, 2000)
+        assert len(knowledge.served_features) == knowledge.batch * BATCH  # features are known when served
+
+
+def test_nothing_from_the_future_changes_a_decision(table, runs):
+    """Rewrite everything from batch 7 on (features and labels): batches 0-6 must replay identically."""
+    future = table_frame()
+    later = np.arange(len(future)) >= FIRST + 7 * BATCH
+    future.loc[later, "x1"] = -future.loc[later, "x1"] * 3
+    future.loc[later, "y"] = 1 - future.loc[later, "y"]
+    model = replay_model(table, label_delay=1)
+    rewritten = run_replay(prepared(future), model, [Ours(), Periodic(3)])
+    for result in rewritten:
+        assert result.batches[:7] == runs[result.policy].batches[:7]
+        assert result.batches[7:] != runs[result.policy].batches[7:]  # the rewrite did reach the replay
+
+
+def test_ours_is_the_products_policy_and_reacts_to_the_flip(runs):
+    triggered = [b for b in runs["ours"].batches if b["retrained"]]
+    assert triggered, "the drift from batch 4 on must trigger a retrain"
+    assert min(b["batch"] for b in triggered) >= 5  # nothing before the drift was served
+    assert {b["trigger"] for b in triggered} <= {"drift", "performance", "data_volume"}
+
+
+def test_a_candidate_failing_a_gate_is_rejected_and_production_stays(tmp_path, table):
+    gates = tmp_path / "gates.yaml"  # the first model (old rule) passes the floor
+    gates.write_text("gates:\n  enabled: [absolute_thresholds, smoke_test]\n  min_accuracy: 0.9\n"
+                     "  min_precision: null\n  min_recall: null\n")
+    model = replay_model(table, label_delay=0, overrides_file=gates)
+    # One retrain, at batch 5: trained mostly on old-rule rows, tested on the newest (new-rule) ones.
+    result = Replay(table, model, Periodic(5), 0).run()
+    assert result.retrains == 1 and result.promotions == 0
+    assert result.rejected_candidates[0]["failed_gates"] == ["absolute_thresholds"]
+    assert {b["model_version"] for b in result.batches} == {"v1"}
+
+
+def test_json_output_has_one_object_per_policy_with_the_documented_keys(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    table_frame(batches=4).to_csv(path, index=False)
+    code = main(["replay", "--data", str(path), "--target", "y", "--time-column", "when", "--batch-size", str(BATCH),
+                 "--window", str(FIRST), "--policy", "never", "--policy", "periodic:2", "--json"])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["policy"] for r in results] == ["never", "periodic:2"]
+    for r in results:
+        assert {"policy", "mean_accuracy", "mean_f1", "retrains", "promotions", "rejected_candidates", "compute_s",
+                "batches"} <= set(r)
+        assert len(r["batches"]) == 4 and {"batch", "accuracy", "f1", "model_version", "retrained"} <= set(r["batches"][0])
+    assert results[1]["retrains"] == 1
+
+
+def test_bad_input_is_a_clear_error_and_exit_code_2(tmp_path, capsys):
+    frame = table_frame(batches=3)
+    cases = {
+        "do not parse as timestamps": frame.assign(when=["yesterday"] * len(frame)),
+        "single class": frame.assign(y=1),
+        "inside the first window": frame.head(FIRST - 10),
+        "have no values from batch 1": frame.assign(x2=np.where(np.arange(len(frame)) >= FIRST + BATCH, np.nan, frame["x2"])),
+    }
+    for expected, bad in cases.items():
+        path = tmp_path / "bad.csv"
+        bad.to_csv(path, index=False)
+        code = main(["replay", "--data", str(path), "--target", "y", "--time-column", "when",
+                     "--batch-size", str(BATCH), "--window", str(FIRST), "--policy", "never"])
+        assert code == 2, expected
+        assert expected in capsys.readouterr().err
+    with pytest.raises(DataError, match="unknown --policy"):
+        parse_policy("sometimes")
