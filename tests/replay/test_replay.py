@@ -140,3 +140,16 @@ def test_bad_input_is_a_clear_error_and_exit_code_2(tmp_path, capsys):
         assert expected in capsys.readouterr().err
     with pytest.raises(DataError, match="unknown --policy"):
         parse_policy("sometimes")
+
+
+def test_a_regression_target_is_replayed_with_mae_and_r2():
+    rng = np.random.default_rng(3)
+    n = FIRST + 4 * BATCH
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({"when": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC").astype(str), "x": x,
+                          "region": rng.choice(["north", "south"], n), "y": 3 * x + rng.normal(0, 0.3, n)})
+    table = prepared(frame)
+    assert table.task == "regression" and table.categorical == ["region"]
+    never, periodic = (r.to_dict() for r in run_replay(table, replay_model(table, label_delay=1), [Never(), Periodic(2)]))
+    assert never["mean_accuracy"] is None and never["mean_mae"] < 0.6 and never["mean_r2"] > 0.9
+    assert {"mae", "r2"} <= set(periodic["batches"][0]) and periodic["retrains"] == 1
