@@ -1,10 +1,13 @@
-"""``retrain demo``: the whole lifecycle on a real, persistent Dagster instance and the embedded stores.
+"""``retrain demo``: every simulated model's lifecycle on a real, persistent Dagster instance and the
+embedded stores.
 
-(a) initial training promotes v1; (b) clean traffic: drift report, the sensor skips; (c) drifted traffic:
-the drift report says drift, the drift sensor is evaluated against the instance and its run request is
-executed, the candidate passes the gates and v2 is promoted; (d) poisoned labels: the candidate fails the
-gates, the run fails, production stays v2. The same runs, checks and sensor ticks are then visible with
-``make ui``.
+The demo config declares two models of one telecom operator, a churn classifier and a data-usage
+regressor, fed by the same simulated customers. For each of them: (a) initial training promotes v1;
+(b) clean traffic: drift report, the sensor skips; (c) drifted traffic: the drift report says drift, the
+drift sensor is evaluated against the instance and its run request is executed, the candidate passes the
+gates and v2 is promoted; (d) poisoned labels: the candidate fails the gates, the run fails, production
+stays v2. Each model has its own asset group, jobs, sensors and event rows; the same runs, checks and
+sensor ticks are then visible with ``make ui``.
 """
 
 import datetime as dt
@@ -30,11 +33,13 @@ from retrain_assets.store import ArtifactStore, MonitoringStore
 from retrain_assets.text import text_table
 
 DEMO_MARKER = ".retrain-demo-home"
-SIMULATED_MODEL = "churn"
+# The metrics the summary shows per task (the candidate's test split).
+SUMMARY_METRICS = {"classification": ("accuracy", "f1", "auc"), "regression": ("mae", "rmse", "r2")}
 
 
 @dataclass
 class StepSummary:
+    model: str
     step: str
     trigger: str
     run_status: str
@@ -45,17 +50,30 @@ class StepSummary:
     note: str = ""
 
 
+def simulated_models(settings: RetrainSettings) -> tuple[list[ModelSettings], list[str]]:
+    """The declared models the simulator can feed (their target and features are columns of its traffic),
+    and the names of the others, which the demo leaves alone."""
+    columns = set(generate_traffic(1).columns)
+    fed = [m for m in settings.models if {m.target, *m.feature_names} <= columns]
+    return fed, [m.name for m in settings.models if m not in fed]
+
+
 class Demo:
     def __init__(self, settings: RetrainSettings, instance: dg.DagsterInstance, out=sys.stdout):
         self.settings = settings
-        self.model: ModelSettings = settings.model(SIMULATED_MODEL)
+        self.models, self.skipped = simulated_models(settings)
+        if not self.models:
+            raise RetrainError(
+                "no model in the config can be fed by the demo's simulated traffic: declare a model whose "
+                "target and features are columns of retrain_assets.simulate (see the repository's retrain.yaml)"
+            )
         self.instance = instance
         self.defs = build_definitions(settings)
         self.store = MonitoringStore(settings.storage.database_url)
         self.artifacts = ArtifactStore(settings.storage.artifact_root)
         self.out = out
         self.clock = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
-        self.sensor_cursor: str | None = None
+        self.sensor_cursors: dict[str, str | None] = {}
         self.summary: list[StepSummary] = []
         self.seed = 0
 
@@ -65,75 +83,81 @@ class Demo:
 
     # Traffic --------------------------------------------------------------------------------------------
     def _traffic(self, rows: int, scenario: TrafficScenario, label: str, serve: bool) -> None:
+        """One batch of customers, served by (or, before any model, logged for) every model, then labeled."""
         self.seed += 1
         frame = generate_traffic(
             rows, start=self.clock, interval=dt.timedelta(seconds=20), scenario=scenario, seed=self.seed,
             id_prefix=label,
         )
         self.clock += dt.timedelta(seconds=20 * rows)
-        name = self.model.log_key
-        if serve:
-            version, _ = serve_and_log(self.store, self.artifacts, self.model, frame)
-            served = f"served by v{version.version}"
-        else:
-            self.store.predictions.log_predictions(name, frame, self.model.feature_names)
-            served = "historical, before any model"
         labeled_at = frame["timestamp"] + dt.timedelta(minutes=30)
-        self.store.predictions.log_labels(name, frame["request_id"].tolist(), frame[self.model.target].tolist(), labeled_at)
-        self.say(f"    wrote {rows} rows of {label} traffic ({served}) and their labels")
+        served = []
+        for model in self.models:
+            if serve:
+                version, _ = serve_and_log(self.store, self.artifacts, model, frame)
+                served.append(f"{model.name} v{version.version}")
+            else:
+                self.store.predictions.log_predictions(model.log_key, frame, model.feature_names)
+            self.store.predictions.log_labels(model.log_key, frame["request_id"].tolist(), frame[model.target].tolist(), labeled_at)
+        how = f"served by {', '.join(served)}" if serve else "historical, before any model"
+        self.say(f"    wrote {rows} rows of {label} traffic ({how}) and their labels")
 
     # Dagster --------------------------------------------------------------------------------------------
-    def _run(self, job_name: str, tags: dict, reason: str = "") -> dg.ExecuteInProcessResult:
+    def _run(self, model: ModelSettings, job_name: str, tags: dict, reason: str = "") -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(job_name)
         # Dagster's console logger would print every step event here; the progress lines say what matters
         # and every event is still stored in the instance for the UI.
         run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        if job_name == retrain_job_name(self.model.name):
-            op = f"{self.model.name}__training_dataset"
+        if job_name == retrain_job_name(model.name):
+            op = f"{model.name}__training_dataset"
             run_config["ops"] = {op: {"config": {"reason": reason, "requester": "retrain demo"}}}
         started = time.perf_counter()
         result = job.execute_in_process(instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
         status = "SUCCESS" if result.success else "FAILURE"
-        self.say(f"    run {result.run_id[:8]} of {job_name}: {status} ({time.perf_counter() - started:.1f} s)")
+        self.say(f"    [{model.name}] run {result.run_id[:8]} of {job_name}: {status} ({time.perf_counter() - started:.1f} s)")
         return result
 
-    def _monitor(self) -> dict:
-        result = self._run(monitor_job_name(self.model.name), {TAG_MODEL: self.model.name})
+    def _monitor(self, model: ModelSettings) -> dict:
+        result = self._run(model, monitor_job_name(model.name), {TAG_MODEL: model.name})
         if not result.success:
-            raise RetrainError(f"the monitoring run failed: {_failure_message(result)}")
-        event = self.instance.get_latest_materialization_event(dg.AssetKey([self.model.name, "drift_report"]))
+            raise RetrainError(f"the monitoring run of {model.name} failed: {_failure_message(result)}")
+        event = self.instance.get_latest_materialization_event(dg.AssetKey([model.name, "drift_report"]))
         metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
         verdict = "DRIFT, retrain advised" if metadata["retrain_advised"] else "no retrain advised"
         drifted = ", ".join(metadata["drifted_features"]) or "none"
         self.say(
-            f"    drift report: {verdict} (severity {metadata['severity']}, drift share {metadata['drift_share']:.2f}, "
-            f"aggregate PSI {metadata['aggregate_psi']:.3f}; drifted: {drifted})"
+            f"    [{model.name}] drift report: {verdict} (severity {metadata['severity']}, drift share "
+            f"{metadata['drift_share']:.2f}, aggregate PSI {metadata['aggregate_psi']:.3f}; drifted: {drifted})"
         )
         return metadata
 
-    def _evaluate_drift_sensor(self):
-        sensor = self.defs.resolve_sensor_def(f"{self.model.name}_drift_sensor")
+    def _evaluate_drift_sensor(self, model: ModelSettings):
+        sensor = self.defs.resolve_sensor_def(f"{model.name}_drift_sensor")
         with dg.build_sensor_context(
-            instance=self.instance, cursor=self.sensor_cursor, definitions=self.defs,
+            instance=self.instance, cursor=self.sensor_cursors.get(model.name), definitions=self.defs,
             resources=resources_for(self.settings),
         ) as context:
             data = sensor.evaluate_tick(context)
-        self.sensor_cursor = data.cursor
+        self.sensor_cursors[model.name] = data.cursor
         return data
 
-    def _candidate_summary(self, step: str, trigger: str, result: dg.ExecuteInProcessResult, note: str) -> StepSummary:
-        candidate = self.store.registry.candidate_of_run(self.model.name, result.run_id)
-        production = self.store.registry.production(self.model.name)
+    def _candidate_summary(
+        self, model: ModelSettings, step: str, trigger: str, result: dg.ExecuteInProcessResult, note: str
+    ) -> StepSummary:
+        candidate = self.store.registry.candidate_of_run(model.name, result.run_id)
+        production = self.store.registry.production(model.name)
         evaluations = result.get_asset_check_evaluations()
         failed = [e.check_name for e in evaluations if not e.passed]
         gates = f"FAILED: {', '.join(failed)}" if failed else (f"passed ({len(evaluations)} checks)" if evaluations else "-")
-        metrics = {k: round(v, 3) for k, v in (candidate.metrics if candidate else {}).items() if isinstance(v, float)}
+        metrics = candidate.metrics if candidate else {}
+        shown = {m: round(metrics[m], 3) for m in SUMMARY_METRICS[model.task] if isinstance(metrics.get(m), float)}
         return StepSummary(
+            model=model.name,
             step=step,
             trigger=trigger,
             run_status="SUCCESS" if result.success else "FAILURE",
             candidate=candidate.label if candidate else None,
-            candidate_metrics=metrics,
+            candidate_metrics=shown,
             gates=gates,
             production=production.label if production else None,
             note=note,
@@ -141,57 +165,65 @@ class Demo:
 
     # The lifecycle ----------------------------------------------------------------------------------------
     def run(self) -> list[StepSummary]:
-        name = self.model.name
-        retrain = retrain_job_name(name)
+        if self.skipped:
+            self.say(f"models the simulated traffic cannot feed, left out of the demo: {', '.join(self.skipped)}")
+        self.say(f"models: {', '.join(f'{m.name} ({m.task})' for m in self.models)}")
 
         self.say("(a) initial training: historical labeled data -> candidate v1 -> gates -> production")
         self._traffic(4000, TrafficScenario(), "historical", serve=False)
-        tags = {TAG_MODEL: name, TAG_TRIGGER: "manual", TAG_SEVERITY: "LOW", TAG_REASON: "initial training"}
-        result = self._run(retrain, tags, reason="initial training")
-        self.summary.append(self._candidate_summary("a: initial training", "manual", result, "first production model"))
-        self._require(result.success, "the initial training run failed", result)
-        self.say(f"    production model: {self.summary[-1].production}")
+        for model in self.models:
+            tags = {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_SEVERITY: "LOW", TAG_REASON: "initial training"}
+            result = self._run(model, retrain_job_name(model.name), tags, reason="initial training")
+            self.summary.append(self._candidate_summary(model, "a: initial training", "manual", result, "first production model"))
+            self._require(result.success, f"the initial training run of {model.name} failed", result)
+            self.say(f"    [{model.name}] production model: {self.summary[-1].production}")
 
         self.say("(b) clean traffic -> drift report -> drift sensor")
         self._traffic(2000, TrafficScenario(), "clean", serve=True)
-        self._monitor()
-        tick = self._evaluate_drift_sensor()
-        self._require(not tick.run_requests, "the drift sensor asked for a retrain on clean traffic")
-        self.say(f"    drift sensor: skipped ({tick.skip_message})")
-        production = self.store.registry.production(name)
-        self.summary.append(StepSummary("b: clean traffic", "drift sensor", "SKIPPED", production=production.label,
-                                        note=f"no retrain: {tick.skip_message}"))
+        for model in self.models:
+            self._monitor(model)
+            tick = self._evaluate_drift_sensor(model)
+            self._require(not tick.run_requests, f"the drift sensor asked for a retrain of {model.name} on clean traffic")
+            self.say(f"    [{model.name}] drift sensor: skipped ({tick.skip_message})")
+            production = self.store.registry.production(model.name)
+            self.summary.append(StepSummary(model.name, "b: clean traffic", "drift sensor", "SKIPPED",
+                                            production=production.label, note=f"no retrain: {tick.skip_message}"))
 
-        self.say("(c) drifted traffic (population and churn behaviour change) -> drift report -> drift sensor")
+        self.say("(c) drifted traffic (the population and its behaviour change) -> drift report -> drift sensor")
         self._traffic(4000, TrafficScenario(covariate_drift=0.6, concept_drift=True), "drifted", serve=True)
-        self._monitor()
-        tick = self._evaluate_drift_sensor()
-        self._require(len(tick.run_requests) == 1, "the drift sensor did not request a retrain on drifted traffic")
-        request = tick.run_requests[0]
-        self.say(f"    drift sensor: run requested (severity {request.tags[TAG_SEVERITY]}; {request.tags[TAG_REASON]})")
-        tags = {**request.tags, "dagster/sensor_name": f"{name}_drift_sensor", "dagster/run_key": request.run_key}
-        result = self._run(retrain, tags)
-        self.summary.append(self._candidate_summary("c: drifted traffic", "drift sensor", result, request.tags[TAG_REASON]))
-        self._require(result.success, "the drift-triggered retrain failed", result)
-        event = self.store.events.get(int(request.tags[TAG_EVENT_ID]))
-        self.say(f"    production model: {self.summary[-1].production}; event #{event['id']} successful={event['execution_successful']}")
-        self.say("    monitoring again against the new production model:")
-        self._monitor()
+        promoted = {}
+        for model in self.models:
+            self._monitor(model)
+            tick = self._evaluate_drift_sensor(model)
+            self._require(len(tick.run_requests) == 1, f"the drift sensor did not request a retrain of {model.name} on drifted traffic")
+            request = tick.run_requests[0]
+            self.say(f"    [{model.name}] drift sensor: run requested (severity {request.tags[TAG_SEVERITY]}; {request.tags[TAG_REASON]})")
+            tags = {**request.tags, "dagster/sensor_name": f"{model.name}_drift_sensor", "dagster/run_key": request.run_key}
+            result = self._run(model, retrain_job_name(model.name), tags)
+            self.summary.append(self._candidate_summary(model, "c: drifted traffic", "drift sensor", result, request.tags[TAG_REASON]))
+            self._require(result.success, f"the drift-triggered retrain of {model.name} failed", result)
+            promoted[model.name] = self.summary[-1].production
+            event = self.store.events.get(int(request.tags[TAG_EVENT_ID]))
+            self.say(f"    [{model.name}] production model: {promoted[model.name]}; event #{event['id']} "
+                     f"successful={event['execution_successful']}")
+            self.say(f"    [{model.name}] monitoring again against the new production model:")
+            self._monitor(model)
 
         self.say("(d) poisoned labels -> manual retrain -> candidate must fail the gates")
         self._traffic(4000, TrafficScenario(covariate_drift=0.6, concept_drift=True, poison_fraction=1.0), "poisoned", serve=True)
         reason = "new labels arrived (poisoned batch)"
-        event_id = self.store.events.record_trigger(name, trigger_type="manual", severity="LOW", reason=reason)
-        tags = {TAG_MODEL: name, TAG_TRIGGER: "manual", TAG_SEVERITY: "LOW", TAG_REASON: reason, TAG_EVENT_ID: str(event_id)}
-        result = self._run(retrain, tags, reason=reason)
-        summary = self._candidate_summary("d: poisoned labels", "manual", result, "")
-        self._require(not result.success, "the poisoned candidate was not rejected")
-        self._require(summary.production == self.summary[2].production, "production changed after a failed gate")
-        failures = [e for e in result.get_asset_check_evaluations() if not e.passed]
-        summary.note = "; ".join(f"{e.check_name}: {e.description}" for e in failures)[:300]
-        self.summary.append(summary)
-        self.say(f"    run failed as it should: {summary.gates}")
-        self.say(f"    production model still: {summary.production}")
+        for model in self.models:
+            event_id = self.store.events.record_trigger(model.name, trigger_type="manual", severity="LOW", reason=reason)
+            tags = {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_SEVERITY: "LOW", TAG_REASON: reason, TAG_EVENT_ID: str(event_id)}
+            result = self._run(model, retrain_job_name(model.name), tags, reason=reason)
+            summary = self._candidate_summary(model, "d: poisoned labels", "manual", result, "")
+            self._require(not result.success, f"the poisoned candidate of {model.name} was not rejected")
+            self._require(summary.production == promoted[model.name], f"production of {model.name} changed after a failed gate")
+            failures = [e for e in result.get_asset_check_evaluations() if not e.passed]
+            summary.note = "; ".join(f"{e.check_name}: {e.description}" for e in failures)[:300]
+            self.summary.append(summary)
+            self.say(f"    [{model.name}] run failed as it should: {summary.gates}")
+            self.say(f"    [{model.name}] production model still: {summary.production}")
         return self.summary
 
     def _require(self, condition: bool, message: str, result: dg.ExecuteInProcessResult | None = None) -> None:
@@ -239,14 +271,19 @@ def reset_embedded_storage(settings: RetrainSettings) -> None:
 
 
 def format_table(summary: list[StepSummary]) -> str:
-    headers = ["step", "trigger", "run", "candidate", "accuracy", "precision", "recall", "f1", "gates", "production"]
+    headers = ["model", "step", "trigger", "run", "candidate", "candidate test metrics", "gates", "production"]
     rows = [
-        [s.step, s.trigger, s.run_status, s.candidate or "-",
-         *(f"{s.candidate_metrics[m]:.3f}" if m in s.candidate_metrics else "-" for m in ("accuracy", "precision", "recall", "f1")),
+        [s.model, s.step, s.trigger, s.run_status, s.candidate or "-",
+         ", ".join(f"{name} {value:.3f}" for name, value in s.candidate_metrics.items()) or "-",
          s.gates, s.production or "-"]
-        for s in summary
+        for s in sorted(summary, key=lambda s: s.model)
     ]
     return text_table(headers, rows)
+
+
+def final_production(summary: list[StepSummary]) -> dict[str, str | None]:
+    """Each model's production version after its last step."""
+    return {s.model: s.production for s in summary}
 
 
 def run_demo(settings: RetrainSettings, home: Path, dagster_yaml: Path, as_json: bool = False) -> int:
@@ -262,7 +299,7 @@ def run_demo(settings: RetrainSettings, home: Path, dagster_yaml: Path, as_json:
         summary = demo.run()
     elapsed = time.perf_counter() - started
     if as_json:
-        print(json.dumps({"steps": [asdict(s) for s in summary], "final_production": summary[-1].production,
+        print(json.dumps({"steps": [asdict(s) for s in summary], "final_production": final_production(summary),
                           "dagster_home": str(home), "seconds": round(elapsed, 1)}, indent=2))
     else:
         print("\nSummary\n" + format_table(summary), file=out)

@@ -74,3 +74,39 @@ def postgres_db(postgres_server):
     with engine.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     engine.dispose()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_demo_command(config_path, home, timeout=900):
+    """`retrain demo --json` as `make demo` runs it, on the config at ``config_path`` (storage next to it)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RETRAIN_CONFIG": str(config_path)}
+    env.pop("RETRAIN_DATABASE_URL", None)
+    env.pop("RETRAIN_ARTIFACT_ROOT", None)
+    command = [sys.executable, "-m", "retrain_assets.cli", "demo", "--json", "--home", str(home),
+               "--dagster-yaml", os.path.join(REPO, "dagster.yaml")]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=os.path.dirname(str(config_path)))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One `retrain demo` on the repository's retrain.yaml, shared by the tests that inspect its result.
+
+    Yields a dict: ``config`` (path), ``home`` (the Dagster home it wrote), ``summary`` (the parsed --json
+    output). The demo takes a minute or two; running it once keeps the suite fast.
+    """
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("demo")
+    config = root / "retrain.yaml"
+    shutil.copy(os.path.join(REPO, "retrain.yaml"), config)  # storage lands next to it, under root
+    home = root / "home"
+    completed = run_demo_command(config, home)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return {"config": config, "home": home, "summary": json.loads(completed.stdout), "root": root}

@@ -1,45 +1,47 @@
 """`retrain demo` end to end, as `make demo` runs it: a real persistent instance on embedded storage."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from tests.conftest import run_demo_command
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_demo_plays_the_whole_lifecycle(tmp_path):
-    config = tmp_path / "retrain.yaml"
-    config.write_text((REPO / "retrain.yaml").read_text())  # storage lands next to it, under tmp_path
-    home = tmp_path / "home"
-    env = {**os.environ, "RETRAIN_CONFIG": str(config)}
-    env.pop("RETRAIN_DATABASE_URL", None)
-    env.pop("RETRAIN_ARTIFACT_ROOT", None)
-    command = [sys.executable, "-m", "retrain_assets.cli", "demo", "--json", "--home", str(home),
-               "--dagster-yaml", str(REPO / "dagster.yaml")]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads(completed.stdout)
-    steps = {s["step"][0]: s for s in summary["steps"]}
-    assert steps["a"]["production"] == "v1" and steps["a"]["run_status"] == "SUCCESS"
-    assert steps["b"]["run_status"] == "SKIPPED" and steps["b"]["production"] == "v1"
-    assert steps["c"]["trigger"] == "drift sensor" and steps["c"]["production"] == "v2"
-    assert steps["d"]["run_status"] == "FAILURE" and steps["d"]["gates"].startswith("FAILED")
-    assert summary["final_production"] == "v2"
-    # The runs are in the persistent instance that `make ui` opens.
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+def test_demo_plays_both_models_lifecycles(demo_run):
+    summary = demo_run["summary"]
+    steps = {(s["model"], s["step"][0]): s for s in summary["steps"]}
+    assert {model for model, _ in steps} == {"churn", "demand"}
+    for model in ("churn", "demand"):
+        assert steps[model, "a"]["production"] == "v1" and steps[model, "a"]["run_status"] == "SUCCESS"
+        assert steps[model, "b"]["run_status"] == "SKIPPED" and steps[model, "b"]["production"] == "v1"
+        assert steps[model, "c"]["trigger"] == "drift sensor" and steps[model, "c"]["production"] == "v2"
+        assert steps[model, "d"]["run_status"] == "FAILURE" and steps[model, "d"]["gates"].startswith("FAILED")
+    # Each model is judged by its task's metrics: the regressor's poisoned candidate learned nothing.
+    assert set(steps["demand", "a"]["candidate_metrics"]) == {"mae", "rmse", "r2"}
+    assert steps["demand", "a"]["candidate_metrics"]["r2"] > 0.8 > steps["demand", "d"]["candidate_metrics"]["r2"]
+    assert steps["churn", "a"]["candidate_metrics"]["auc"] > 0.9
+    assert summary["final_production"] == {"churn": "v2", "demand": "v2"}
+    # The runs are in the persistent instance that `make ui` opens, each model's under its own jobs.
+    with dg.DagsterInstance.from_config(str(demo_run["home"])) as instance:
         runs = instance.get_runs()
-        assert len(runs) >= 6
-        assert any(r.tags.get("retrain/trigger") == "drift" for r in runs)
-    # Running it again starts from a clean state and gives the same story.
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout)["final_production"] == "v2"
+        jobs = {r.job_name for r in runs}
+        assert {"churn_retrain", "churn_monitor", "demand_retrain", "demand_monitor"} <= jobs
+        assert {r.tags.get("retrain/model") for r in runs if r.tags.get("retrain/trigger") == "drift"} == {"churn", "demand"}
+
+
+@pytest.mark.slow
+def test_demo_starts_again_from_a_clean_state(demo_run):
+    """A second demo in the same home wipes the first one's state and tells the same story."""
+    completed = run_demo_command(demo_run["config"], demo_run["home"])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads(completed.stdout)["final_production"] == {"churn": "v2", "demand": "v2"}
+    with dg.DagsterInstance.from_config(str(demo_run["home"])) as instance:
+        assert len(instance.get_runs(dg.RunsFilter(job_name="churn_retrain"))) == 3
 
 
 def test_demo_refuses_a_dagster_home_it_did_not_create(tmp_path):
