@@ -27,6 +27,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        from retrain_assets.config_reference import config_reference
+
+        print(config_reference(), end="")
+        return 0
     settings = load_settings(args.config)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
@@ -139,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo)
 
     config = commands.add_parser("config", help="validate the config file and print it with every default")
+    config.add_argument("--reference", action="store_true",
+                        help="print the reference of every key (markdown: docs/configuration.md) instead")
     config.set_defaults(handler=_cmd_config)
 
     trigger = commands.add_parser("trigger", help="retrain a model now (manual trigger, recorded in the events table)")

@@ -56,19 +56,43 @@ class FeatureSpec(_Strict):
 class EstimatorSettings(_Strict):
     """The model family and its fixed parameters (tuning searches around them)."""
 
-    type: Literal["hist_gradient_boosting", "random_forest", "logistic_regression", "linear_regression"] = (
-        "hist_gradient_boosting"
+    type: Literal["hist_gradient_boosting", "random_forest", "logistic_regression", "linear_regression"] = Field(
+        "hist_gradient_boosting",
+        description="The scikit-learn family (linear_regression is ridge; logistic_regression is a classifier).",
     )
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Fixed parameters of the estimator (tuning searches around them)."
+    )
 
 
 class DataSourceSettings(_Strict):
-    """Where the model's prediction log and labels come from."""
+    """Where the model's labeled rows and recent inputs come from (see docs/data-sources.md).
 
-    kind: Literal["sql"] = "sql"
-    model_key: str | None = Field(
-        None, description="Name the model's rows carry in the prediction log (default: the model name)."
+    ``sql`` (default): the monitoring store's prediction log joined with its labels, written by
+    ``retrain serve``. ``sql_table``: a table of yours, one row per request with features, label (NULL until
+    known), a timestamp and an increasing integer id. ``python``: your own ``DataSource`` subclass.
+    """
+
+    kind: Literal["sql", "sql_table", "python"] = Field(
+        "sql", description="sql: the prediction log; sql_table: a table of yours; python: your DataSource class."
     )
+    model_key: str | None = Field(
+        None, description="sql: name the model's rows carry in the prediction log (default: the model name)."
+    )
+    url: str | None = Field(None, description="sql_table: SQLAlchemy URL of its database (default: the monitoring database).")
+    table: str | None = Field(None, description="sql_table: the table, optionally schema-qualified (marts.scored).")
+    id_column: str = Field("id", description="sql_table: increasing integer id, the watermark new labels are counted from.")
+    timestamp_column: str = Field("timestamp", description="sql_table: when the row was scored (UTC).")
+    class_path: str | None = Field(None, description="python: 'package.module:ClassName' of a DataSource subclass.")
+    params: dict[str, Any] = Field(default_factory=dict, description="python: keyword arguments of that class.")
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind == "sql_table" and not self.table:
+            raise ValueError("kind sql_table needs `table` (the table holding features, label, id and timestamp)")
+        if self.kind == "python" and (not self.class_path or ":" not in self.class_path):
+            raise ValueError("kind python needs `class_path: package.module:ClassName` (a DataSource subclass)")
+        return self
 
 
 class TriggerSettings(_Strict):
@@ -78,7 +102,7 @@ class TriggerSettings(_Strict):
     new_labels_scheduled: int = Field(5_000, ge=1, description="New labeled rows: retrain at next quiet window.")
     retrain_cron: str = Field("0 3 * * 0", description="Weekly retrain (default Sunday 03:00).")
     monitoring_cron: str = Field("0 */6 * * *", description="Monitoring cadence (default every 6 hours).")
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="IANA time zone of the crons and the quiet window.")
     min_samples: int = Field(100, ge=1, description="Recent labeled rows an automatic trigger needs.")
     cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
     sensor_interval_s: int = Field(60, ge=5, description="How often sensors are evaluated.")
@@ -99,12 +123,16 @@ class TriggerSettings(_Strict):
 class ModelSettings(_Strict):
     """One production model watched by retrain-assets. Each becomes its own Dagster asset group."""
 
-    name: str
-    task: Literal["classification", "regression"]
-    target: str
-    features: tuple[FeatureSpec, ...] = Field(min_length=1)
-    description: str = ""
-    owners: tuple[str, ...] = ()
+    name: str = Field(description="Letters, digits and _: the asset group, key prefix and job/sensor name prefix.")
+    task: Literal["classification", "regression"] = Field(description="classification or regression.")
+    target: str = Field(description="The label column.")
+    features: tuple[FeatureSpec, ...] = Field(
+        min_length=1, description="The inputs, each {name, type: numeric | categorical}."
+    )
+    description: str = Field("", description="What the model is for (shown on its assets and model card).")
+    owners: tuple[str, ...] = Field(
+        (), description="Dagster owners of its assets: emails or team:<name>."
+    )
     positive_label: Any = Field(1, description="Classification: the class precision/recall refer to.")
     estimator: EstimatorSettings = EstimatorSettings()
     data_source: DataSourceSettings = DataSourceSettings()
@@ -162,13 +190,21 @@ class StorageSettings(_Strict):
     laptop (embedded SQLite) and production (PostgreSQL) alike.
     """
 
-    database_url: str = "sqlite:///.retrain/monitoring.db"
-    artifact_root: str = ".retrain/artifacts"
+    database_url: str = Field(
+        "sqlite:///.retrain/monitoring.db",
+        description="SQLAlchemy URL of the monitoring store (relative SQLite paths: relative to the config file). "
+                    "Env RETRAIN_DATABASE_URL overrides it.",
+    )
+    artifact_root: str = Field(
+        ".retrain/artifacts",
+        description="Folder of models, datasets, profiles and drift pictures (shared volume beyond one machine). "
+                    "Env RETRAIN_ARTIFACT_ROOT overrides it.",
+    )
 
 
 class RetrainSettings(_Strict):
     storage: StorageSettings = StorageSettings()
-    models: tuple[ModelSettings, ...] = Field(min_length=1)
+    models: tuple[ModelSettings, ...] = Field(min_length=1, description="The models to watch (at least one).")
 
     @model_validator(mode="after")
     def _unique_models(self):
@@ -192,7 +228,8 @@ class RetrainSettings(_Strict):
 
 
 _PER_MODEL_BLOCKS = (
-    "estimator", "data_source", "dataset", "training", "gates", "drift", "performance", "monitoring", "triggers",
+    "estimator", "data_source", "dataset", "training", "gates", "drift", "performance", "monitoring", "deployment",
+    "triggers",
 )
 
 

@@ -109,3 +109,14 @@ def test_undeclared_model_lists_the_declared_ones():
 def test_repository_config_loads():
     settings = load_settings("retrain.yaml")
     assert "churn" in settings.model_names
+
+
+def test_the_configuration_reference_documents_every_key_and_is_current():
+    from pathlib import Path
+
+    from retrain_assets.config_reference import config_reference, undocumented_keys
+
+    assert undocumented_keys() == []
+    document = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert document.read_text() == config_reference(), "regenerate: retrain config --reference > docs/configuration.md"
+    assert "| `shadow_min_samples` |" in config_reference() and "## `models[].deployment`" in config_reference()

@@ -8,11 +8,11 @@ from retrain_assets.defs.deployment.shadow import build_shadow_job, build_shadow
 from retrain_assets.defs.deployment.watch import build_watch_sensor
 from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import build_monitoring_assets
-from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.defs.schedules import build_schedules
 from retrain_assets.defs.training.assets import build_training_assets
 from retrain_assets.defs.triggers.sensors import build_trigger_sensors
-from retrain_assets.settings import RetrainSettings
+from retrain_assets.settings import ModelSettings, RetrainSettings
 
 
 def build_jobs(model_name: str) -> list:
@@ -40,14 +40,31 @@ def resources_for(settings: RetrainSettings) -> dict:
     return {
         "monitoring_store": MonitoringStoreResource(database_url=settings.storage.database_url),
         "artifact_store": ArtifactStoreResource(root=settings.storage.artifact_root),
+        "data_source": DataSourceResource(database_url=settings.storage.database_url),
     }
+
+
+def store_kind(database_url: str) -> str:
+    """The Dagster kind (icon and filter in the UI) of the database the assets record into."""
+    return "postgres" if database_url.startswith(("postgresql", "postgres:")) else "sqlite"
+
+
+def label_model_assets(assets: list, model: ModelSettings, kind: str) -> list:
+    """Every asset of a model carries the same labels, set here once: its model and task as tags (filter
+    the catalog with ``model=churn``) and the monitoring database's kind."""
+    return dg.map_asset_specs(
+        lambda spec: spec.merge_attributes(kinds={kind}, tags={"model": model.name, "task": model.task}), assets
+    )
 
 
 def build_definitions(settings: RetrainSettings) -> dg.Definitions:
     assets, checks, jobs, sensors, schedules = [], [], [], [], []
+    kind = store_kind(settings.storage.database_url)
     for model in settings.models:
+        mine = []
         for definition in [*build_training_assets(model), *build_monitoring_assets(model), build_model_card(model)]:
-            (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
+            (checks if isinstance(definition, dg.AssetChecksDefinition) else mine).append(definition)
+        assets += label_model_assets(mine, model, kind)
         retrain, monitor = build_jobs(model.name)
         jobs += [retrain, monitor, build_rollback_job(model), build_shadow_job(model)]
         sensors += [*build_trigger_sensors(model, retrain), build_watch_sensor(model), build_shadow_sensor(model)]

@@ -6,6 +6,8 @@ ConfigurableResource field parsing.
 
 import dagster as dg
 
+from retrain_assets.datasource import DataSource, open_data_source
+from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ArtifactStore, MonitoringStore
 
 
@@ -26,3 +28,13 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
     def get(self) -> ArtifactStore:
         return ArtifactStore(self.root)
+
+
+class DataSourceResource(dg.ConfigurableResource):
+    """Each model's labeled rows and recent inputs, from the source its ``data_source`` block declares
+    (default: the monitoring database's prediction log; see docs/data-sources.md)."""
+
+    database_url: str
+
+    def for_model(self, model: ModelSettings) -> DataSource:
+        return open_data_source(model, self.database_url)

@@ -44,6 +44,10 @@ class ArtifactStore:
             raise StoreError(f"artifact key {key!r} points outside the artifact root {self.root}")
         return path
 
+    def path_of(self, key: str) -> Path:
+        """Where an artifact lives (for links in the UI; read it through get_bytes, which verifies it)."""
+        return self._path(key)
+
     def put_bytes(self, data: bytes, suffix: str) -> ArtifactRef:
         digest = sha256_bytes(data)
         key = f"sha256/{digest[:2]}/{digest}{suffix}"

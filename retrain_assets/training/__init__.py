@@ -12,14 +12,22 @@ from retrain_assets.training.dataset import (
     select_window,
     split_dataset,
 )
-from retrain_assets.training.gates import GATE_NAMES, GateResult, evaluate_gates
+from retrain_assets.training.gates import GATE_NAMES, GateResult, evaluate_gates, gate_requirements
 from retrain_assets.training.metrics import compute_metrics, score_model
 from retrain_assets.training.pipeline import build_pipeline
-from retrain_assets.training.quality import QUALITY_CHECKS, QualityResult, reference_for, validate_training_data
+from retrain_assets.training.quality import (
+    QUALITY_CHECKS,
+    QualityResult,
+    quality_requirements,
+    reference_for,
+    validate_training_data,
+)
 from retrain_assets.training.train import TrainedCandidate, train_candidate
 
 __all__ = [
     "GATE_NAMES",
+    "gate_requirements",
+    "quality_requirements",
     "QUALITY_CHECKS",
     "DatasetSplit",
     "GateResult",

@@ -142,6 +142,29 @@ def _validate(frame: pd.DataFrame, items: list) -> list[tuple[str, bool, str, di
     return rows
 
 
+def quality_requirements(model: ModelSettings, reference: dict | None = None, *, generic: bool = False) -> dict[str, str]:
+    """What each quality check requires, in words: each result's ``expected`` and, with ``generic`` (no
+    particular run's reference), the checks' descriptions in the UI."""
+    settings = model.dataset
+    within = (
+        f"{settings.range_mostly:.0%} of values within the production data's range +/- {settings.range_margin:g} x span"
+        " and among its categories"
+    )
+    if generic:
+        ranges = f"finite values; once a model is in production, {within}"
+    else:
+        ranges = within if reference else "finite values (no production reference yet)"
+    classes = f", classes {reference['classes']}" if reference and reference.get("classes") else ""
+    return {
+        "columns_and_types": f"columns {[*model.feature_names, model.target]}; numeric {model.numeric_features}",
+        "null_rates": f"null share <= {settings.max_null_fraction:g} per feature",
+        "value_ranges": ranges,
+        "labels": f"target {model.target!r} present{classes}",
+        "freshness": f"newest row <= {settings.max_age_hours:g} h old",
+        "min_rows": f">= {settings.min_samples} rows",
+    }
+
+
 def validate_training_data(
     frame: pd.DataFrame, model: ModelSettings, reference: dict | None = None, now: dt.datetime | None = None
 ) -> list[QualityResult]:
@@ -162,19 +185,7 @@ def validate_training_data(
         if column in data.columns and data[column].dtype == object:
             data[column] = data[column].astype(str)  # typed check reports it instead of GX failing on mixed objects
     rows = _validate(data, _expectations(data, model, reference, now))
-    settings = model.dataset
-    expected = {
-        "columns_and_types": f"columns {[*model.feature_names, model.target]}; numeric {model.numeric_features}",
-        "null_rates": f"null share <= {settings.max_null_fraction:g} per feature",
-        "value_ranges": (
-            f"{settings.range_mostly:.0%} of values within the production data's range +/- {settings.range_margin:g} x span"
-            " and among its categories"
-            if reference else "finite values (no production reference yet)"
-        ),
-        "labels": f"target {model.target!r} present" + (f", classes {reference['classes']}" if reference and reference.get("classes") else ""),
-        "freshness": f"newest row <= {settings.max_age_hours:g} h old",
-        "min_rows": f">= {settings.min_samples} rows",
-    }
+    expected = quality_requirements(model, reference)
     results = []
     for name in QUALITY_CHECKS:
         mine = [row for row in rows if row[0] == name]

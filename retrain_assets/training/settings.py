@@ -36,9 +36,11 @@ class DatasetSettings(_Strict):
     history_rows: int | None = Field(
         None, ge=0, description="incremental: keep at most this many rows older than the recent window."
     )
-    train_fraction: float = Field(0.70, gt=0, lt=1)
-    validation_fraction: float = Field(0.15, ge=0, lt=1)
-    test_fraction: float = Field(0.15, gt=0, lt=1)
+    train_fraction: float = Field(0.70, gt=0, lt=1, description="Share of rows the candidate is trained on.")
+    validation_fraction: float = Field(0.15, ge=0, lt=1, description="Share used for early stopping and tuning.")
+    test_fraction: float = Field(
+        0.15, gt=0, lt=1, description="Share held out for the gates (candidate and production scored on it)."
+    )
     stratify: bool = Field(True, description="Stratify the split by label (classification).")
     time_based_split: bool = Field(False, description="Split by time (oldest train, newest test).")
     min_samples: int = Field(100, ge=10, description="Fewer labeled rows than this: the dataset is rejected.")
@@ -67,11 +69,13 @@ class DatasetSettings(_Strict):
 class TrainingSettings(_Strict):
     """Candidate training and tuning."""
 
-    seed: int = 42
+    seed: int = Field(42, description="Seed of splits, tuning, training and bootstraps (reproducible runs).")
     tuning_trials: int = Field(5, ge=0, description="Optuna trials (0 = fixed parameters).")
     tuning_timeout_s: float = Field(120.0, gt=0, description="Time budget for tuning.")
-    cv_folds: int = Field(5, ge=2)
-    early_stopping_patience: int = Field(5, ge=1)
+    cv_folds: int = Field(5, ge=2, description="Cross-validation folds of each tuning trial.")
+    early_stopping_patience: int = Field(
+        5, ge=1, description="Boosting rounds without validation improvement before training stops."
+    )
     class_weight: Literal["balanced"] | None = Field(None, description="Class weights for imbalance.")
 
 
@@ -79,17 +83,17 @@ class GateSettings(_Strict):
     """Evaluation gates a candidate must pass before promotion."""
 
     # absolute (classification)
-    min_precision: float | None = Field(0.85, ge=0, le=1)
-    min_recall: float | None = Field(0.80, ge=0, le=1)
-    min_accuracy: float | None = Field(0.75, ge=0, le=1)
+    min_precision: float | None = Field(0.85, ge=0, le=1, description="Precision floor (positive class); null = off.")
+    min_recall: float | None = Field(0.80, ge=0, le=1, description="Recall floor (positive class); null = off.")
+    min_accuracy: float | None = Field(0.75, ge=0, le=1, description="Accuracy floor; null = off.")
     min_auc: float | None = Field(
         None, ge=0, le=1,
         description="AUC floor (off by default). Labels unrelated to the features (poisoned, shuffled) give AUC ~0.5.",
     )
     # absolute (regression); None = not applied
-    max_mae: float | None = Field(None, gt=0)
-    max_rmse: float | None = Field(None, gt=0)
-    min_r2: float | None = Field(None, le=1)
+    max_mae: float | None = Field(None, gt=0, description="Regression: MAE ceiling (off by default).")
+    max_rmse: float | None = Field(None, gt=0, description="Regression: RMSE ceiling (off by default).")
+    min_r2: float | None = Field(None, le=1, description="Regression: R2 floor (off by default).")
     # relative to production, both scored on the same new test set
     max_f1_drop: float = Field(0.01, ge=0, description="Candidate F1 >= production F1 - this.")
     max_auc_drop: float = Field(0.005, ge=0, description="Candidate AUC >= production AUC - this.")
@@ -99,20 +103,24 @@ class GateSettings(_Strict):
     max_error_ratio: float = Field(1.02, ge=1, description="Regression: MAE and RMSE <= production x this.")
     max_r2_drop: float = Field(0.02, ge=0, description="Regression: R2 >= production R2 - this.")
     # significance
-    bootstrap_samples: int = Field(500, ge=50)
-    bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1)
-    significance_tolerance: float = Field(0.02, ge=0)
+    bootstrap_samples: int = Field(500, ge=50, description="Significance gate: paired bootstrap resamples.")
+    bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1, description="Significance gate: interval confidence.")
+    significance_tolerance: float = Field(
+        0.02, ge=0, description="Significance gate: largest loss (F1, accuracy or relative MAE) not ruled out."
+    )
     # fairness
     sensitive_columns: tuple[str, ...] = Field((), description="Columns whose groups must be treated alike.")
-    max_group_disparity: float = Field(0.10, ge=0, le=1)
+    max_group_disparity: float = Field(
+        0.10, ge=0, le=1, description="Fairness: largest gap of the group metric between groups."
+    )
     # operational
-    max_latency_p99_s: float = Field(1.0, gt=0)
+    max_latency_p99_s: float = Field(1.0, gt=0, description="p99 seconds of a single row and of a 100-row batch.")
     max_latency_ratio: float = Field(2.0, ge=1, description="Candidate p99 <= production p99 x this.")
     latency_noise_floor_s: float = Field(
         0.02, ge=0, description="The latency ratio is only judged when the candidate's p99 is above this."
     )
-    max_size_ratio: float = Field(2.0, ge=1)
-    smoke_rows: int = Field(100, ge=1)
+    max_size_ratio: float = Field(2.0, ge=1, description="Candidate artifact size <= production's x this.")
+    smoke_rows: int = Field(100, ge=1, description="Test rows the smoke test predicts (plus edge-case rows).")
     enabled: tuple[Literal[GATE_NAMES], ...] = Field(
         GATE_NAMES, min_length=1,
         description="The gates evaluated (default: all). A replay's default profile is relative_to_production, "

@@ -139,3 +139,19 @@ def test_only_enabled_gates_are_evaluated(trained):
     results = evaluate_gates(bad, good, split.test, model, profile, 1000, 1000, seed=0)
     assert [r.name for r in results] == ["relative_to_production", "significance", "smoke_test"]
     assert not results[0].passed and results[2].passed
+
+
+def test_every_gate_and_quality_check_states_its_rule_with_the_models_thresholds():
+    from retrain_assets.settings import settings_from_dict
+    from retrain_assets.simulate import model_config
+    from retrain_assets.training import GATE_NAMES, QUALITY_CHECKS, gate_requirements, quality_requirements
+
+    classifier = settings_from_dict({"models": [{**model_config(), "gates": {"min_precision": 0.9}}]}).models[0]
+    regressor = settings_from_dict({"models": [model_config("demand", task="regression")]}).models[0]
+    assert tuple(gate_requirements(classifier)) == GATE_NAMES == tuple(gate_requirements(regressor))
+    assert "precision >= 0.9" in gate_requirements(classifier)["absolute_thresholds"]
+    assert "R2 >= 0.6" in gate_requirements(regressor)["absolute_thresholds"]
+    assert "MAE and RMSE <= production x 1.02" in gate_requirements(regressor)["relative_to_production"]
+    assert tuple(quality_requirements(classifier, generic=True)) == QUALITY_CHECKS
+    assert "once a model is in production" in quality_requirements(classifier, generic=True)["value_ranges"]
+    assert quality_requirements(classifier, None)["value_ranges"] == "finite values (no production reference yet)"

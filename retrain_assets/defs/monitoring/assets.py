@@ -4,14 +4,17 @@ performance (the production model's labeled predictions vs its baseline, plus co
 Heavy statistics run here, inside a run; the trigger sensors only read the reports' metadata.
 """
 
+import base64
+
 import dagster as dg
 import numpy as np
 
 from retrain_assets.defs.keys import asset_key, short
 from retrain_assets.defs.metadata import md_table, metric_metadata
-from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
 from retrain_assets.monitoring import ReferenceProfile, RetrainDecision
+from retrain_assets.monitoring.drift_plot import drift_picture
 from retrain_assets.monitoring.policy import drift_decision, performance_decision, severity_name
 from retrain_assets.settings import ModelSettings
 
@@ -62,18 +65,18 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         context: dg.AssetExecutionContext,
         monitoring_store: MonitoringStoreResource,
         artifact_store: ArtifactStoreResource,
+        data_source: DataSourceResource,
     ) -> dg.MaterializeResult:
         store, artifacts = monitoring_store.get(), artifact_store.get()
         production = _production(store, model)
         dataset = store.registry.dataset(model.name, production.dataset_tag)
         profile = ReferenceProfile.from_json(artifacts.load_text(dataset.profile_key, dataset.profile_sha256))
-        current = store.predictions.recent_window(
-            model.log_key, model.feature_names, rows=model.monitoring.window_rows, hours=model.monitoring.window_hours
-        )
+        source = data_source.for_model(model)
+        current = source.recent_inputs(model.monitoring.window_rows, model.monitoring.window_hours)
         if current.empty:
             raise DataError(
-                f"no recent predictions of model {model.name} in the prediction log: check that serving logs to "
-                "the monitoring store (RETRAIN_DATABASE_URL) and monitoring.window_hours in retrain.yaml"
+                f"no recent inputs of model {model.name} in its data source ({source.describe()}): check that "
+                "serving logs to it (RETRAIN_DATABASE_URL, data_source in retrain.yaml) and monitoring.window_hours"
             )
         decision = drift_decision(profile, current, model)
         report = decision.drift
@@ -85,9 +88,21 @@ def build_monitoring_assets(model: ModelSettings) -> list:
                   "psi": f.psi, "effect": f.effect} for f in (report.features[name] for name in drifted)],
                 severity=decision.severity.value, run_id=context.run.run_id,
             )
+        picture = {}
+        if report is not None:
+            png = drift_picture(profile, current, report)
+            stored = artifacts.put_bytes(png, ".png")
+            picture = {
+                # Inline, so the picture shows on the asset page itself; the file stays in the artifact store.
+                "distributions": dg.MetadataValue.md(
+                    f"![reference vs current distributions](data:image/png;base64,{base64.b64encode(png).decode()})"
+                ),
+                "distributions_png": dg.MetadataValue.path(str(artifacts.path_of(stored.key))),
+            }
         return dg.MaterializeResult(
             metadata={
                 **decision_metadata(decision),
+                **picture,
                 "drifted_features": dg.MetadataValue.json(drifted),
                 "drift_share": float(report.drift_share) if report is not None else 0.0,
                 "aggregate_psi": float(report.aggregate_psi) if report is not None else 0.0,

@@ -17,18 +17,19 @@ from retrain_assets.defs.deployment.promotion import promote_candidate
 from retrain_assets.defs.keys import asset_key, run_trigger
 from retrain_assets.defs.triggers.requests import event_of_run, open_run_event
 from retrain_assets.defs.metadata import md_table, metric_metadata
-from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
 from retrain_assets.monitoring import ReferenceProfile
 from retrain_assets.settings import ModelSettings
 from retrain_assets.training import (
-    GATE_NAMES,
     QUALITY_CHECKS,
     DatasetSplit,
     clean_labeled_rows,
     content_hash,
     dataset_summary,
     evaluate_gates,
+    gate_requirements,
+    quality_requirements,
     reference_for,
     select_window,
     split_dataset,
@@ -97,14 +98,16 @@ def build_training_assets(model: ModelSettings) -> list:
         config: RetrainRequest,
         monitoring_store: MonitoringStoreResource,
         artifact_store: ArtifactStoreResource,
+        data_source: DataSourceResource,
     ) -> dg.MaterializeResult:
         store, artifacts = monitoring_store.get(), artifact_store.get()
         open_run_event(store, model, context.run, config.reason, config.requester)
-        raw = store.predictions.labeled_rows(model.log_key, model.feature_names, model.target)
+        source = data_source.for_model(model)
+        raw = source.labeled_rows()
         if raw.empty:
             raise DataError(
-                f"no labeled rows for model {model.name} in the prediction log: log predictions and their labels "
-                "first (see README: data source), or check data_source.model_key in retrain.yaml"
+                f"no labeled rows for model {model.name} in its data source ({source.describe()}): log predictions "
+                "and their labels first (see docs/data-sources.md), or fix the model's data_source in retrain.yaml"
             )
         cleaned = clean_labeled_rows(raw, model)
         window, weights = select_window(cleaned, model.dataset)
@@ -126,10 +129,7 @@ def build_training_assets(model: ModelSettings) -> list:
         profile_ref = artifacts.put_text(profile.to_json(), ".profile.json")
         summary = dataset_summary(window, model)
         trigger, reason = run_trigger(context.run.tags)
-        source_query = (
-            f"prediction_log JOIN label_feedback USING (model_name, request_id) WHERE model_name = '{model.log_key}'"
-            f" AND safe_to_send IS NOT FALSE; strategy={model.dataset.strategy}"
-        )
+        source_query = f"{source.describe()}; rows flagged safe_to_send = false dropped; strategy={model.dataset.strategy}"
         version = store.registry.record_dataset(
             model.name,
             content_hash=digest,
@@ -161,8 +161,8 @@ def build_training_assets(model: ModelSettings) -> list:
     @dg.multi_asset_check(
         name=f"{model.name}_data_quality",
         specs=[
-            dg.AssetCheckSpec(name, asset=dataset_key, blocking=True, description=f"Great Expectations: {name}")
-            for name in QUALITY_CHECKS
+            dg.AssetCheckSpec(name, asset=dataset_key, blocking=True, description=f"Great Expectations: {requirement}")
+            for name, requirement in quality_requirements(model, generic=True).items()
         ],
         description="Great Expectations validation of the new dataset; training never runs on bad data.",
     )
@@ -214,7 +214,7 @@ def build_training_assets(model: ModelSettings) -> list:
             f"{model.training.tuning_trials} Optuna trials) on the newest training_dataset; evaluation gates "
             "decide whether it may replace production."
         ),
-        kinds={"sklearn", "python"},
+        kinds={"sklearn"},
         owners=owners,
         tags={"domain": "training"},
     )
@@ -265,8 +265,8 @@ def build_training_assets(model: ModelSettings) -> list:
     @dg.multi_asset_check(
         name=f"{model.name}_evaluation_gates",
         specs=[
-            dg.AssetCheckSpec(name, asset=candidate_key, blocking=True, description=f"Evaluation gate: {name}")
-            for name in GATE_NAMES
+            dg.AssetCheckSpec(name, asset=candidate_key, blocking=True, description=f"Evaluation gate: {requirement}")
+            for name, requirement in gate_requirements(model).items()
             if name in model.gates.enabled
         ],
         description="Evaluation gates against the production model; a failed gate blocks promotion.",

@@ -19,6 +19,7 @@ from retrain_assets.defs.keys import (
     run_trigger,
     short,
 )
+from retrain_assets.datasource import DataSource
 from retrain_assets.monitoring.guards import TriggerFacts, blocking_guards, timing
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
@@ -66,16 +67,17 @@ def last_retrain_start(instance: dg.DagsterInstance, model: ModelSettings) -> dt
 
 
 def gather_facts(
-    instance: dg.DagsterInstance, store: MonitoringStore, model: ModelSettings, severity: str, now: dt.datetime
+    instance: dg.DagsterInstance, store: MonitoringStore, source: DataSource, model: ModelSettings, severity: str,
+    now: dt.datetime,
 ) -> TriggerFacts:
     in_flight = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(model.name), statuses=IN_FLIGHT), limit=5)
     latest = store.registry.latest_dataset(model.name)
     failed_quality = []
-    if latest is not None and latest.quality and store.predictions.count_labels_after(model.log_key, latest.max_label_id, cap=1) == 0:
+    if latest is not None and latest.quality and source.count_labels_after(latest.max_label_id, cap=1) == 0:
         failed_quality = [q["name"] for q in latest.quality if not q["passed"]]
     return TriggerFacts(
         severity=severity,
-        labeled_rows=store.predictions.count_labels_after(model.log_key, None, cap=model.triggers.min_samples),
+        labeled_rows=source.count_labels_after(None, cap=model.triggers.min_samples),
         now=now,
         last_attempt=last_retrain_start(instance, model),
         failed_quality=failed_quality,
@@ -87,6 +89,7 @@ def gather_facts(
 def request_retrain(
     instance: dg.DagsterInstance,
     store: MonitoringStore,
+    source: DataSource,
     model: ModelSettings,
     *,
     trigger: str,
@@ -108,7 +111,7 @@ def request_retrain(
     if when == "wait":
         window = f"{settings.quiet_start_hour:02d}:00-{settings.quiet_end_hour:02d}:00 {settings.timezone}"
         return dg.SkipReason(f"MEDIUM signal waits for the quiet window {window}: {reason}"), False
-    blocked = blocking_guards(gather_facts(instance, store, model, severity, now), settings)
+    blocked = blocking_guards(gather_facts(instance, store, source, model, severity, now), settings)
     if blocked:
         store.events.record_trigger(
             model.name, trigger_type=trigger, severity=severity, reason=reason, drift_type=drift_type,

@@ -9,7 +9,7 @@ one place, :func:`retrain_assets.defs.triggers.requests.request_retrain`.
 import dagster as dg
 
 from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
-from retrain_assets.defs.resources import MonitoringStoreResource
+from retrain_assets.defs.resources import DataSourceResource, MonitoringStoreResource
 from retrain_assets.defs.triggers.requests import event_of_run, request_retrain
 from retrain_assets.monitoring.policy import volume_severity
 from retrain_assets.notify import Notifier
@@ -34,7 +34,9 @@ def build_report_sensor(model: ModelSettings, report: str, trigger: str, drift_t
             "(guards and timing applied); acts once per report."
         ),
     )
-    def report_sensor(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource):
+    def report_sensor(
+        context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource, data_source: DataSourceResource
+    ):
         entry = context.instance.get_latest_materialization_event(asset_key(model.name, report))
         if entry is None:
             return dg.SkipReason(f"no {report} yet: the {monitor_job_name(model.name)} job produces it on its schedule")
@@ -47,7 +49,7 @@ def build_report_sensor(model: ModelSettings, report: str, trigger: str, drift_t
             return dg.SkipReason(f"{report} of run {entry.run_id[:8]} advises no retrain: {summary}")
         severity = _value(metadata, "severity", "MEDIUM")
         outcome, handled = request_retrain(
-            context.instance, monitoring_store.get(), model,
+            context.instance, monitoring_store.get(), data_source.for_model(model), model,
             trigger=trigger, severity=severity, reason=f"{summary} ({report} of run {entry.run_id[:8]})",
             run_key=f"{trigger}-{entry.run_id}", drift_type=drift_type,
             metrics={**dict(_value(metadata, "signals", {}) or {}), "report_run_id": entry.run_id},
@@ -72,13 +74,15 @@ def build_data_volume_sensor(model: ModelSettings) -> dg.SensorDefinition:
             f"dataset: >= {triggers.new_labels_now:,} now, >= {triggers.new_labels_scheduled:,} in the quiet window."
         ),
     )
-    def data_volume_sensor(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource):
-        store = monitoring_store.get()
+    def data_volume_sensor(
+        context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource, data_source: DataSourceResource
+    ):
+        store, source = monitoring_store.get(), data_source.for_model(model)
         production = store.registry.production(model.name)
         if production is None:
             return dg.SkipReason(f"{model.name} has no production model yet: nothing to count new labels against")
         dataset = store.registry.dataset(model.name, production.dataset_tag)
-        new_labels = store.predictions.count_labels_after(model.log_key, dataset.max_label_id, cap=triggers.new_labels_now)
+        new_labels = source.count_labels_after(dataset.max_label_id, cap=triggers.new_labels_now)
         severity = volume_severity(new_labels, triggers)
         if severity is None:
             return dg.SkipReason(
@@ -90,7 +94,7 @@ def build_data_volume_sensor(model: ModelSettings) -> dg.SensorDefinition:
         if context.cursor == band:
             return dg.SkipReason(f"already acted on {severity} label volume for dataset {dataset.tag}")
         outcome, handled = request_retrain(
-            context.instance, store, model, trigger="data_volume", severity=severity,
+            context.instance, store, source, model, trigger="data_volume", severity=severity,
             reason=f"{shown} new labels since dataset {dataset.tag}", run_key=f"volume-{band}",
             metrics={"new_labels": new_labels, "dataset": dataset.tag},
         )

@@ -1,0 +1,47 @@
+"""The data-source interface: where one model's labeled history and recent inputs come from.
+
+Everything the product reads about a model's data goes through these four methods: the training dataset
+(:meth:`DataSource.labeled_rows`), the drift report (:meth:`DataSource.recent_inputs`), the data-volume
+trigger and the guards (:meth:`DataSource.count_labels_after`), and the dataset's recorded lineage
+(:meth:`DataSource.describe`). A team whose data lives elsewhere implements them once; nothing else in
+the product changes. (What ``retrain serve`` itself served, per model version, stays in the monitoring
+store: the performance report, the post-deploy watch and shadow evaluation judge those predictions.)
+"""
+
+import abc
+
+import pandas as pd
+
+from retrain_assets.settings import ModelSettings
+
+TIMESTAMP = "timestamp"
+REQUEST_ID = "request_id"
+LABEL_ID = "label_id"
+
+
+class DataSource(abc.ABC):
+    """One model's data. Subclasses take the model's settings first (``__init__(self, model, **params)``)."""
+
+    def __init__(self, model: ModelSettings):
+        self.model = model
+
+    @abc.abstractmethod
+    def labeled_rows(self) -> pd.DataFrame:
+        """Every labeled row, one per prediction request: the model's features, its target, ``timestamp``
+        (UTC), ``request_id`` (unique per row) and ``label_id``, an integer that grows as labels arrive
+        (the watermark from which new labels are counted). Optional: ``safe_to_send`` (False drops the
+        row from training)."""
+
+    @abc.abstractmethod
+    def recent_inputs(self, rows: int, hours: float | None = None) -> pd.DataFrame:
+        """The newest inputs the model received, labeled or not (at most ``rows``; with ``hours``, only
+        that recent): the model's features and ``timestamp``, oldest first."""
+
+    @abc.abstractmethod
+    def count_labels_after(self, label_id: int | None, cap: int | None = None) -> int:
+        """Labeled rows whose ``label_id`` is above ``label_id`` (all when None), counted up to ``cap``:
+        sensors ask "at least N?" every minute, so stop counting there."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the rows come from (a query, a table name), stored with each dataset version."""

@@ -1,0 +1,111 @@
+"""A data source reading a table you already have: one row per prediction request, with its features,
+its label once known (NULL before), a timestamp and an increasing integer id.
+
+Any SQLAlchemy URL works (PostgreSQL, SQLite, or any dialect whose driver is installed); the table is
+only read, never created or migrated. Configure it in ``retrain.yaml``::
+
+    data_source:
+      kind: sql_table
+      url: postgresql+psycopg2://reader@warehouse:5432/analytics   # default: the monitoring database
+      table: churn_scored            # may be schema-qualified: marts.churn_scored
+      id_column: id                  # increasing integer: the watermark of new labels
+      timestamp_column: scored_at
+"""
+
+import datetime as dt
+from functools import lru_cache
+
+import pandas as pd
+from sqlalchemy import Engine, MetaData, Table, create_engine, func, select
+from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
+
+from retrain_assets.datasource.base import LABEL_ID, REQUEST_ID, TIMESTAMP, DataSource
+from retrain_assets.errors import DataError, StoreError
+from retrain_assets.settings import ModelSettings
+from retrain_assets.store.database import normalize_url, redact
+
+
+@lru_cache(maxsize=16)
+def _engine(url: str) -> Engine:
+    """A plain engine (no migrations: the table belongs to its owner), one per URL and process."""
+    return create_engine(normalize_url(url), pool_pre_ping=True)
+
+
+class SqlTableSource(DataSource):
+    def __init__(self, model: ModelSettings, *, url: str, table: str, id_column: str = "id",
+                 timestamp_column: str = "timestamp"):
+        super().__init__(model)
+        self.url, self.table_name = url, table
+        self.id_column, self.timestamp_column = id_column, timestamp_column
+
+    # One reflection per source object; errors say which table and which columns are wrong.
+    def _table(self) -> Table:
+        schema, _, name = self.table_name.rpartition(".")
+        try:
+            table = Table(name, MetaData(), schema=schema or None, autoload_with=_engine(self.url))
+        except NoSuchTableError:
+            raise DataError(
+                f"model {self.model.name}: data_source table {self.table_name!r} does not exist in "
+                f"{redact(self.url)}; fix data_source.table (or .url) in retrain.yaml"
+            ) from None
+        except OperationalError as error:
+            raise StoreError(
+                f"model {self.model.name}: cannot read data_source table {self.table_name!r} at {redact(self.url)}: "
+                f"{str(error.orig).strip().splitlines()[0] if error.orig else error}"
+            ) from None
+        needed = [*self.model.feature_names, self.model.target, self.id_column, self.timestamp_column]
+        missing = [c for c in needed if c not in table.c]
+        if missing:
+            raise DataError(
+                f"model {self.model.name}: table {self.table_name!r} has no columns {missing} (it has "
+                f"{sorted(table.c.keys())}); fix the model's features/target or data_source.id_column / "
+                "timestamp_column in retrain.yaml"
+            )
+        return table
+
+    def _read(self, query, columns) -> pd.DataFrame:
+        try:
+            with _engine(self.url).connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as error:
+            raise StoreError(f"model {self.model.name}: reading {self.table_name!r} failed: {error}") from None
+        frame = pd.DataFrame(rows, columns=columns)
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+    def labeled_rows(self) -> pd.DataFrame:
+        t = self._table()
+        features = [t.c[f] for f in self.model.feature_names]
+        query = select(
+            *features, t.c[self.model.target], t.c[self.timestamp_column], t.c[self.id_column]
+        ).where(t.c[self.model.target].is_not(None))
+        frame = self._read(query, [*self.model.feature_names, self.model.target, TIMESTAMP, LABEL_ID])
+        frame[REQUEST_ID] = frame[LABEL_ID].astype(str)
+        return frame
+
+    def recent_inputs(self, rows: int, hours: float | None = None) -> pd.DataFrame:
+        t = self._table()
+        query = (
+            select(*(t.c[f] for f in self.model.feature_names), t.c[self.timestamp_column])
+            .order_by(t.c[self.id_column].desc())
+            .limit(rows)
+        )
+        if hours is not None:
+            query = query.where(t.c[self.timestamp_column] >= dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours))
+        return self._read(query, [*self.model.feature_names, TIMESTAMP])
+
+    def count_labels_after(self, label_id: int | None, cap: int | None = None) -> int:
+        t = self._table()
+        ids = select(t.c[self.id_column]).where(t.c[self.model.target].is_not(None))
+        if label_id is not None:
+            ids = ids.where(t.c[self.id_column] > label_id)
+        if cap is not None:
+            ids = ids.limit(cap)
+        with _engine(self.url).connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ids.subquery())).scalar_one())
+
+    def describe(self) -> str:
+        return (
+            f"SELECT {', '.join(self.model.feature_names)}, {self.model.target} FROM {self.table_name} "
+            f"WHERE {self.model.target} IS NOT NULL  -- at {redact(self.url)}"
+        )

@@ -1,0 +1,160 @@
+"""Data sources: a table of yours (SQLite and PostgreSQL), your own class, and a retrain fed by them."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine
+
+from retrain_assets.datasource import PredictionLogSource, SqlTableSource, open_data_source
+from retrain_assets.defs.keys import asset_key, monitor_job_name
+from retrain_assets.errors import ConfigError, DataError
+from retrain_assets.simulate import generate_traffic
+from retrain_assets.store import MonitoringStore
+from tests.conftest import make_settings
+
+
+# A few hundred test rows: the design's precision floor (0.85) is within sampling noise of this model's.
+SMALL_DATA_GATES = {"min_precision": 0.7, "min_recall": 0.7}
+
+
+def scored_table(rows: int, unlabeled: int, seed: int = 0) -> pd.DataFrame:
+    """A user's table: one row per scored customer, label NULL for the newest ``unlabeled`` rows."""
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=6)
+    frame = generate_traffic(rows, start=start, interval=dt.timedelta(seconds=2), seed=seed)
+    frame = frame.drop(columns=["request_id", "safe_to_send"]).rename(columns={"timestamp": "scored_at"})
+    frame.insert(0, "id", np.arange(1, rows + 1))
+    frame["churned"] = frame["churned"].astype(float)
+    frame.loc[frame.index[rows - unlabeled:], "churned"] = np.nan
+    return frame
+
+
+def write_table(url: str, frame: pd.DataFrame, name: str = "churn_scored") -> None:
+    engine = create_engine(url)
+    frame.to_sql(name, engine, index=False, if_exists="replace")
+    engine.dispose()
+
+
+def table_model(url: str, tmp_path, triggers=None, **source):
+    block = {"kind": "sql_table", "url": url, "table": "churn_scored", "timestamp_column": "scored_at", **source}
+    overrides = {"triggers": triggers} if triggers else {}
+    return make_settings(tmp_path, data_source=block, gates=SMALL_DATA_GATES, **overrides)
+
+
+def check_table_source(source: SqlTableSource, frame: pd.DataFrame) -> None:
+    labeled = source.labeled_rows()
+    assert len(labeled) == frame["churned"].notna().sum()
+    assert {"label_id", "request_id", "timestamp", "churned", *source.model.feature_names} <= set(labeled.columns)
+    assert labeled["timestamp"].is_monotonic_increasing and str(labeled["timestamp"].dt.tz) == "UTC"
+    recent = source.recent_inputs(rows=50)
+    assert len(recent) == 50
+    assert recent["timestamp"].max() == pd.Timestamp(frame["scored_at"].max()).tz_convert("UTC")
+    newest_label = int(labeled["label_id"].max())
+    assert source.count_labels_after(None) == len(labeled)
+    assert source.count_labels_after(None, cap=10) == 10
+    assert source.count_labels_after(newest_label - 5) == 5
+    assert source.count_labels_after(newest_label) == 0
+
+
+def test_a_table_of_yours_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path}/warehouse.db"
+    frame = scored_table(600, unlabeled=100)
+    write_table(url, frame)
+    settings = table_model(url, tmp_path)
+    source = open_data_source(settings.models[0], settings.storage.database_url)
+    assert isinstance(source, SqlTableSource)
+    check_table_source(source, frame)
+    assert "churn_scored" in source.describe()
+
+
+@pytest.mark.postgres
+def test_a_table_of_yours_on_postgres(postgres_db, tmp_path):
+    url, _ = postgres_db
+    frame = scored_table(600, unlabeled=100)
+    write_table(url, frame)
+    settings = table_model(url, tmp_path)
+    check_table_source(open_data_source(settings.models[0], settings.storage.database_url), frame)
+
+
+def test_a_wrong_table_or_column_says_what_to_fix(tmp_path):
+    url = f"sqlite:///{tmp_path}/warehouse.db"
+    write_table(url, scored_table(50, unlabeled=5).drop(columns=["region"]))
+    model = table_model(url, tmp_path).models[0]
+    with pytest.raises(DataError, match=r"no columns \['region'\].*fix the model's features"):
+        open_data_source(model, "sqlite://").labeled_rows()
+    missing = table_model(url, tmp_path, table="no_such_table").models[0]
+    with pytest.raises(DataError, match="'no_such_table' does not exist"):
+        open_data_source(missing, "sqlite://").count_labels_after(None)
+
+
+def test_the_config_names_what_each_kind_needs(tmp_path):
+    with pytest.raises(ConfigError, match="sql_table needs `table`"):
+        make_settings(tmp_path, data_source={"kind": "sql_table"})
+    with pytest.raises(ConfigError, match="class_path: package.module:ClassName"):
+        make_settings(tmp_path, data_source={"kind": "python"})
+    bad = make_settings(tmp_path, data_source={"kind": "python", "class_path": "tests.defs.csv_source:Nope"})
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        open_data_source(bad.models[0], "sqlite://")
+    not_a_source = make_settings(tmp_path, data_source={"kind": "python", "class_path": "pandas:DataFrame"})
+    with pytest.raises(ConfigError, match="not a subclass of retrain_assets.datasource.DataSource"):
+        open_data_source(not_a_source.models[0], "sqlite://")
+    default = make_settings(tmp_path)
+    assert isinstance(open_data_source(default.models[0], default.storage.database_url), PredictionLogSource)
+
+
+def test_a_retrain_and_the_monitoring_read_a_table_of_yours(tmp_path, harness_for):
+    """Nothing in the prediction log: the dataset, the drift report and the volume trigger use the table."""
+    url = f"sqlite:///{tmp_path}/warehouse.db"
+    frame = scored_table(1500, unlabeled=300)
+    write_table(url, frame)
+    volume = {"new_labels_scheduled": 200, "new_labels_now": 250, "cooldown_hours": 0,
+              "quiet_start_hour": 0, "quiet_end_hour": 24}
+    harness = harness_for(table_model(url, tmp_path, triggers=volume))
+    name = harness.model.name
+    result = harness.retrain()
+    assert result.success, [e.description for e in result.get_asset_check_evaluations() if not e.passed]
+    dataset = harness.store.registry.latest_dataset(name)
+    assert dataset.rows == 1200 and dataset.max_label_id == 1200
+    assert "churn_scored" in dataset.source_query
+    assert harness.store.predictions.count_predictions(name) == 0
+    assert harness.run(monitor_job_name(name)).success
+    drift = harness.instance.get_latest_materialization_event(asset_key(name, "drift_report"))
+    assert drift.asset_materialization.metadata["rows_current"].value == 1500
+    # Labels arrive for the 300 scored rows: the data-volume sensor counts them in the table.
+    frame["churned"] = frame["churned"].fillna(1.0)
+    write_table(url, frame)
+    tick = harness.sensor_tick(f"{name}_data_volume_sensor")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert "250+ new labels since dataset" in tick.run_requests[0].tags["retrain/reason"]
+
+
+def test_your_own_class(tmp_path, harness_for):
+    path = tmp_path / "history.csv"
+    frame = scored_table(1200, unlabeled=0).rename(columns={"id": "row_number"})
+    frame.to_csv(path, index=False)
+    settings = make_settings(
+        tmp_path, data_source={"kind": "python", "class_path": "tests.defs.csv_source:CsvSource",
+                               "params": {"path": str(path)}},
+        gates=SMALL_DATA_GATES,
+    )
+    harness = harness_for(settings)
+    result = harness.retrain()
+    assert result.success
+    assert harness.store.registry.latest_dataset("churn").source_query.startswith(f"CSV file {path}")
+    wrong = make_settings(tmp_path, data_source={"kind": "python", "class_path": "tests.defs.csv_source:CsvSource",
+                                                 "params": {"file": "x"}})
+    with pytest.raises(ConfigError, match="data_source.params do not fit CsvSource"):
+        open_data_source(wrong.models[0], "sqlite://")
+
+
+def test_one_store_serves_the_default_source(tmp_path):
+    settings = make_settings(tmp_path)
+    store = MonitoringStore(settings.storage.database_url)
+    frame = generate_traffic(120, seed=3)
+    model = settings.models[0]
+    store.predictions.log_predictions(model.log_key, frame, model.feature_names)
+    store.predictions.log_labels(model.log_key, frame["request_id"].tolist(), frame["churned"].tolist())
+    source = open_data_source(model, settings.storage.database_url)
+    assert len(source.labeled_rows()) == 120 and len(source.recent_inputs(rows=30)) == 30
+    assert source.count_labels_after(None, cap=100) == 100
