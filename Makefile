@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export RETRAIN_CONFIG ?= $(CURDIR)/retrain.yaml
 UI_PORT ?= 3000
 
-.PHONY: install install-test install-bench demo test test-fast ui bench bench-replay clean
+.PHONY: install install-test install-bench system-deps demo test test-fast ui bench bench-replay clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,20 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet --no-deps nannyml==0.13.1
 	touch $@
 
+# The browser test (tests/e2e/test_browser.py) drives Debian's own Chromium through its chromedriver, so
+# that Selenium never downloads a browser; CI is a clean Debian machine, hence the apt packages here.
+# Skipped when both binaries exist; `apt-get update` only when the package lists do not know them yet
+# or are too old (the install of the listed version fails).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+system-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if apt-cache show chromium chromium-driver >/dev/null 2>&1 && $(APT_INSTALL) chromium chromium-driver; \
+	then exit 0; fi; \
+	$(SUDO) apt-get update && $(APT_INSTALL) chromium chromium-driver
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: system-deps $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
 
 ## demo: create .venv, install, play the end-to-end lifecycle on the embedded storage
