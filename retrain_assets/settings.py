@@ -197,7 +197,8 @@ class StorageSettings(_Strict):
     )
     artifact_root: str = Field(
         ".retrain/artifacts",
-        description="Folder of models, datasets, profiles and drift pictures (shared volume beyond one machine). "
+        description="Where models, datasets, profiles and drift pictures are kept: a folder, or an fsspec URL "
+                    "(s3://bucket/prefix with s3fs installed, gs:// with gcsfs) so that machines share them. "
                     "Env RETRAIN_ARTIFACT_ROOT overrides it.",
     )
 

@@ -5,8 +5,11 @@ place, two runs producing the same bytes share one file, and a reader can always
 Loading a model verifies the checksum before unpickling: a corrupt or tampered file is refused with a
 clear error instead of being executed.
 
-The default backend is a local folder; the interface (``put_bytes`` / ``get_bytes``) is all the rest of the
-code uses, so another backend (object storage) only has to provide those two.
+The root is a local folder (default; a shared volume beyond one machine) or any fsspec URL, e.g.
+``s3://bucket/retrain`` or ``gs://bucket/retrain`` with that filesystem's package installed (s3fs, gcsfs):
+steps and runs on different machines then share artifacts through the object store. Local writes go to a
+temporary file renamed into place; object stores write a whole object at once. Either way readers never
+see half an artifact, and every read is verified against the registry's checksum.
 """
 
 import hashlib
@@ -36,7 +39,21 @@ def sha256_bytes(data: bytes) -> str:
 
 class ArtifactStore:
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        root = str(root)
+        self.remote = "://" in root and not root.startswith("file://")
+        if self.remote:
+            import fsspec  # installed with Dagster (universal-pathlib); only object-store roots need it
+
+            try:
+                self.fs, self.base = fsspec.core.url_to_fs(root)
+            except (ImportError, ValueError) as error:
+                raise StoreError(
+                    f"artifact root {root!r} cannot be opened: {error}. Install the filesystem of its scheme "
+                    "(s3:// needs s3fs, gs:// gcsfs, az:// adlfs) or use a local folder"
+                ) from None
+            self.root = root.rstrip("/")
+        else:
+            self.root = Path(root.removeprefix("file://"))
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -44,16 +61,30 @@ class ArtifactStore:
             raise StoreError(f"artifact key {key!r} points outside the artifact root {self.root}")
         return path
 
-    def path_of(self, key: str) -> Path:
-        """Where an artifact lives (for links in the UI; read it through get_bytes, which verifies it)."""
-        return self._path(key)
+    def _object(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StoreError(f"artifact key {key!r} points outside the artifact root {self.root}")
+        return f"{self.base.rstrip('/')}/{key}"
 
-    def put_bytes(self, data: bytes, suffix: str) -> ArtifactRef:
-        digest = sha256_bytes(data)
-        key = f"sha256/{digest[:2]}/{digest}{suffix}"
+    def path_of(self, key: str) -> str:
+        """Where an artifact lives (for links in the UI; read it through get_bytes, which verifies it)."""
+        return f"{self.root}/{key}" if self.remote else str(self._path(key))
+
+    def _read(self, key: str) -> bytes | None:
+        """The stored bytes, or None when there is no such artifact."""
+        if self.remote:
+            try:
+                return self.fs.cat_file(self._object(key))
+            except FileNotFoundError:
+                return None
         path = self._path(key)
-        if path.exists() and sha256_bytes(path.read_bytes()) == digest:
-            return ArtifactRef(key, digest, len(data))
+        return path.read_bytes() if path.is_file() else None
+
+    def _write(self, key: str, data: bytes) -> None:
+        if self.remote:
+            self.fs.pipe_file(self._object(key), data)  # one object, written whole
+            return
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary file in the same folder, then rename: readers never see half a file.
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as handle:
@@ -61,16 +92,22 @@ class ArtifactStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
+
+    def put_bytes(self, data: bytes, suffix: str) -> ArtifactRef:
+        digest = sha256_bytes(data)
+        key = f"sha256/{digest[:2]}/{digest}{suffix}"
+        existing = self._read(key)
+        if existing is None or sha256_bytes(existing) != digest:
+            self._write(key, data)
         return ArtifactRef(key, digest, len(data))
 
     def get_bytes(self, key: str, expected_sha256: str) -> bytes:
-        path = self._path(key)
-        if not path.is_file():
+        data = self._read(key)
+        if data is None:
             raise StoreError(
-                f"artifact {key} is missing from {self.root}: restore the artifact folder "
+                f"artifact {key} is missing from {self.root}: restore the artifact store "
                 "(RETRAIN_ARTIFACT_ROOT) or retrain the model"
             )
-        data = path.read_bytes()
         actual = sha256_bytes(data)
         if actual != expected_sha256:
             raise StoreError(

@@ -199,16 +199,30 @@ def test_invalid_url_says_what_to_fix():
         open_engine("not a url")
 
 
-def test_artifacts_are_content_addressed_and_verified(tmp_path):
-    artifacts = ArtifactStore(tmp_path)
+@pytest.mark.parametrize("backend", ["folder", "fsspec"])
+def test_artifacts_are_content_addressed_and_verified(tmp_path, backend):
+    """A local folder, or an fsspec URL (here fsspec's in-memory filesystem; s3:// and gs:// take the same
+    path with s3fs / gcsfs installed)."""
+    import uuid
+
+    import fsspec
+
+    root = str(tmp_path) if backend == "folder" else f"memory://artifacts-{uuid.uuid4().hex}"
+    artifacts = ArtifactStore(root)
     ref = artifacts.put_model({"weights": [1, 2, 3]})
     assert artifacts.put_model({"weights": [1, 2, 3]}) == ref  # same bytes, same key
     assert artifacts.load_model(ref.key, ref.sha256) == {"weights": [1, 2, 3]}
-    path = tmp_path / ref.key
-    path.write_bytes(path.read_bytes()[:-3] + b"xyz")  # corrupt it
+    assert artifacts.path_of(ref.key).endswith(ref.key)
+    fs, path = fsspec.core.url_to_fs(artifacts.path_of(ref.key))
+    fs.pipe_file(path, fs.cat_file(path)[:-3] + b"xyz")  # corrupt it
     with pytest.raises(StoreError, match="corrupt or was modified.*not loaded"):
         artifacts.load_model(ref.key, ref.sha256)
     with pytest.raises(StoreError, match="missing"):
         artifacts.load_model("sha256/00/none.joblib", ref.sha256)
     with pytest.raises(StoreError, match="outside the artifact root"):
         artifacts.get_bytes("../../etc/passwd", ref.sha256)
+
+
+def test_an_object_store_without_its_filesystem_package_says_what_to_install():
+    with pytest.raises(StoreError, match="s3:// needs s3fs"):
+        ArtifactStore("s3://models-bucket/retrain")
