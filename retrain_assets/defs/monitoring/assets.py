@@ -14,7 +14,6 @@ from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
 from retrain_assets.monitoring import ReferenceProfile, RetrainDecision
-from retrain_assets.monitoring.drift_plot import drift_picture
 from retrain_assets.monitoring.policy import drift_decision, performance_decision, severity_name
 from retrain_assets.settings import ModelSettings
 
@@ -90,10 +89,13 @@ def build_monitoring_assets(model: ModelSettings) -> list:
             )
         picture = {}
         if report is not None:
+            # matplotlib loads here, in the monitor run, not with the code location (sensors never need it).
+            from retrain_assets.monitoring.drift_plot import drift_picture
+
             png = drift_picture(profile, current, report)
             stored = artifacts.put_bytes(png, ".png")
             picture = {
-                # Inline, so the picture shows on the asset page itself; the file stays in the artifact store.
+                # Inline, so the UI opens it from the metadata table without file access; also kept as a file.
                 "distributions": dg.MetadataValue.md(
                     f"![reference vs current distributions](data:image/png;base64,{base64.b64encode(png).decode()})"
                 ),
