@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from retrain_assets.settings import ModelSettings, RetrainSettings, StorageSettings
+from retrain_assets.settings import FeatureSpec, ModelSettings, RetrainSettings, StorageSettings
 
 HEADER = """# Configuration reference
 
@@ -85,6 +85,7 @@ def undocumented_keys() -> list[str]:
     missing = [f"storage.{n}" for n, f in StorageSettings.model_fields.items() if not f.description]
     blocks = model_blocks()
     missing += [f"models[].{n}" for n, f in ModelSettings.model_fields.items() if n not in blocks and not f.description]
+    missing += [f"models[].features[].{n}" for n, f in FeatureSpec.model_fields.items() if not f.description]
     for block, cls in blocks.items():
         missing += [f"models[].{block}.{n}" for n, f in cls.model_fields.items() if not f.description]
     return missing
@@ -96,6 +97,7 @@ def config_reference() -> str:
         HEADER,
         "## `storage`\n\n" + _summary(StorageSettings) + "\n\n" + _table(StorageSettings),
         "## `models[]`: one entry per model\n\n" + _summary(ModelSettings) + "\n\n" + _table(ModelSettings, skip=tuple(blocks)),
+        "## `models[].features[]`\n\n" + _summary(FeatureSpec) + "\n\n" + _table(FeatureSpec),
     ]
     for name, cls in blocks.items():
         parts.append(f"## `models[].{name}` (or `defaults.{name}`)\n\n{_summary(cls)}\n\n{_table(cls)}")

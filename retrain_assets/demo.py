@@ -118,7 +118,8 @@ class Demo:
         return result
 
     def _monitor(self, model: ModelSettings) -> dict:
-        result = self._run(model, monitor_job_name(model.name), {TAG_MODEL: model.name})
+        tags = {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_REASON: "retrain demo: new traffic to look at"}
+        result = self._run(model, monitor_job_name(model.name), tags)
         if not result.success:
             raise RetrainError(f"the monitoring run of {model.name} failed: {_failure_message(result)}")
         event = self.instance.get_latest_materialization_event(dg.AssetKey([model.name, "drift_report"]))

@@ -49,8 +49,10 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    name: str
-    type: Literal["numeric", "categorical"]
+    """One input of the model (an entry of `features`)."""
+
+    name: str = Field(description="The column name, as the data source and the serving requests carry it.")
+    type: Literal["numeric", "categorical"] = Field(description="numeric or categorical.")
 
 
 class EstimatorSettings(_Strict):
@@ -81,8 +83,15 @@ class DataSourceSettings(_Strict):
     )
     url: str | None = Field(None, description="sql_table: SQLAlchemy URL of its database (default: the monitoring database).")
     table: str | None = Field(None, description="sql_table: the table, optionally schema-qualified (marts.scored).")
-    id_column: str = Field("id", description="sql_table: increasing integer id, the watermark new labels are counted from.")
+    id_column: str = Field(
+        "id", description="sql_table: increasing integer id per row; the watermark of new labels when rows are "
+                          "written with their label (append-only)."
+    )
     timestamp_column: str = Field("timestamp", description="sql_table: when the row was scored (UTC).")
+    labeled_at_column: str | None = Field(
+        None, description="sql_table: timestamp column of when each label arrived; set it when labels are filled "
+                          "into rows scored earlier (it then is the watermark of new labels)."
+    )
     class_path: str | None = Field(None, description="python: 'package.module:ClassName' of a DataSource subclass.")
     params: dict[str, Any] = Field(default_factory=dict, description="python: keyword arguments of that class.")
 
@@ -213,6 +222,13 @@ class RetrainSettings(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        keys = [m.log_key for m in self.models if m.data_source.kind == "sql"]
+        shared = sorted({k for k in keys if keys.count(k) > 1})
+        if shared:
+            raise ValueError(
+                f"models share the prediction-log name {shared}: each model needs its own rows (set a distinct "
+                "data_source.model_key per model, never under defaults)"
+            )
         return self
 
     @cached_property
@@ -261,13 +277,18 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _resolve_storage_paths(storage: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Relative paths in the file are relative to the file, not to wherever a command was started."""
-    url = storage.get("database_url")
+def _resolve_sqlite_url(url: Any, base_dir: Path) -> Any:
+    """A relative SQLite path in the file is relative to the file, not to wherever a command was started."""
     if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         relative = url[len("sqlite:///"):]
         if relative and relative != ":memory:":
-            storage["database_url"] = "sqlite:///" + str((base_dir / relative).resolve())
+            return "sqlite:///" + str((base_dir / relative).resolve())
+    return url
+
+
+def _resolve_storage_paths(storage: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Relative paths in the file are relative to the file, not to wherever a command was started."""
+    storage["database_url"] = _resolve_sqlite_url(storage.get("database_url"), base_dir)
     root = storage.get("artifact_root")
     if isinstance(root, str) and "://" not in root and not Path(root).is_absolute():
         storage["artifact_root"] = str((base_dir / root).resolve())
@@ -294,6 +315,10 @@ def settings_from_dict(
     models = raw.get("models")
     if isinstance(models, list):
         raw["models"] = [_overlay(defaults, m) if isinstance(m, Mapping) else m for m in models]
+        for model in raw["models"]:
+            source = model.get("data_source") if isinstance(model, Mapping) else None
+            if isinstance(source, Mapping) and source.get("url"):
+                model["data_source"] = {**source, "url": _resolve_sqlite_url(source["url"], base_dir or Path.cwd())}
     storage = raw.get("storage") or {}
     if not isinstance(storage, Mapping):
         raise ConfigError(f"invalid configuration in {source}:\n  - storage: must be a mapping")

@@ -79,7 +79,7 @@ def postgres_db(postgres_server):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_demo_command(config_path, home, timeout=900):
+def run_demo_command(config_path, home, timeout=540):
     """`retrain demo --json` as `make demo` runs it, on the config at ``config_path`` (storage next to it)."""
     import subprocess
     import sys

@@ -120,3 +120,17 @@ def test_the_configuration_reference_documents_every_key_and_is_current():
     document = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
     assert document.read_text() == config_reference(), "regenerate: retrain config --reference > docs/configuration.md"
     assert "| `shadow_min_samples` |" in config_reference() and "## `models[].deployment`" in config_reference()
+
+
+def test_a_relative_sqlite_data_source_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    import yaml
+
+    from retrain_assets.settings import load_settings
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    model = {**model_config(), "data_source": {"kind": "sql_table", "table": "scored", "url": "sqlite:///data/warehouse.db"}}
+    (folder / "retrain.yaml").write_text(yaml.safe_dump({"models": [model]}))
+    monkeypatch.chdir(tmp_path)  # started elsewhere: the path still means the file's folder
+    settings = load_settings(folder / "retrain.yaml")
+    assert settings.models[0].data_source.url == f"sqlite:///{(folder / 'data' / 'warehouse.db').resolve()}"

@@ -35,7 +35,7 @@ def open_data_source(model: ModelSettings, database_url: str) -> DataSource:
     config = model.data_source
     if config.kind == "sql_table":
         return SqlTableSource(model, url=config.url or database_url, table=config.table, id_column=config.id_column,
-                              timestamp_column=config.timestamp_column)
+                              timestamp_column=config.timestamp_column, labeled_at_column=config.labeled_at_column)
     if config.kind == "python":
         cls = _user_class(model)
         try:

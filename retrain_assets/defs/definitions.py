@@ -46,7 +46,12 @@ def resources_for(settings: RetrainSettings) -> dict:
 
 def store_kind(database_url: str) -> str:
     """The Dagster kind (icon and filter in the UI) of the database the assets record into."""
-    return "postgres" if database_url.startswith(("postgresql", "postgres:")) else "sqlite"
+    from sqlalchemy.engine import make_url
+
+    from retrain_assets.store.database import normalize_url
+
+    backend = make_url(normalize_url(database_url)).get_backend_name()
+    return "postgres" if backend == "postgresql" else backend
 
 
 def label_model_assets(assets: list, model: ModelSettings, kind: str) -> list:

@@ -1,4 +1,5 @@
-"""Time-based triggers per model: the weekly retrain and the monitoring cadence."""
+"""Time-based triggers per model: the scheduled retrain (`retrain_cron`, weekly by default) and the
+monitoring cadence."""
 
 import dagster as dg
 
@@ -10,14 +11,15 @@ def build_schedules(model: ModelSettings) -> list[dg.ScheduleDefinition]:
     triggers = model.triggers
     return [
         dg.ScheduleDefinition(
-            name=f"{model.name}_weekly_retrain",
+            name=f"{model.name}_scheduled_retrain",
             job_name=retrain_job_name(model.name),
             cron_schedule=triggers.retrain_cron,
             execution_timezone=triggers.timezone,
             default_status=dg.DefaultScheduleStatus.RUNNING,
             tags={TAG_MODEL: model.name, TAG_TRIGGER: "schedule", TAG_SEVERITY: "LOW",
                   TAG_REASON: f"scheduled retrain ({triggers.retrain_cron} {triggers.timezone})"},
-            description=f"Retrains {model.name} on a fixed cadence whatever the monitors say.",
+            description=f"Retrains {model.name} on a fixed cadence ({triggers.retrain_cron} {triggers.timezone}) "
+                        "whatever the monitors say.",
         ),
         dg.ScheduleDefinition(
             name=f"{model.name}_monitoring",
@@ -25,7 +27,8 @@ def build_schedules(model: ModelSettings) -> list[dg.ScheduleDefinition]:
             cron_schedule=triggers.monitoring_cron,
             execution_timezone=triggers.timezone,
             default_status=dg.DefaultScheduleStatus.RUNNING,
-            tags={TAG_MODEL: model.name},
+            tags={TAG_MODEL: model.name, TAG_TRIGGER: "schedule",
+                  TAG_REASON: f"monitoring cadence ({triggers.monitoring_cron} {triggers.timezone})"},
             description=f"Refreshes the monitoring reports of {model.name}.",
         ),
     ]

@@ -4,6 +4,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class DeploymentSettings(BaseModel):
+    """After a promotion: shadow evaluation, the post-deploy watch, automatic rollback, proven models."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     watch_minutes: float = Field(30.0, gt=0, description="How long after a promotion the new model is watched.")

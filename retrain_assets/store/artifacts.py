@@ -70,6 +70,17 @@ class ArtifactStore:
         """Where an artifact lives (for links in the UI; read it through get_bytes, which verifies it)."""
         return f"{self.root}/{key}" if self.remote else str(self._path(key))
 
+    def _holds(self, key: str, data: bytes, digest: str) -> bool:
+        """Whether the artifact is already stored whole. Locally its bytes are checked (cheap); an object
+        store is asked for its size only (objects are written whole; reads verify the checksum anyway)."""
+        if self.remote:
+            try:
+                return self.fs.size(self._object(key)) == len(data)
+            except FileNotFoundError:
+                return False
+        existing = self._read(key)
+        return existing is not None and sha256_bytes(existing) == digest
+
     def _read(self, key: str) -> bytes | None:
         """The stored bytes, or None when there is no such artifact."""
         if self.remote:
@@ -96,8 +107,7 @@ class ArtifactStore:
     def put_bytes(self, data: bytes, suffix: str) -> ArtifactRef:
         digest = sha256_bytes(data)
         key = f"sha256/{digest[:2]}/{digest}{suffix}"
-        existing = self._read(key)
-        if existing is None or sha256_bytes(existing) != digest:
+        if not self._holds(key, data, digest):
             self._write(key, data)
         return ArtifactRef(key, digest, len(data))
 

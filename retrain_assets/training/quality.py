@@ -150,16 +150,22 @@ def quality_requirements(model: ModelSettings, reference: dict | None = None, *,
         f"{settings.range_mostly:.0%} of values within the production data's range +/- {settings.range_margin:g} x span"
         " and among its categories"
     )
+    finite = f"{settings.range_mostly:.0%} of numeric values finite"
     if generic:
-        ranges = f"finite values; once a model is in production, {within}"
+        ranges = f"{finite}; once a model is in production, {within}"
     else:
-        ranges = within if reference else "finite values (no production reference yet)"
-    classes = f", classes {reference['classes']}" if reference and reference.get("classes") else ""
+        ranges = within if reference else f"{finite} (no production reference yet)"
+    labels = f"target {model.target!r} present, never null, "
+    if model.task == "regression":
+        labels += "numeric"
+    else:
+        classes = (reference or {}).get("classes")
+        labels += "at least two classes" + (f", among {classes}" if classes else "")
     return {
         "columns_and_types": f"columns {[*model.feature_names, model.target]}; numeric {model.numeric_features}",
         "null_rates": f"null share <= {settings.max_null_fraction:g} per feature",
         "value_ranges": ranges,
-        "labels": f"target {model.target!r} present{classes}",
+        "labels": labels,
         "freshness": f"newest row <= {settings.max_age_hours:g} h old",
         "min_rows": f">= {settings.min_samples} rows",
     }

@@ -37,6 +37,7 @@ def write_table(url: str, frame: pd.DataFrame, name: str = "churn_scored") -> No
 
 
 def table_model(url: str, tmp_path, triggers=None, **source):
+    """Settings of the churn model reading ``churn_scored`` at ``url`` (``source``: more data_source keys)."""
     block = {"kind": "sql_table", "url": url, "table": "churn_scored", "timestamp_column": "scored_at", **source}
     overrides = {"triggers": triggers} if triggers else {}
     return make_settings(tmp_path, data_source=block, gates=SMALL_DATA_GATES, **overrides)
@@ -75,6 +76,56 @@ def test_a_table_of_yours_on_postgres(postgres_db, tmp_path):
     write_table(url, frame)
     settings = table_model(url, tmp_path)
     check_table_source(open_data_source(settings.models[0], settings.storage.database_url), frame)
+
+
+def labels_filled_later(frame: pd.DataFrame, scored_rows: slice, start: pd.Timestamp) -> pd.DataFrame:
+    """The labeling job fills the labels of rows scored earlier, and stamps when each arrived (first batch
+    at ``start``, the late ones an hour later)."""
+    frame = frame.copy()
+    frame["labeled_at"] = pd.Series(start, index=frame.index).where(frame["churned"].notna())
+    late = frame.index[scored_rows]
+    frame.loc[late, "churned"] = 1.0
+    frame.loc[late, "labeled_at"] = start + pd.Timedelta(hours=1)
+    return frame
+
+
+def check_labels_filled_later(url: str, tmp_path) -> None:
+    # Rows 301-400 are scored but unlabeled while rows up to 600 are labeled: their labels arrive last.
+    frame = scored_table(600, unlabeled=0)
+    frame.loc[300:399, "churned"] = np.nan
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=3)
+    write_table(url, labels_filled_later(frame, slice(0, 0), start))
+    by_id = open_data_source(table_model(url, tmp_path).models[0], "sqlite://")
+    by_arrival = open_data_source(table_model(url, tmp_path, labeled_at_column="labeled_at").models[0], "sqlite://")
+    id_mark, arrival_mark = int(by_id.labeled_rows()["label_id"].max()), int(by_arrival.labeled_rows()["label_id"].max())
+    assert by_id.count_labels_after(id_mark) == 0 == by_arrival.count_labels_after(arrival_mark)
+    write_table(url, labels_filled_later(frame, slice(300, 400), start))
+    # By id, labels filled into old rows are invisible; by arrival time, all 100 are new.
+    assert by_id.count_labels_after(id_mark) == 0
+    assert by_arrival.count_labels_after(arrival_mark) == 100
+    assert by_arrival.count_labels_after(arrival_mark, cap=40) == 40
+    assert by_arrival.labeled_rows()["label_id"].max() > arrival_mark
+
+
+def test_labels_filled_into_earlier_rows_count_by_their_arrival_time(tmp_path):
+    check_labels_filled_later(f"sqlite:///{tmp_path}/warehouse.db", tmp_path)
+
+
+@pytest.mark.postgres
+def test_labels_filled_into_earlier_rows_count_by_their_arrival_time_on_postgres(postgres_db, tmp_path):
+    check_labels_filled_later(postgres_db[0], tmp_path)
+
+
+def test_the_recent_window_keeps_only_the_last_hours(tmp_path):
+    """Timestamps stored as text (SQLite) still compare as times."""
+    url = f"sqlite:///{tmp_path}/warehouse.db"
+    frame = scored_table(600, unlabeled=0)  # scored every 2 s from 6 h ago: the last 20 min are 600 rows
+    frame["scored_at"] = pd.Timestamp.now(tz="UTC") - pd.to_timedelta(np.arange(600)[::-1] * 60, unit="s")
+    frame["scored_at"] = frame["scored_at"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")  # ISO text
+    write_table(url, frame)
+    source = open_data_source(table_model(url, tmp_path).models[0], "sqlite://")
+    assert len(source.recent_inputs(rows=1000)) == 600
+    assert len(source.recent_inputs(rows=1000, hours=1)) in (60, 61)  # one row a minute
 
 
 def test_a_wrong_table_or_column_says_what_to_fix(tmp_path):

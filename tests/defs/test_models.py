@@ -59,7 +59,7 @@ def test_each_model_gets_its_own_labeled_dagster_objects(tmp_path):
         assert job.tags[TAG_CONCURRENCY] == model  # the queue's limit is one retrain per model, not overall
         assert {f"{model}_drift_sensor", f"{model}_performance_sensor", f"{model}_data_volume_sensor",
                 f"{model}_post_deploy_watch", f"{model}_retrain_failure_sensor"} <= {s.name for s in repository.sensor_defs}
-        assert {f"{model}_weekly_retrain", f"{model}_monitoring"} <= {s.name for s in repository.schedule_defs}
+        assert {f"{model}_scheduled_retrain", f"{model}_monitoring"} <= {s.name for s in repository.schedule_defs}
     graph = defs.resolve_asset_graph()
     checks = {key.name for key in graph.asset_check_keys if key.asset_key.path[0] == "demand"}
     assert {"absolute_thresholds", "relative_to_production", "columns_and_types"} <= checks

@@ -30,7 +30,7 @@ def test_definitions_load_with_one_group_per_model(settings):
     assert defs.resolve_job_def("churn_retrain") and defs.resolve_job_def("churn_monitor")
     for sensor in ("drift", "performance", "data_volume", "retrain_failure"):
         assert defs.resolve_sensor_def(f"churn_{sensor}_sensor")
-    assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 0"
+    assert defs.resolve_schedule_def("churn_scheduled_retrain").cron_schedule == "0 3 * * 0"
 
 
 def test_good_data_promotes_v1_with_lineage_to_its_dataset(settings, harness_for):
@@ -147,7 +147,7 @@ def test_drift_report_without_production_model_says_what_to_do(settings, harness
 def test_weekly_schedule_requests_a_tagged_retrain(settings):
     from retrain_assets.defs.definitions import build_definitions
 
-    schedule = build_definitions(settings).resolve_schedule_def("churn_weekly_retrain")
+    schedule = build_definitions(settings).resolve_schedule_def("churn_scheduled_retrain")
     with dg.build_schedule_context() as context:
         data = schedule.evaluate_tick(context)
     assert data.run_requests[0].tags[TAG_TRIGGER] == "schedule"
@@ -180,7 +180,7 @@ def test_a_crashed_triggered_run_gets_its_event_closed_by_the_failure_sensor(tmp
 def test_a_run_started_without_a_trigger_event_opens_and_completes_its_own(settings, harness_for):
     h = harness_for(settings)
     h.traffic(3000)
-    schedule_tags = {"dagster/schedule_name": "churn_weekly_retrain"}
+    schedule_tags = {"dagster/schedule_name": "churn_scheduled_retrain"}
     result = h.run("churn_retrain", tags=schedule_tags,
                    run_config={"ops": {"churn__training_dataset": {"config": {"reason": "", "requester": ""}}}})
     assert result.success

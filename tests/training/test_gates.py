@@ -154,4 +154,31 @@ def test_every_gate_and_quality_check_states_its_rule_with_the_models_thresholds
     assert "MAE and RMSE <= production x 1.02" in gate_requirements(regressor)["relative_to_production"]
     assert tuple(quality_requirements(classifier, generic=True)) == QUALITY_CHECKS
     assert "once a model is in production" in quality_requirements(classifier, generic=True)["value_ranges"]
-    assert quality_requirements(classifier, None)["value_ranges"] == "finite values (no production reference yet)"
+    assert quality_requirements(classifier, None)["value_ranges"] == "99% of numeric values finite (no production reference yet)"
+    assert "at least two classes, among [0, 1]" in quality_requirements(classifier, {"classes": [0, 1]})["labels"]
+    assert quality_requirements(regressor, None)["labels"].endswith("never null, numeric")
+
+
+def test_the_stated_rules_follow_every_configured_threshold():
+    """Odd values in the config must each show up in the rule of the gate that applies them."""
+    from retrain_assets.settings import settings_from_dict
+    from retrain_assets.simulate import model_config
+    from retrain_assets.training import gate_requirements
+
+    odd = {"min_precision": 0.91, "min_recall": 0.77, "max_f1_drop": 0.013, "max_auc_drop": 0.0041,
+           "bootstrap_samples": 777, "bootstrap_confidence": 0.9, "significance_tolerance": 0.033,
+           "sensitive_columns": ["region"], "max_group_disparity": 0.07, "max_latency_p99_s": 0.7,
+           "max_latency_ratio": 3.5, "max_size_ratio": 2.5, "smoke_rows": 55}
+    rules = gate_requirements(settings_from_dict({"models": [{**model_config(), "gates": odd}]}).models[0])
+    expected = {
+        "absolute_thresholds": ["precision >= 0.91", "recall >= 0.77"],
+        "relative_to_production": ["production - 0.013", "production - 0.0041"],
+        "significance": ["777 resamples", "90%", ">= -0.033"],
+        "fairness": ["region", "<= 0.07"],
+        "latency": ["<= 0.7 s", "3.5x", "single-row"],
+        "size": ["2.5x"],
+        "smoke_test": ["55 test rows"],
+    }
+    for gate, fragments in expected.items():
+        for fragment in fragments:
+            assert fragment in rules[gate], (gate, fragment, rules[gate])

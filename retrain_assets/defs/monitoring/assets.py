@@ -52,7 +52,8 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         group_name=model.name,
         deps=[asset_key(model.name, "production_model")],
         description=(
-            f"Data drift of `{model.name}`: the last {model.monitoring.window_rows} served rows against the "
+            f"Data drift of `{model.name}`: its last {model.monitoring.window_rows} inputs (data source "
+            f"`{model.data_source.kind}`) against the "
             "profile of the production model's training data (per-feature tests, BH-corrected, with effect-size "
             "floors). drift_sensor requests a retrain when it advises one."
         ),

@@ -86,7 +86,7 @@ def build_training_assets(model: ModelSettings) -> list:
         key=dataset_key,
         group_name=model.name,
         description=(
-            f"Labeled rows of model `{model.name}` from the prediction log (quality-filtered, de-duplicated, "
+            f"Labeled rows of model `{model.name}` from its data source (`{model.data_source.kind}`; quality-filtered, de-duplicated, "
             f"strategy `{model.dataset.strategy}`), split train/validation/test and versioned by content hash."
         ),
         kinds={"pandas", "parquet"},
@@ -129,7 +129,9 @@ def build_training_assets(model: ModelSettings) -> list:
         profile_ref = artifacts.put_text(profile.to_json(), ".profile.json")
         summary = dataset_summary(window, model)
         trigger, reason = run_trigger(context.run.tags)
-        source_query = f"{source.describe()}; rows flagged safe_to_send = false dropped; strategy={model.dataset.strategy}"
+        source_query = f"{source.describe()}; strategy={model.dataset.strategy}"
+        if "safe_to_send" in raw.columns:
+            source_query += "; rows flagged safe_to_send = false dropped"
         version = store.registry.record_dataset(
             model.name,
             content_hash=digest,
