@@ -10,6 +10,7 @@ the candidate or rejects it with the comparison as its ``shadow_comparison`` gat
 
 import dagster as dg
 
+from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.deployment.promotion import promote_candidate
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key, short
 from retrain_assets.defs.resources import MonitoringStoreResource
@@ -79,11 +80,10 @@ def build_shadow_job(model: ModelSettings) -> dg.JobDefinition:
 def build_shadow_sensor(model: ModelSettings) -> dg.SensorDefinition:
     settings = model.deployment
 
-    @dg.sensor(
+    @model_sensor(
+        model,
         name=f"{model.name}_shadow_sensor",
         job_name=shadow_job_name(model.name),
-        minimum_interval_seconds=model.triggers.sensor_interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
         description=(f"Launches the shadow decision for {model.name} once its candidate in shadow has scored "
                      f"{settings.shadow_min_samples} labeled requests (a capped count: cheap)."),
     )

@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.deployment.rollback import rollback_job_name
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, short
 from retrain_assets.defs.resources import MonitoringStoreResource
@@ -15,11 +16,10 @@ from retrain_assets.settings import ModelSettings
 def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
     settings = model.deployment
 
-    @dg.sensor(
+    @model_sensor(
+        model,
         name=f"{model.name}_post_deploy_watch",
         job_name=rollback_job_name(model.name),
-        minimum_interval_seconds=model.triggers.sensor_interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"For {settings.watch_minutes:g} minutes after a promotion of {model.name}, compares the new model's live "
             "labeled predictions and request latency with the previous model's and requests a rollback when it does "

@@ -8,6 +8,7 @@ one place, :func:`retrain_assets.defs.triggers.requests.request_retrain`.
 
 import dagster as dg
 
+from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
 from retrain_assets.defs.resources import DataSourceResource, MonitoringStoreResource
 from retrain_assets.defs.triggers.requests import event_of_run, request_retrain
@@ -24,11 +25,10 @@ def _value(metadata, key, default=None):
 def build_report_sensor(model: ModelSettings, report: str, trigger: str, drift_type: str) -> dg.SensorDefinition:
     """A sensor that turns the newest ``report`` advising a retrain into one retrain request."""
 
-    @dg.sensor(
+    @model_sensor(
+        model,
         name=f"{model.name}_{trigger}_sensor",
         job_name=retrain_job_name(model.name),
-        minimum_interval_seconds=model.triggers.sensor_interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"Requests {retrain_job_name(model.name)} when the newest {report} of {model.name} advises a retrain "
             "(guards and timing applied); acts once per report."
@@ -64,11 +64,10 @@ def build_report_sensor(model: ModelSettings, report: str, trigger: str, drift_t
 def build_data_volume_sensor(model: ModelSettings) -> dg.SensorDefinition:
     triggers = model.triggers
 
-    @dg.sensor(
+    @model_sensor(
+        model,
         name=f"{model.name}_data_volume_sensor",
         job_name=retrain_job_name(model.name),
-        minimum_interval_seconds=model.triggers.sensor_interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"Requests {retrain_job_name(model.name)} when enough labels arrived since the production model's "
             f"dataset: >= {triggers.new_labels_now:,} now, >= {triggers.new_labels_scheduled:,} in the quiet window."
