@@ -238,7 +238,7 @@ def main() -> None:
             f"after a first window of 4; covariate drift from batch {drift_batches[0]}, concept drift from batch "
             f"{drift_batches[1]}; labels one batch late.\n\n"
             + detection(runs, drift_batches[0], drift_batches, len(table.batches))
-            + f"\n\nTargets: detection within 2 batches of each drift, zero false triggers on the clean stretch."
+            + "\n\nTargets: detection within 2 batches of each drift, zero false triggers on the clean stretch."
             + f"\n\n![synthetic](results/{picture.name})\n")
     body = (
         "Command: `make bench-replay` (= `python benchmarks/replay_real.py`). Every policy runs the product's own "

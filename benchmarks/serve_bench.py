@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -50,11 +50,8 @@ class SqlTableSource(DataSource):
         self.url, self.table_name = url, table
         self.id_column, self.timestamp_column, self.labeled_at_column = id_column, timestamp_column, labeled_at_column
 
-    def _table(self) -> Table:
-        return self._reflected
-
     @cached_property
-    def _reflected(self) -> Table:
+    def _table(self) -> Table:
         """One reflection per source object; errors say which table and which columns are wrong."""
         schema, _, name = self.table_name.rpartition(".")
         try:
@@ -96,7 +93,7 @@ class SqlTableSource(DataSource):
         return t.c[self.labeled_at_column] if self.labeled_at_column else t.c[self.id_column]
 
     def labeled_rows(self) -> pd.DataFrame:
-        t = self._table()
+        t = self._table
         features = [t.c[f] for f in self.model.feature_names]
         query = select(
             *features, t.c[self.model.target], t.c[self.timestamp_column], t.c[self.id_column], self._watermark(t)
@@ -108,7 +105,7 @@ class SqlTableSource(DataSource):
         return frame
 
     def recent_inputs(self, rows: int, hours: float | None = None) -> pd.DataFrame:
-        t = self._table()
+        t = self._table
         query = (
             select(*(t.c[f] for f in self.model.feature_names), t.c[self.timestamp_column])
             .order_by(t.c[self.id_column].desc())
@@ -123,7 +120,7 @@ class SqlTableSource(DataSource):
         return frame
 
     def count_labels_after(self, label_id: int | None, cap: int | None = None) -> int:
-        t = self._table()
+        t = self._table
         ids = select(t.c[self.id_column]).where(t.c[self.model.target].is_not(None))
         if label_id is not None:
             watermark = self._watermark(t)

@@ -1,6 +1,7 @@
 """Builds the Dagster Definitions for every model declared in the configuration."""
 
 import dagster as dg
+from sqlalchemy.engine import make_url
 
 from retrain_assets.defs.deployment.assets import build_model_card
 from retrain_assets.defs.deployment.rollback import build_rollback_job
@@ -13,6 +14,7 @@ from retrain_assets.defs.schedules import build_schedules
 from retrain_assets.defs.training.assets import build_training_assets
 from retrain_assets.defs.triggers.sensors import build_trigger_sensors
 from retrain_assets.settings import ModelSettings, RetrainSettings
+from retrain_assets.store.database import normalize_url
 
 
 def build_jobs(model_name: str) -> list:
@@ -46,10 +48,6 @@ def resources_for(settings: RetrainSettings) -> dict:
 
 def store_kind(database_url: str) -> str:
     """The Dagster kind (icon and filter in the UI) of the database the assets record into."""
-    from sqlalchemy.engine import make_url
-
-    from retrain_assets.store.database import normalize_url
-
     backend = make_url(normalize_url(database_url)).get_backend_name()
     return "postgres" if backend == "postgresql" else backend
 

@@ -36,7 +36,6 @@ from retrain_assets.training import (
     train_candidate,
     validate_training_data,
 )
-from retrain_assets.training.dataset import REQUEST_ID, TIMESTAMP
 
 # Absolute floors are one model's business requirement; on most real data they would block every
 # candidate. A replay judges a candidate against production: relative, significance and smoke gates.

@@ -1,7 +1,6 @@
 """The foundation slice in real in-process Dagster runs: dataset -> candidate -> blocking gates -> production."""
 
 import dagster as dg
-import pytest
 
 from retrain_assets.defs.keys import TAG_REASON, TAG_TRIGGER, monitor_job_name
 from retrain_assets.defs.definitions import resources_for

@@ -1,7 +1,6 @@
 """Trigger sensors evaluated with build contexts over a real monitoring database: fire, skip, blocked by
 a guard, wait for the quiet window, cursor round trips, and a storm of evaluations yielding one run."""
 
-import dagster as dg
 import pytest
 
 from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, monitor_job_name, retrain_job_name

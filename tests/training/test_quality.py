@@ -3,7 +3,6 @@
 import datetime as dt
 
 import numpy as np
-import pytest
 
 from retrain_assets.training import QUALITY_CHECKS, validate_training_data
 from tests.training.conftest import NOW, churn_model, labeled_traffic
