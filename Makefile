@@ -66,10 +66,11 @@ ui: install
 bench: install-bench bench-replay
 	$(BIN)/python benchmarks/drift_bench.py
 	$(BIN)/python benchmarks/retrain_bench.py
+	$(BIN)/python benchmarks/decision_bench.py
 	$(BIN)/python benchmarks/sensor_bench.py
 	$(BIN)/python benchmarks/serve_bench.py
 
-## bench-replay: retraining policies replayed on electricity, census and synthetic data (about 40 min, offline)
+## bench-replay: retraining policies replayed on electricity (and shuffled), census and synthetic data (about 40 min, offline)
 bench-replay: install-bench
 	$(BIN)/python benchmarks/replay_real.py
 

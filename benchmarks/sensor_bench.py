@@ -1,11 +1,13 @@
-"""Sensor benchmark: one evaluation of each trigger sensor with 10 million rows in the PostgreSQL log.
+"""Sensor benchmark: one evaluation of the retrain sensor with 10 million rows in the PostgreSQL log.
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/sensor_bench.py [--rows 10000000]`` (needs the
 PostgreSQL server at 127.0.0.1:5432; ``RETRAIN_TEST_PG_URL`` overrides it). It creates a database
 ``retrain_sensor_bench`` (reused when it already holds the rows), fills ``prediction_log`` and
 ``label_feedback`` server-side with ``generate_series``, registers a production model whose dataset
-ends 9 million labels back, records a drift and a performance report advising a retrain, and times the
-full evaluation of each sensor (facts, guards, event row, run request) with the real definitions.
+ends 9 million labels back, records a ``retrain_decision`` as the monitoring run writes it, and times the
+full evaluation of the retrain sensor (the decision read back, its label count and age refreshed and fused
+again, facts, guards, event row, run request) with the real definitions: once under the evidence policy
+(a performance decision) and once under the seed rule set (the refreshed label count decides).
 
 The target is under 200 ms per evaluation. The baseline, measured in the same run, is the query a naive
 sensor would run: an exact COUNT of the model's labels.
@@ -26,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import machine_description, update_results  # noqa: E402
 from retrain_assets.defs.definitions import build_definitions, resources_for  # noqa: E402
+from retrain_assets.defs.monitoring.assets import decision_metadata  # noqa: E402
+from retrain_assets.monitoring.decision import SignalEvidence, fuse  # noqa: E402
 from retrain_assets.settings import settings_from_dict  # noqa: E402
 from retrain_assets.simulate import model_config  # noqa: E402
 from retrain_assets.store import MonitoringStore  # noqa: E402
@@ -104,20 +108,25 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger("retrain_assets.notify").setLevel(logging.ERROR)  # every evaluation fires on purpose
     url = database(args.rows)
-    settings = settings_from_dict({"storage": {"database_url": url, "artifact_root": "/tmp/retrain-sensor-bench"},
-                                   "models": [{**model_config(), "triggers": {"cooldown_hours": 0, "quiet_start_hour": 0,
-                                                                                "quiet_end_hour": 24}}]})
     store = MonitoringStore(url)
     production_fixture(store, args.rows)
-    defs = build_definitions(settings)
     results = {}
-    with dg.DagsterInstance.ephemeral() as instance:
-        for report in ("drift_report", "performance_report"):
+    for policy in ("evidence", "seed"):
+        settings = settings_from_dict({"storage": {"database_url": url, "artifact_root": "/tmp/retrain-sensor-bench"},
+                                       "models": [{**model_config(), "decision": {"policy": policy},
+                                                   "triggers": {"cooldown_hours": 0, "quiet_start_hour": 0,
+                                                                "quiet_end_hour": 24}}]})
+        model = settings.models[0]
+        signals = [SignalEvidence("performance", "retrain" if policy == "evidence" else "none", "page_hinkley",
+                                  40.0, 12.0, "benchmark: error rate up", 0.99, severity="HIGH" if policy == "evidence" else "NONE"),
+                   SignalEvidence("drift", "none", "weighted_psi", 0.01, 0.05, "benchmark: no drift")]
+        defs = build_definitions(settings)
+        with dg.DagsterInstance.ephemeral() as instance:
             instance.report_runless_asset_event(dg.AssetMaterialization(
-                dg.AssetKey(["churn", report]),
-                metadata={"retrain_advised": True, "severity": "HIGH", "summary": "benchmark signal"}))
-        for name in ("churn_drift_sensor", "churn_performance_sensor", "churn_data_volume_sensor"):
-            results[name] = time_sensor(defs, settings, instance, name, args.repeats)
+                dg.AssetKey(["churn", "retrain_decision"]),
+                metadata={**decision_metadata(fuse(signals, model)), "production_version": "v1"}))
+            results[f"churn_retrain_sensor ({policy} policy)"] = time_sensor(defs, settings, instance,
+                                                                            "churn_retrain_sensor", args.repeats)
     started = time.perf_counter()
     with store.engine.connect() as conn:
         exact = conn.execute(text("SELECT count(*) FROM label_feedback WHERE model_name = 'churn'")).scalar_one()

@@ -4,7 +4,7 @@ embedded stores.
 The demo config declares two models of one telecom operator, a churn classifier and a data-usage
 regressor, fed by the same simulated customers. For each of them: (a) initial training promotes v1;
 (b) clean traffic: drift report, the sensor skips; (c) drifted traffic: the drift report says drift, the
-drift sensor is evaluated against the instance and its run request is executed, the candidate passes the
+retrain sensor is evaluated against the instance and its run request is executed, the candidate passes the
 gates and v2 is promoted; (d) poisoned labels: the candidate fails the gates, the run fails, production
 stays v2. Each model has its own asset group, jobs, sensors and event rows; the same runs, checks and
 sensor ticks are then visible with ``make ui``.
@@ -122,18 +122,15 @@ class Demo:
         result = self._run(model, monitor_job_name(model.name), tags)
         if not result.success:
             raise RetrainError(f"the monitoring run of {model.name} failed: {_failure_message(result)}")
-        event = self.instance.get_latest_materialization_event(dg.AssetKey([model.name, "drift_report"]))
+        event = self.instance.get_latest_materialization_event(dg.AssetKey([model.name, "retrain_decision"]))
         metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        verdict = "DRIFT, retrain advised" if metadata["retrain_advised"] else "no retrain advised"
-        drifted = ", ".join(metadata["drifted_features"]) or "none"
-        self.say(
-            f"    [{model.name}] drift report: {verdict} (severity {metadata['severity']}, drift share "
-            f"{metadata['drift_share']:.2f}, aggregate PSI {metadata['aggregate_psi']:.3f}; drifted: {drifted})"
-        )
+        verdict = f"RETRAIN ({metadata['trigger']})" if metadata["retrain_advised"] else "no retrain"
+        self.say(f"    [{model.name}] decision: {verdict}, severity {metadata['severity']}, confidence "
+                 f"{metadata['confidence']:.2f}: {metadata['summary']}")
         return metadata
 
-    def _evaluate_drift_sensor(self, model: ModelSettings):
-        sensor = self.defs.resolve_sensor_def(f"{model.name}_drift_sensor")
+    def _evaluate_retrain_sensor(self, model: ModelSettings):
+        sensor = self.defs.resolve_sensor_def(f"{model.name}_retrain_sensor")
         with dg.build_sensor_context(
             instance=self.instance, cursor=self.sensor_cursors.get(model.name), definitions=self.defs,
             resources=resources_for(self.settings),
@@ -179,29 +176,33 @@ class Demo:
             self._require(result.success, f"the initial training run of {model.name} failed", result)
             self.say(f"    [{model.name}] production model: {self.summary[-1].production}")
 
-        self.say("(b) clean traffic -> drift report -> drift sensor")
+        self.say("(b) clean traffic -> monitoring (drift, performance, decision) -> retrain sensor")
         self._traffic(2000, TrafficScenario(), "clean", serve=True)
         for model in self.models:
             self._monitor(model)
-            tick = self._evaluate_drift_sensor(model)
-            self._require(not tick.run_requests, f"the drift sensor asked for a retrain of {model.name} on clean traffic")
-            self.say(f"    [{model.name}] drift sensor: skipped ({tick.skip_message})")
+            tick = self._evaluate_retrain_sensor(model)
+            self._require(not tick.run_requests, f"the retrain sensor asked for a retrain of {model.name} on clean traffic")
+            self.say(f"    [{model.name}] retrain sensor: skipped ({tick.skip_message})")
             production = self.store.registry.production(model.name)
-            self.summary.append(StepSummary(model.name, "b: clean traffic", "drift sensor", "SKIPPED",
+            self.summary.append(StepSummary(model.name, "b: clean traffic", "retrain sensor", "SKIPPED",
                                             production=production.label, note=f"no retrain: {tick.skip_message}"))
 
-        self.say("(c) drifted traffic (the population and its behaviour change) -> drift report -> drift sensor")
+        self.say("(c) drifted traffic (the population and its behaviour change) -> monitoring -> retrain sensor")
         self._traffic(4000, TrafficScenario(covariate_drift=0.6, concept_drift=True), "drifted", serve=True)
         promoted = {}
         for model in self.models:
             self._monitor(model)
-            tick = self._evaluate_drift_sensor(model)
-            self._require(len(tick.run_requests) == 1, f"the drift sensor did not request a retrain of {model.name} on drifted traffic")
+            tick = self._evaluate_retrain_sensor(model)
+            self._require(len(tick.run_requests) == 1,
+                          f"the retrain sensor did not request a retrain of {model.name} on drifted traffic: {tick.skip_message}")
             request = tick.run_requests[0]
-            self.say(f"    [{model.name}] drift sensor: run requested (severity {request.tags[TAG_SEVERITY]}; {request.tags[TAG_REASON]})")
-            tags = {**request.tags, "dagster/sensor_name": f"{model.name}_drift_sensor", "dagster/run_key": request.run_key}
+            trigger = request.tags[TAG_TRIGGER]
+            self.say(f"    [{model.name}] retrain sensor: run requested ({trigger}, severity {request.tags[TAG_SEVERITY]}; "
+                     f"{request.tags[TAG_REASON]})")
+            tags = {**request.tags, "dagster/sensor_name": f"{model.name}_retrain_sensor", "dagster/run_key": request.run_key}
             result = self._run(model, retrain_job_name(model.name), tags)
-            self.summary.append(self._candidate_summary(model, "c: drifted traffic", "drift sensor", result, request.tags[TAG_REASON]))
+            self.summary.append(self._candidate_summary(model, "c: drifted traffic", f"{trigger} (retrain sensor)", result,
+                                                        request.tags[TAG_REASON]))
             self._require(result.success, f"the drift-triggered retrain of {model.name} failed", result)
             promoted[model.name] = self.summary[-1].production
             event = self.store.events.get(int(request.tags[TAG_EVENT_ID]))

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrain_assets.errors import ConfigError
-from retrain_assets.monitoring.settings import DriftSettings, MonitoringSettings, PerformanceSettings
+from retrain_assets.monitoring.settings import DecisionSettings, DriftSettings, MonitoringSettings, PerformanceSettings
 from retrain_assets.serving.settings import DeploymentSettings
 from retrain_assets.training.settings import DatasetSettings, GateSettings, TrainingSettings
 
@@ -53,6 +53,22 @@ class FeatureSpec(_Strict):
 
     name: str = Field(description="The column name, as the data source and the serving requests carry it.")
     type: Literal["numeric", "categorical"] = Field(description="numeric or categorical.")
+    min: float | None = Field(None, description="numeric: the smallest possible value (e.g. 0 for an age); lower is an error.")
+    max: float | None = Field(None, description="numeric: the largest possible value; higher is an error.")
+    values: tuple[str, ...] | None = Field(
+        None, description="categorical: the only possible levels; any other is an error (unset: new levels are drift, "
+                          "shown in the drift report, not an error)."
+    )
+
+    @model_validator(mode="after")
+    def _bounds_fit_type(self):
+        if self.type == "numeric" and self.values is not None:
+            raise ValueError(f"feature {self.name!r}: `values` is for categorical features; use min/max")
+        if self.type == "categorical" and (self.min is not None or self.max is not None):
+            raise ValueError(f"feature {self.name!r}: min/max are for numeric features; use `values`")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
+        return self
 
 
 class EstimatorSettings(_Strict):
@@ -150,9 +166,20 @@ class ModelSettings(_Strict):
     gates: GateSettings = GateSettings()
     drift: DriftSettings = DriftSettings()
     performance: PerformanceSettings = PerformanceSettings()
+    decision: DecisionSettings = DecisionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     deployment: DeploymentSettings = DeploymentSettings()
     triggers: TriggerSettings = TriggerSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_gates_follow_seed_policy(cls, raw: Any) -> Any:
+        """``decision.policy: seed`` brings the seed's point gates, unless gates.comparison says otherwise."""
+        if isinstance(raw, Mapping) and isinstance(raw.get("decision"), Mapping) and raw["decision"].get("policy") == "seed":
+            gates = raw.get("gates")
+            if gates is None or (isinstance(gates, Mapping) and "comparison" not in gates):
+                raw = {**raw, "gates": {**(gates or {}), "comparison": "point"}}
+        return raw
 
     @field_validator("name")
     @classmethod
@@ -245,8 +272,8 @@ class RetrainSettings(_Strict):
 
 
 _PER_MODEL_BLOCKS = (
-    "estimator", "data_source", "dataset", "training", "gates", "drift", "performance", "monitoring", "deployment",
-    "triggers",
+    "estimator", "data_source", "dataset", "training", "gates", "drift", "performance", "decision", "monitoring",
+    "deployment", "triggers",
 )
 
 

@@ -19,7 +19,7 @@ def test_demo_plays_both_models_lifecycles(demo_run):
     for model in ("churn", "demand"):
         assert steps[model, "a"]["production"] == "v1" and steps[model, "a"]["run_status"] == "SUCCESS"
         assert steps[model, "b"]["run_status"] == "SKIPPED" and steps[model, "b"]["production"] == "v1"
-        assert steps[model, "c"]["trigger"] == "drift sensor" and steps[model, "c"]["production"] == "v2"
+        assert steps[model, "c"]["trigger"] == "performance (retrain sensor)" and steps[model, "c"]["production"] == "v2"
         assert steps[model, "d"]["run_status"] == "FAILURE" and steps[model, "d"]["gates"].startswith("FAILED")
     # Each model is judged by its task's metrics: the regressor's poisoned candidate learned nothing.
     assert set(steps["demand", "a"]["candidate_metrics"]) == {"mae", "rmse", "r2"}
@@ -31,7 +31,9 @@ def test_demo_plays_both_models_lifecycles(demo_run):
         runs = instance.get_runs()
         jobs = {r.job_name for r in runs}
         assert {"churn_retrain", "churn_monitor", "demand_retrain", "demand_monitor"} <= jobs
-        assert {r.tags.get("retrain/model") for r in runs if r.tags.get("retrain/trigger") == "drift"} == {"churn", "demand"}
+        triggered = [r for r in runs if r.tags.get("dagster/sensor_name", "").endswith("_retrain_sensor")]
+        assert {r.tags["retrain/model"] for r in triggered} == {"churn", "demand"}
+        assert {r.tags["retrain/trigger"] for r in triggered} == {"performance"}  # the labels showed the decay
 
 
 @pytest.mark.slow

@@ -1,11 +1,14 @@
 """The data-source interface: where one model's labeled history and recent inputs come from.
 
 Everything the product reads about a model's data goes through these four methods: the training dataset
-(:meth:`DataSource.labeled_rows`), the drift report (:meth:`DataSource.recent_inputs`), the data-volume
-trigger and the guards (:meth:`DataSource.count_labels_after`), and the dataset's recorded lineage
+(:meth:`DataSource.labeled_rows`), the drift report (:meth:`DataSource.recent_inputs`), the label counts of
+the decision and the guards (:meth:`DataSource.count_labels_after`), and the dataset's recorded lineage
 (:meth:`DataSource.describe`). A team whose data lives elsewhere implements them once; nothing else in
-the product changes. (What ``retrain serve`` itself served, per model version, stays in the monitoring
-store: the performance report, the post-deploy watch and shadow evaluation judge those predictions.)
+the product changes. The realized-performance evidence reads the rows labeled since the production
+model's dataset (:meth:`DataSource.labeled_rows_after`, derived from ``labeled_rows`` unless a source
+reads them more cheaply) and scores them with the production model itself, so it works for every source.
+(The post-deploy watch and shadow evaluation judge what ``retrain serve`` served, per model version, in the
+monitoring store.)
 """
 
 import abc
@@ -41,6 +44,15 @@ class DataSource(abc.ABC):
     def count_labels_after(self, label_id: int | None, cap: int | None = None) -> int:
         """Labeled rows whose ``label_id`` is above ``label_id`` (all when None), counted up to ``cap``:
         sensors ask "at least N?" every minute, so stop counting there."""
+
+    def labeled_rows_after(self, label_id: int | None, limit: int) -> pd.DataFrame:
+        """Labeled rows whose ``label_id`` is above ``label_id`` (all when None), at most the newest
+        ``limit`` by arrival, in the order their labels arrived (``label_id`` ascending). The default reads
+        :meth:`labeled_rows` and filters; override it when your source can filter where the data lives."""
+        rows = self.labeled_rows()
+        if label_id is not None:
+            rows = rows[rows[LABEL_ID] > label_id]
+        return rows.sort_values(LABEL_ID, kind="stable").tail(limit).reset_index(drop=True)
 
     @abc.abstractmethod
     def describe(self) -> str:

@@ -19,6 +19,11 @@ class PredictionLogSource(DataSource):
     def labeled_rows(self) -> pd.DataFrame:
         return self.store.predictions.labeled_rows(self.model.log_key, self.model.feature_names, self.model.target)
 
+    def labeled_rows_after(self, label_id: int | None, limit: int) -> pd.DataFrame:
+        rows = self.store.predictions.labeled_rows(self.model.log_key, self.model.feature_names, self.model.target,
+                                                   after_label_id=label_id, newest_labels=limit)
+        return rows.sort_values("label_id", kind="stable").reset_index(drop=True)
+
     def recent_inputs(self, rows: int, hours: float | None = None) -> pd.DataFrame:
         return self.store.predictions.recent_window(self.model.log_key, self.model.feature_names, rows=rows, hours=hours)
 

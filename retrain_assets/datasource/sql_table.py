@@ -92,17 +92,36 @@ class SqlTableSource(DataSource):
     def _watermark(self, t: Table):
         return t.c[self.labeled_at_column] if self.labeled_at_column else t.c[self.id_column]
 
-    def labeled_rows(self) -> pd.DataFrame:
+    def _labeled(self, label_id: int | None = None, limit: int | None = None) -> pd.DataFrame:
         t = self._table
         features = [t.c[f] for f in self.model.feature_names]
         query = select(
             *features, t.c[self.model.target], t.c[self.timestamp_column], t.c[self.id_column], self._watermark(t)
         ).where(t.c[self.model.target].is_not(None))
+        if label_id is not None:
+            query = query.where(self._watermark(t) > self._watermark_value(label_id))
+        if limit is not None:
+            query = query.order_by(self._watermark(t).desc()).limit(limit)
         frame = self._read(query, [*self.model.feature_names, self.model.target, TIMESTAMP, REQUEST_ID, LABEL_ID])
         frame[REQUEST_ID] = frame[REQUEST_ID].astype(str)
         if self.labeled_at_column:
             frame[LABEL_ID] = _epoch_us(frame[LABEL_ID])
         return frame
+
+    def labeled_rows(self) -> pd.DataFrame:
+        return self._labeled()
+
+    def labeled_rows_after(self, label_id: int | None, limit: int) -> pd.DataFrame:
+        return self._labeled(label_id, limit).sort_values(LABEL_ID, kind="stable").reset_index(drop=True)
+
+    def _watermark_value(self, label_id: int):
+        """A stored watermark as the watermark column compares it: a time for labeled_at_column, else the id."""
+        if not self.labeled_at_column:
+            return label_id
+        moment = dt.datetime.fromtimestamp(label_id / 1e6, dt.timezone.utc)
+        if not getattr(self._table.c[self.labeled_at_column].type, "timezone", False):  # a column without zone holds UTC
+            moment = moment.replace(tzinfo=None)
+        return moment
 
     def recent_inputs(self, rows: int, hours: float | None = None) -> pd.DataFrame:
         t = self._table
@@ -123,14 +142,7 @@ class SqlTableSource(DataSource):
         t = self._table
         ids = select(t.c[self.id_column]).where(t.c[self.model.target].is_not(None))
         if label_id is not None:
-            watermark = self._watermark(t)
-            if self.labeled_at_column:
-                moment = dt.datetime.fromtimestamp(label_id / 1e6, dt.timezone.utc)
-                if not getattr(watermark.type, "timezone", False):  # a column without time zone holds UTC
-                    moment = moment.replace(tzinfo=None)
-                ids = ids.where(watermark > moment)
-            else:
-                ids = ids.where(watermark > label_id)
+            ids = ids.where(self._watermark(t) > self._watermark_value(label_id))
         if cap is not None:
             ids = ids.limit(cap)
         return int(self._execute(select(func.count()).select_from(ids.subquery()))[0][0])

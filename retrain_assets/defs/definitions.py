@@ -30,9 +30,9 @@ def build_jobs(model_name: str) -> list:
     monitor = dg.define_asset_job(
         monitor_job_name(model_name),
         selection=dg.AssetSelection.assets(
-            *(asset_key(model_name, a) for a in ("drift_report", "performance_report"))
+            *(asset_key(model_name, a) for a in ("drift_report", "performance_report", "retrain_decision"))
         ),
-        description=f"Drift and performance reports of {model_name}'s production model.",
+        description=f"Drift and performance reports of {model_name}'s production model, and the retrain decision.",
         tags={TAG_MODEL: model_name},
     )
     return [retrain, monitor]

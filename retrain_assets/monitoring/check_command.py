@@ -1,5 +1,10 @@
 """``retrain check``: a one-off retrain decision for two files, without Dagster or a config file.
 
+The same :func:`~retrain_assets.monitoring.decision.decide` as the monitoring run: the drift threshold is
+calibrated on chunks of the reference file (every feature weighs the same, there is no model to ask), and
+``--baseline`` (accuracy, or MAE and RMSE) stands for the held-out loss, taken as measured on as many rows
+as the reference file has.
+
 Exit code 0 whether or not retraining is advised; 2 (through the CLI's error handling) only when the
 input cannot be read or compared, with a message naming the file or column.
 """
@@ -12,7 +17,12 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import DataError
-from retrain_assets.monitoring.retrain_decision import RetrainDecision, should_retrain
+from retrain_assets.monitoring.dataset_drift import detect_drift
+from retrain_assets.monitoring.decision import Decision, Evidence, Outcomes, decide
+from retrain_assets.monitoring.profiles import ReferenceProfile
+from retrain_assets.monitoring.reference_pack import ReferencePack, calibrate_drift
+from retrain_assets.monitoring.sequential import LossReference
+from retrain_assets.settings import ModelSettings
 
 
 def read_table(path: str) -> pd.DataFrame:
@@ -55,7 +65,7 @@ def parse_baseline(text: str | None) -> dict[str, float] | None:
     return baseline
 
 
-def decision_json(decision: RetrainDecision) -> dict:
+def decision_json(decision: Decision) -> dict:
     features = {}
     if decision.drift is not None:
         for name, f in decision.drift.features.items():
@@ -66,32 +76,58 @@ def decision_json(decision: RetrainDecision) -> dict:
                 "drifted": f.drifted, "method": f.method, "notes": f.notes,
             }
     report = decision.drift
+    realized, concept = decision.signal("performance"), decision.signal("concept_drift")
     return {
-        "retrain": decision.triggered,
-        "severity": decision.severity.value if decision.signals else "NONE",
+        "retrain": decision.retrain,
+        "trigger": decision.trigger,
+        "severity": decision.severity,
         "confidence": decision.confidence,
         "urgency": decision.urgency,
+        "policy": decision.policy,
         "reasons": decision.reasons,
         "insufficient_data": decision.insufficient_data,
+        "signals": [s.to_dict() for s in decision.signals],
         "drifted_features": report.drifted_features if report else [],
         "drift_share": report.drift_share if report else 0.0,
         "aggregate_psi": report.aggregate_psi if report else 0.0,
         "features": features,
-        "performance": decision.performance,
-        "concept_drift": decision.concept,
+        "performance": None if realized is None else realized.to_dict(),
+        "concept_drift": None if concept is None else concept.to_dict(),
     }
 
 
-def render(decision: RetrainDecision) -> str:
-    verdict = f"RETRAINING DECISION: {'YES' if decision.triggered else 'NO'}"
+def render(decision: Decision) -> str:
+    verdict = f"RETRAINING DECISION: {'YES' if decision.retrain else 'NO'}"
     width = len(verdict) + 4
     lines = ["+" + "-" * width + "+", f"|  {verdict}  |", "+" + "-" * width + "+"]
-    severity = decision.severity.value if decision.signals else "NONE"
-    lines.append(f"severity:   {severity}   urgency: {decision.urgency}   confidence: {decision.confidence:.2f}")
-    lines += [f"reason:     {reason}" for reason in decision.reasons]
+    lines.append(f"severity:   {decision.severity}   urgency: {decision.urgency}   confidence: {decision.confidence:.2f}"
+                 f"   trigger: {decision.trigger or '-'}   policy: {decision.policy}")
+    lines.append(f"reason:     {decision.reason}")
+    lines += [f"signal:     {s.kind} [{s.status}] {s.detail}" for s in decision.signals]
     if decision.drift is not None:
         lines += ["", decision.drift.feature_markdown()]
     return "\n".join(lines)
+
+
+def loss_reference(baseline: dict[str, float] | None, task: str, rows: int) -> LossReference | None:
+    """The held-out loss a baseline implies, taken as measured on ``rows`` rows: classification
+    ``1 - accuracy`` (Bernoulli variance); regression ``mae`` with the variance ``rmse^2 - mae^2``."""
+    baseline = baseline or {}
+    if task == "classification" and "accuracy" in baseline:
+        accuracy = baseline["accuracy"]
+        return LossReference(1.0 - accuracy, accuracy * (1.0 - accuracy), rows)
+    if task == "regression" and "mae" in baseline:
+        mae = baseline["mae"]
+        spread = baseline["rmse"] ** 2 - mae ** 2 if "rmse" in baseline else mae ** 2
+        return LossReference(mae, max(spread, 1e-12), rows)
+    return None
+
+
+def check_model(columns: list[str], numeric: list[str], task: str, policy: str) -> ModelSettings:
+    """The settings ``retrain check`` decides with: the product's defaults for these columns."""
+    features = [{"name": c, "type": "numeric" if c in numeric else "categorical"} for c in columns]
+    target = "__actual__"
+    return ModelSettings(name="check", task=task, target=target, features=features, decision={"policy": policy})
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -110,10 +146,20 @@ def run_check(args: argparse.Namespace) -> int:
     actuals = read_vector(args.actuals) if args.actuals else None
     if (predictions is None) != (actuals is None):
         raise DataError("--predictions and --actuals go together")
-    decision = should_retrain(
-        reference[columns], current[columns], predictions, actuals, parse_baseline(args.baseline),
-        task=args.task, numeric=numeric, categorical=categorical,
-    )
+    model = check_model(columns, numeric, args.task, args.policy)
+    profile = ReferenceProfile.from_frame(reference[columns], numeric, categorical, model.drift)
+    # No model to weigh features by: every feature counts the same; the threshold is calibrated on
+    # chunks of the reference file the size of the current one.
+    weights = {c: 1.0 / len(columns) for c in columns}
+    calibration = calibrate_drift(profile, reference[columns], weights, len(current), model.decision.calibration_chunks)
+    baseline = parse_baseline(args.baseline)
+    loss = loss_reference(baseline, args.task, len(reference))
+    pack = ReferencePack(args.task, loss, weights, calibration, None)
+    evidence = Evidence(args.task, drift=detect_drift(profile, current[columns], model.drift, numeric, categorical),
+                        pack=pack, baseline=baseline)
+    if predictions is not None:
+        evidence.outcomes = Outcomes(np.asarray(predictions), np.asarray(actuals), newest_batch=len(predictions))
+    decision = decide(evidence, model)
     print(json.dumps(decision_json(decision), indent=2, default=float) if args.json else render(decision))
     return 0
 
@@ -129,5 +175,8 @@ def add_check_command(commands) -> None:
     check.add_argument("--actuals", help="true values, same forms as --predictions")
     check.add_argument("--baseline", help="baseline metrics, e.g. accuracy=0.9,f1=0.85 or r2=0.85,rmse=0.35")
     check.add_argument("--task", choices=["classification", "regression"], default="classification")
+    check.add_argument("--policy", choices=["evidence", "seed"], default="evidence",
+                       help="evidence (default): calibrated, importance-free drift and tests against the baseline; "
+                            "seed: the design documents' fixed rules")
     check.add_argument("--json", action="store_true", help="print the decision as JSON")
     check.set_defaults(handler=run_check)

@@ -72,7 +72,10 @@ def _aligned(predictions, actuals) -> tuple[np.ndarray, np.ndarray]:
     return predictions, actuals
 
 
-def _errors(predictions: np.ndarray, actuals: np.ndarray, task: str) -> np.ndarray:
+def per_row_losses(predictions, actuals, task: str) -> np.ndarray:
+    """The loss of each prediction: 1.0 wrong / 0.0 right (classification), the absolute error (regression).
+    Every realized-performance test (concept drift, Page-Hinkley, the newest batch) runs on these."""
+    predictions, actuals = _aligned(predictions, actuals)
     if task == "regression":
         errors = np.abs(predictions.astype(float) - actuals.astype(float))
         finite = np.isfinite(errors)
@@ -84,14 +87,18 @@ def _errors(predictions: np.ndarray, actuals: np.ndarray, task: str) -> np.ndarr
 
 def concept_drift(predictions, actuals, task: str, settings: PerformanceSettings | None = None) -> ConceptDrift:
     """Error growth between the two newest full windows (rows in time order, oldest first)."""
+    return concept_drift_of_losses(per_row_losses(predictions, actuals, task), task, settings)
+
+
+def concept_drift_of_losses(errors, task: str, settings: PerformanceSettings | None = None) -> ConceptDrift:
+    """:func:`concept_drift` on per-row losses (:func:`per_row_losses`), oldest first."""
     settings = settings or PerformanceSettings()
-    predictions, actuals = _aligned(predictions, actuals)
+    errors = np.asarray(errors, dtype=float)
     size = settings.concept_window_rows
-    windows = len(predictions) // size
+    windows = len(errors) // size
     if windows < 2:
         return ConceptDrift([], None, False, size,
-                            f"insufficient data: {len(predictions)} labeled predictions, concept drift needs 2 windows of {size}")
-    errors = _errors(predictions, actuals, task)
+                            f"insufficient data: {len(errors)} labeled predictions, concept drift needs 2 windows of {size}")
     usable = errors[len(errors) - windows * size:]  # the newest full windows
     window_errors = usable.reshape(windows, size).mean(axis=1)
     previous, newest = window_errors[-2], window_errors[-1]

@@ -3,7 +3,8 @@
 Every automatic trigger (drift, performance, data volume) passes through the same two questions:
 
 1. **Guards** - is anything blocking it? Fewer than ``min_samples`` labeled rows to train on; the latest
-   dataset failed its data-quality checks and no label has arrived since (it would fail again); an open
+   retrain failed (its dataset failed data quality, or its candidate failed a gate) and no label has arrived
+   since (the same evidence would fail again: a newer labeled batch lifts it); an open
    P1 incident; a retrain started less than ``cooldown_hours`` ago (CRITICAL bypasses the cooldown);
    a retrain of this model already queued or running (one at a time).
 2. **Timing** - CRITICAL and HIGH retrain now; MEDIUM waits for the quiet window (``quiet_start_hour`` to
@@ -27,7 +28,7 @@ class TriggerFacts:
     labeled_rows: int
     now: dt.datetime
     last_attempt: dt.datetime | None = None
-    failed_quality: list[str] = field(default_factory=list)  # of the latest dataset, if no label arrived since
+    last_failure: list[str] = field(default_factory=list)  # why the latest retrain failed, if no label arrived since
     open_p1: list[str] = field(default_factory=list)
     runs_in_flight: list[str] = field(default_factory=list)
 
@@ -37,8 +38,8 @@ def blocking_guards(facts: TriggerFacts, settings) -> list[str]:
     reasons = []
     if facts.labeled_rows < settings.min_samples:
         reasons.append(f"only {facts.labeled_rows} labeled rows (min_samples {settings.min_samples})")
-    if facts.failed_quality:
-        reasons.append(f"the latest dataset failed data quality ({', '.join(facts.failed_quality)}) and no label arrived since")
+    if facts.last_failure:
+        reasons.append(f"the latest retrain failed ({', '.join(facts.last_failure)}) and no label arrived since")
     if facts.open_p1:
         reasons.append(f"open P1 incident {', '.join(facts.open_p1)}")
     if facts.last_attempt is not None and facts.severity != "CRITICAL":

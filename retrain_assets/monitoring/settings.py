@@ -4,6 +4,8 @@ Defaults are the numbers of the design documents; every one can be overridden in
 (globally under ``defaults:`` or per model).
 """
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -72,4 +74,67 @@ class MonitoringSettings(_Strict):
     window_rows: int = Field(2000, ge=1, description="Most recent prediction-log rows in the current window.")
     window_hours: float | None = Field(
         None, gt=0, description="If set, only rows of the last N hours (in addition to window_rows)."
+    )
+
+
+class DecisionSettings(_Strict):
+    """The retrain decision: which policy fuses the signals, and the evidence policy's statistics.
+
+    ``evidence`` (default) retrains when the model's own evidence says it matters: realized performance
+    first (a sequential test since deployment and a test of the newest labeled batch, against the error the
+    model showed on its held-out rows), importance-weighted drift calibrated on the training window's own
+    chunk-to-chunk variability, confirmed by labels or by confidence-based performance estimation.
+    ``seed`` applies the design documents' fixed rules (PSI > 0.2, KS p < 0.05, 10,000/5,000 new labels,
+    point gates). See docs/drift.md, "The retrain decision".
+    """
+
+    policy: Literal["evidence", "seed"] = Field(
+        "evidence",
+        description="evidence: retrain when the model's own evidence says it matters (the default); seed: the "
+                    "design documents' fixed rules (PSI > 0.2, KS p < 0.05, 10k/5k new labels, point gates).",
+    )
+    tolerance: float = Field(
+        0.05, ge=0, lt=1,
+        description="Smallest loss of performance that matters, relative to the held-out error (0.05: 5 % more "
+                    "errors, or 5 % more MAE, than the model showed on its held-out rows).",
+    )
+    sequential_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="Page-Hinkley test on the per-row errors since deployment: false-alarm probability per check "
+                    "(sets its alarm threshold from the held-out error's variance).",
+    )
+    batch_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="One-sided test of the newest labeled batch's error against the held-out error: significance level.",
+    )
+    min_labeled_rows: int = Field(
+        100, ge=10, description="Fewer labeled rows than this since deployment (or in the newest batch): no realized test."
+    )
+    max_labeled_rows: int = Field(
+        100_000, ge=100, description="Newest labeled rows since deployment the realized tests read (bounds the cost)."
+    )
+    drift_alone_multiple: float = Field(
+        2.0, gt=1,
+        description="Importance-weighted drift alone triggers a retrain at this multiple of its calibrated threshold; "
+                    "between 1x and this, drift is an early warning that needs confirmation.",
+    )
+    drift_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="Drift must also exceed PSI's sampling noise at this level (a small window is never drift by chance).",
+    )
+    calibration_chunks: int = Field(
+        4, ge=2, description="The drift threshold is calibrated on at least this many chunks of the training window."
+    )
+    cbpe_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="Confidence-based performance estimation: significance of the estimated accuracy drop that "
+                    "confirms drift while labels are late.",
+    )
+    worthwhile_labels_fraction: float = Field(
+        0.25, gt=0,
+        description="New labels make a retrain worthwhile at this share of the production model's training rows "
+                    "(at least min_labeled_rows); with a warning signal they trigger one.",
+    )
+    max_model_age_days: float | None = Field(
+        30.0, gt=0, description="A production model older than this is retrained anyway (null: never)."
     )

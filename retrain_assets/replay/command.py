@@ -27,11 +27,13 @@ def add_replay_command(commands) -> None:
     replay.add_argument("--label-delay", type=int, default=1, help="batches before a batch's labels arrive (default 1)")
     replay.add_argument("--window", default=None,
                         help="first and sliding training window: rows (5000) or a duration (28D); default 4 batches")
-    replay.add_argument("--gates", default=None, metavar="FILE",
-                        help="YAML shaped like a model block of retrain.yaml (gates, training, triggers, drift, ...); "
-                             "default gates: relative_to_production, significance, smoke_test")
+    replay.add_argument("--gates", default=None, metavar="FILE|none",
+                        help="YAML shaped like a model block of retrain.yaml (gates, decision, training, triggers, drift, "
+                             "...); default gates: relative_to_production, significance, smoke_test. 'none': ungated "
+                             "(every candidate that trains is promoted, no data-quality checks): what retraining can reach")
     replay.add_argument("--policy", action="append", default=None,
-                        help="never | always | periodic:K | ours (repeatable; default: all four with K=4)")
+                        help="never | always | periodic:K | periodic:K+S (first at batch S) | ours | seed (repeatable; "
+                             "default: never, always, periodic:4, ours, seed)")
     replay.add_argument("--tune", action="store_true", help="tune each candidate with Optuna (default: fixed parameters)")
     replay.add_argument("--json", action="store_true", help="print one JSON object per policy (a list)")
     replay.set_defaults(handler=_cmd_replay)
@@ -39,10 +41,10 @@ def add_replay_command(commands) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from retrain_assets.replay.data import prepare_table, read_table
-    from retrain_assets.replay.harness import replay_model, run_replay
+    from retrain_assets.replay.harness import NO_GATES, replay_model, run_replay
     from retrain_assets.replay.policies import parse_policy
 
-    policies = [parse_policy(p) for p in (args.policy or ["never", "always", "periodic:4", "ours"])]
+    policies = [parse_policy(p) for p in (args.policy or ["never", "always", "periodic:4", "ours", "seed"])]
     table = prepare_table(read_table(args.data), target=args.target, time_column=args.time_column,
                           features=args.features, task=args.task, batch_size=args.batch_size,
                           batch_freq=args.batch_freq, window=args.window)
@@ -51,13 +53,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         positive = int(positive)
     model = replay_model(table, label_delay=args.label_delay, tune=args.tune, positive_label=positive,
                          overrides_file=args.gates)
-    results = [r.to_dict() for r in run_replay(table, model, policies, args.label_delay)]
+    gated = args.gates != NO_GATES
+    results = [r.to_dict() for r in run_replay(table, model, policies, args.label_delay, gated)]
     if args.json:
         print(json.dumps(results, indent=2, default=str))
         return 0
     primary = ("mean_accuracy", "mean_f1") if table.task == "classification" else ("mean_mae", "mean_r2")
     print(f"{len(table.batches)} batches after a first window of {len(table.first_window)} rows; "
-          f"labels {args.label_delay} batch(es) late")
+          f"labels {args.label_delay} batch(es) late{'' if gated else '; ungated (--gates none)'}")
     print(text_table(
         ["policy", *primary, "retrains", "promotions", "rejected", "compute s"],
         [[r["policy"], *(f"{r[k]:.4f}" if r[k] is not None else "-" for k in primary), r["retrains"], r["promotions"],

@@ -57,6 +57,11 @@ class ReplayTable:
     def features(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
+    @property
+    def batch_rows(self) -> int:
+        """Rows of a typical batch (the median): what one monitoring run sees."""
+        return max(int(np.median([len(b.rows) for b in self.batches])), 1)
+
 
 def _parse_duration(text: str) -> pd.Timedelta | None:
     try:

@@ -7,6 +7,9 @@ labels (for the report: the policy only sees those labels ``label_delay`` batche
 
 Timeline with ``label_delay = d``: the labels of batch j arrive after batch j + d is served, so before
 batch i the known labels are the first window's and those of batches up to i - 1 - d.
+
+Every candidate also gets its reference pack (held-out losses, importances, drift calibration, CBPE), built
+by the same function the candidate asset calls, so ``ours`` decides on the evidence the product would have.
 """
 
 import datetime as dt
@@ -21,7 +24,7 @@ import pandas as pd
 import yaml
 
 from retrain_assets.errors import ConfigError, DataError, RetrainError
-from retrain_assets.monitoring import ReferenceProfile
+from retrain_assets.monitoring import ReferencePack, ReferenceProfile, build_reference_pack
 from retrain_assets.replay.data import ReplayTable, batch_span
 from retrain_assets.replay.policies import Knowledge, Policy
 from retrain_assets.serving.predict import predict_frame
@@ -40,13 +43,15 @@ from retrain_assets.training import (
 # Absolute floors are one model's business requirement; on most real data they would block every
 # candidate. A replay judges a candidate against production: relative, significance and smoke gates.
 REPLAY_GATES = ("relative_to_production", "significance", "smoke_test")
+NO_GATES = "none"  # --gates none: every candidate that trains is promoted (no data-quality checks, no gates)
 
 
 def replay_model(table: ReplayTable, *, label_delay: int, tune: bool = False, positive_label: Any = None,
                  overrides_file: str | Path | None = None) -> ModelSettings:
     """The model settings a replay trains and judges with: the product's defaults, the replay's gate
-    profile, a sliding window of ``--window``, freshness judged against the label delay, and whatever
-    ``overrides_file`` (the YAML shape of a model block in retrain.yaml) sets."""
+    profile, a sliding window of ``--window``, a monitoring window of one batch, freshness judged against
+    the label delay, and whatever ``overrides_file`` (the YAML shape of a model block in retrain.yaml) sets.
+    ``overrides_file = "none"`` replays ungated (see :data:`NO_GATES`)."""
     labels = table.frame[table.target]
     if positive_label is None and table.task == "classification":
         classes = sorted(labels.unique().tolist(), key=str)
@@ -66,8 +71,10 @@ def replay_model(table: ReplayTable, *, label_delay: int, tune: bool = False, po
         # Cross-validation only reports (or, with --tune, chooses parameters): two folds are enough then.
         "training": {"tuning_trials": 5, "cv_folds": 5} if tune else {"tuning_trials": 0, "cv_folds": 2},
         "gates": {"enabled": list(REPLAY_GATES)},
+        # What one monitoring run sees: the newest batch (the drift threshold is calibrated on chunks this size).
+        "monitoring": {"window_rows": table.batch_rows},
     }
-    if overrides_file is not None:
+    if overrides_file is not None and str(overrides_file) != NO_GATES:
         try:
             overrides = yaml.safe_load(Path(overrides_file).read_text()) or {}
         except (OSError, yaml.YAMLError) as error:
@@ -89,6 +96,17 @@ class Production:
     quality_reference: dict
     labels_known: int  # labeled rows known when its dataset was built
     size_bytes: int | None
+    pack: ReferencePack | None = None
+    training_rows: int = 0
+    promoted_at: dt.datetime | None = None
+
+
+@dataclass
+class Failure:
+    """The last retrain that did not promote: why, and how many labels were known then."""
+
+    why: list[str]
+    labels_known: int
 
 
 @dataclass
@@ -118,16 +136,17 @@ class PolicyResult:
 class Replay:
     """One policy's walk over one table (state: the production model, what was served, what is known)."""
 
-    def __init__(self, table: ReplayTable, model: ModelSettings, policy: Policy, label_delay: int):
+    def __init__(self, table: ReplayTable, model: ModelSettings, policy: Policy, label_delay: int,
+                 gated: bool = True):
         if label_delay < 0:
             raise DataError("--label-delay must be 0 or more batches")
-        self.table, self.model, self.policy, self.label_delay = table, model, policy, label_delay
+        self.table, self.policy, self.label_delay, self.gated = table, policy, label_delay, gated
+        self.model = policy.model_for(model)
         self.result = PolicyResult(policy.name, model.task)
-        frame = table.frame
-        self.served = pd.DataFrame(index=frame.index, columns=["prediction", "score", "version"], dtype=object)
         self.labels_known_upto = -1  # batches whose labels have arrived
+        self.decided_labels = 0  # labels known at the previous decision (what arrived since is the newest batch)
         self.last_attempt: dt.datetime | None = None
-        self.failed_quality: tuple[list[str], int] | None = None  # (checks, labels known then)
+        self.failure: Failure | None = None  # the last retrain that did not promote
         self.version = 0
         self.production: Production | None = None
 
@@ -139,26 +158,27 @@ class Replay:
 
     def _knowledge(self, index: int) -> Knowledge:
         table, model, production = self.table, self.model, self.production
-        window = model.monitoring.window_rows
-        served_rows = np.concatenate([b.rows for b in table.batches[:index]])[-window:]
+        served_rows = np.concatenate([b.rows for b in table.batches[:index]])[-model.monitoring.window_rows:]
         labeled = self._labeled_positions()
-        mine = labeled[(self.served["version"].to_numpy()[labeled] == production.version)][-window:]
-        outcomes = pd.DataFrame({
-            "prediction": pd.Series(self.served["prediction"].to_numpy()[mine]).infer_objects().to_numpy(),
-            "score": pd.to_numeric(self.served["score"].to_numpy()[mine], errors="coerce"),
-            "label": table.frame[table.target].to_numpy()[mine],
-        })
-        failed = []
-        if self.failed_quality is not None and self.failed_quality[1] == len(labeled):
-            failed = self.failed_quality[0]
+        # Evidence already acted on does not count twice: after a failed retrain, only newer labels.
+        since = production.labels_known
+        if self.failure is not None and self.failure.labels_known > since:
+            since = self.failure.labels_known
+        newest = max(len(labeled) - max(self.decided_labels, since), 0)
+        self.decided_labels = len(labeled)
+        last_failure = self.failure.why if self.failure is not None and self.failure.labels_known == len(labeled) else []
         next_start = table.batches[index + 1].start if index + 1 < len(table.batches) else table.batches[index].end
+        now = table.batches[index].start.to_pydatetime()
         return Knowledge(
-            batch=index, now=table.batches[index].start.to_pydatetime(),
+            batch=index, now=now,
             next_batch_in=(next_start - table.batches[index].start).to_pytimedelta(),
-            served_features=table.frame.iloc[served_rows][table.features],
-            production_outcomes=outcomes, production_metrics=production.metrics,
-            production_reference=production.reference, labeled_rows=len(labeled),
-            new_labels=len(labeled) - production.labels_known, last_attempt=self.last_attempt, failed_quality=failed,
+            recent_inputs=table.frame.iloc[served_rows][table.features],
+            labeled_since=table.frame.iloc[labeled[since:]][[*table.features, table.target]],
+            newest_batch=newest, production=production, labeled_rows=len(labeled),
+            new_labels=len(labeled) - production.labels_known, last_attempt=self.last_attempt,
+            last_failure=last_failure,
+            # Age: since production was promoted or last challenged by a candidate that did not beat it.
+            model_age_days=(now - max(production.promoted_at, self.last_attempt or production.promoted_at)) / dt.timedelta(days=1),
         )
 
     # Retraining: the product's own functions ------------------------------------------------------------
@@ -173,13 +193,12 @@ class Replay:
         try:
             rows = clean_labeled_rows(table.frame.iloc[labeled], model)
             window, weights = select_window(rows, model.dataset, now=now)
-            quality = validate_training_data(window, model, self.production and self.production.quality_reference, now=now)
-            failed = [q.name for q in quality if not q.passed]
-            if failed:
-                self.failed_quality = (failed, len(labeled))
-                outcome["failed_gates"] = [f"data_quality:{name}" for name in failed]
-                return outcome
-            self.failed_quality = None
+            if self.gated:
+                quality = validate_training_data(window, model, self.production and self.production.quality_reference, now=now)
+                failed = [q.name for q in quality if not q.passed]
+                if failed:
+                    outcome["failed_gates"] = [f"data_quality:{name}" for name in failed]
+                    return outcome
             split = split_dataset(window.assign(__w=1.0 if weights is None else weights), model, model.dataset,
                                   seed=model.training.seed)
             sample_weight = None if weights is None else split.train_and_validation["__w"].to_numpy()
@@ -187,20 +206,23 @@ class Replay:
             enabled = model.gates.enabled
             size = len(pickle.dumps(trained.pipeline)) if "size" in enabled else None
             production = self.production
-            gates = evaluate_gates(trained.pipeline, None if production is None else production.pipeline, split.test,
-                                   model, model.gates, candidate_size_bytes=size,
-                                   production_size_bytes=None if production is None else production.size_bytes,
-                                   seed=model.training.seed)
-            failed_gates = [g.name for g in gates if not g.passed]
-            if failed_gates:
-                outcome["failed_gates"] = failed_gates
-                outcome["messages"] = [g.message for g in gates if not g.passed]
-                return outcome
+            if self.gated:
+                gates = evaluate_gates(trained.pipeline, None if production is None else production.pipeline, split.test,
+                                       model, model.gates, candidate_size_bytes=size,
+                                       production_size_bytes=None if production is None else production.size_bytes,
+                                       seed=model.training.seed)
+                failed_gates = [g.name for g in gates if not g.passed]
+                if failed_gates:
+                    outcome["failed_gates"] = failed_gates
+                    outcome["messages"] = [g.message for g in gates if not g.passed]
+                    return outcome
+            profile = ReferenceProfile.from_frame(split.train, numeric=model.numeric_features,
+                                                  categorical=model.categorical_features, settings=model.drift)
+            pack = build_reference_pack(trained.pipeline, model, window, split.test, profile, model.decision,
+                                        seed=model.training.seed)
             self.production = Production(
-                self.version, trained.pipeline, trained.metrics,
-                ReferenceProfile.from_frame(split.train, numeric=model.numeric_features,
-                                            categorical=model.categorical_features, settings=model.drift),
-                reference_for(split.train, model), len(labeled), size,
+                self.version, trained.pipeline, trained.metrics, profile, reference_for(split.train, model), len(labeled),
+                size, pack, len(window), now,
             )
             outcome["promoted"] = True
             return outcome
@@ -208,6 +230,10 @@ class Replay:
             outcome["error"] = str(error)
             return outcome
         finally:
+            if not outcome["promoted"]:
+                self.failure = Failure(outcome.get("failed_gates") or [f"error: {outcome.get('error')}"], len(labeled))
+            else:
+                self.failure = None
             self.result.compute_s += time.perf_counter() - started
 
     def run(self) -> PolicyResult:
@@ -238,10 +264,7 @@ class Replay:
                         row["failed_gates"] = rejected["failed_gates"] or [f"error: {outcome.get('error')}"]
             production = self.production
             features = table.frame.iloc[batch.rows][table.features]
-            predictions, scores = predict_frame(production.pipeline, features, model)
-            self.served.iloc[batch.rows, 0] = pd.Series(predictions, dtype=object).to_numpy()
-            self.served.iloc[batch.rows, 1] = np.full(len(batch.rows), np.nan) if scores is None else np.asarray(scores)
-            self.served.iloc[batch.rows, 2] = production.version
+            predictions, _ = predict_frame(production.pipeline, features, model)
             truth = table.frame[table.target].to_numpy()[batch.rows]
             metrics = compute_metrics(truth, np.asarray(predictions), model.task, model.positive_label)
             keep = ("accuracy", "f1") if model.task == "classification" else ("mae", "r2")
@@ -251,5 +274,6 @@ class Replay:
         return result
 
 
-def run_replay(table: ReplayTable, model: ModelSettings, policies: list[Policy], label_delay: int = 1) -> list[PolicyResult]:
-    return [Replay(table, model, policy, label_delay).run() for policy in policies]
+def run_replay(table: ReplayTable, model: ModelSettings, policies: list[Policy], label_delay: int = 1,
+               gated: bool = True) -> list[PolicyResult]:
+    return [Replay(table, model, policy, label_delay, gated).run() for policy in policies]

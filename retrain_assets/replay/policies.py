@@ -1,19 +1,22 @@
-"""When to retrain, as a replay asks it before each batch: never, always, every K batches, or ours.
+"""When to retrain, as a replay asks it before each batch: never, always, every K batches, ours, or seed.
 
-``ours`` is the product's policy itself (:mod:`retrain_assets.monitoring.policy` plus the guards and timing
-of :mod:`retrain_assets.monitoring.guards`), fed only with what was known at that moment: the features of
-the batches served so far, the labels that have arrived, and the production model's own record.
+``ours`` is the product's decision itself: the evidence the monitoring run would gather
+(:func:`~retrain_assets.monitoring.evidence.gather_evidence`), the one pure
+:func:`~retrain_assets.monitoring.decision.decide`, then the guards and timing of
+:mod:`retrain_assets.monitoring.guards`, fed only with what was known at that moment. ``seed`` is the same
+with ``decision.policy: seed`` and point gates: the design documents' rule set.
 """
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import DataError
+from retrain_assets.monitoring.decision import decide
+from retrain_assets.monitoring.evidence import gather_evidence
 from retrain_assets.monitoring.guards import TriggerFacts, blocking_guards, in_quiet_window, timing
-from retrain_assets.monitoring.policy import drift_decision, performance_decision, severity_name, volume_severity
 
 
 @dataclass(frozen=True)
@@ -23,14 +26,15 @@ class Knowledge:
     batch: int
     now: dt.datetime
     next_batch_in: dt.timedelta
-    served_features: pd.DataFrame  # the newest served rows (all versions), oldest first
-    production_outcomes: pd.DataFrame  # the production version's labeled predictions: prediction, score, label
-    production_metrics: dict
-    production_reference: object  # ReferenceProfile of its training rows
+    recent_inputs: pd.DataFrame  # the newest served rows (one monitoring window), oldest first
+    labeled_since: pd.DataFrame  # rows labeled since production's dataset (or the last failed retrain), by arrival
+    newest_batch: int  # how many of those arrived since the previous decision
+    production: object  # the harness's Production: pipeline, profile, pack, metrics, training rows
     labeled_rows: int  # labels known now
     new_labels: int  # labels known now that its dataset did not have
     last_attempt: dt.datetime | None
-    failed_quality: list[str]  # of the last retrain attempt, if no label arrived since
+    last_failure: list[str]  # why the last retrain failed, if no label arrived since
+    model_age_days: float
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class Policy:
 
     def decide(self, knowledge: Knowledge, model) -> Verdict:
         raise NotImplementedError
+
+    def model_for(self, model):
+        """The model settings this policy runs with (its rules may differ from the defaults)."""
+        return model
 
 
 class Never(Policy):
@@ -63,50 +71,57 @@ class Always(Policy):
 
 
 class Periodic(Policy):
-    def __init__(self, every: int):
-        self.every = every
-        self.name = f"periodic:{every}"
+    """Every ``every`` batches, the first at batch ``phase`` (default ``every``)."""
+
+    def __init__(self, every: int, phase: int | None = None):
+        self.every, self.phase = every, every if phase is None else phase
+        self.name = f"periodic:{every}" if phase is None else f"periodic:{every}+{phase}"
 
     def decide(self, knowledge, model):
-        due = knowledge.batch % self.every == 0
-        return Verdict(due, "schedule", "", f"every {self.every} batches") if due else Verdict(False)
+        due = knowledge.batch >= self.phase and (knowledge.batch - self.phase) % self.every == 0
+        return Verdict(due, "schedule", "", f"every {self.every} batches from batch {self.phase}") if due else Verdict(False)
 
 
 class Ours(Policy):
-    """The three automatic triggers, each through the guards and timing, in the sensors' order."""
+    """The product's decision, then its guards and timing, as the trigger sensor applies them."""
 
     name = "ours"
 
-    def decide(self, knowledge: Knowledge, model) -> Verdict:
-        for trigger, severity, reason in self._signals(knowledge, model):
-            facts = TriggerFacts(severity=severity, labeled_rows=knowledge.labeled_rows, now=knowledge.now,
-                                 last_attempt=knowledge.last_attempt, failed_quality=knowledge.failed_quality)
-            if blocking_guards(facts, model.triggers):
-                continue
-            when = timing(severity, knowledge.now, model.triggers)
-            if when == "wait" and not _quiet_window_before(knowledge.now, knowledge.next_batch_in, model.triggers):
-                continue  # the sensor would still be waiting when the next batch starts
-            if when != "monitor":
-                return Verdict(True, trigger, severity, reason)
-        return Verdict(False)
+    def __init__(self):
+        self.previous_warnings: tuple[str, ...] = ()
 
-    @staticmethod
-    def _signals(knowledge: Knowledge, model):
-        drift = drift_decision(knowledge.production_reference, knowledge.served_features, model)
-        if drift.triggered:
-            yield "drift", severity_name(drift), "; ".join(drift.reasons)
-        outcomes = knowledge.production_outcomes
-        if len(outcomes):
-            scores = outcomes["score"].to_numpy(dtype=float) if model.task == "classification" else None
-            if scores is not None and np.isnan(scores).any():
-                scores = None
-            performance = performance_decision(outcomes["prediction"].to_numpy(), outcomes["label"].to_numpy(),
-                                               knowledge.production_metrics, model, scores)
-            if performance.triggered:
-                yield "performance", severity_name(performance), "; ".join(performance.reasons)
-        volume = volume_severity(knowledge.new_labels, model.triggers)
-        if volume:
-            yield "data_volume", volume, f"{knowledge.new_labels:,} new labels"
+    def decide(self, knowledge: Knowledge, model) -> Verdict:
+        production = knowledge.production
+        evidence = gather_evidence(
+            model, pipeline=production.pipeline, profile=production.reference, pack=production.pack,
+            recent=knowledge.recent_inputs, labeled=knowledge.labeled_since, newest_batch=knowledge.newest_batch,
+            baseline=production.metrics, new_labels=knowledge.new_labels, training_rows=production.training_rows,
+            model_age_days=knowledge.model_age_days, previous_warnings=self.previous_warnings,
+        )
+        decision = decide(evidence, model)
+        self.previous_warnings = decision.warnings
+        if not decision.retrain:
+            return Verdict(False)
+        facts = TriggerFacts(severity=decision.severity, labeled_rows=knowledge.labeled_rows, now=knowledge.now,
+                             last_attempt=knowledge.last_attempt, last_failure=knowledge.last_failure)
+        if blocking_guards(facts, model.triggers):
+            return Verdict(False)
+        when = timing(decision.severity, knowledge.now, model.triggers)
+        if when == "wait" and not _quiet_window_before(knowledge.now, knowledge.next_batch_in, model.triggers):
+            return Verdict(False)  # the sensor would still be waiting when the next batch starts
+        return Verdict(when != "monitor", decision.trigger, decision.severity, decision.reason)
+
+
+class Seed(Ours):
+    """The design documents' rule set: fixed drift thresholds, label-volume bands, point gates."""
+
+    name = "seed"
+
+    def model_for(self, model):
+        return model.model_copy(update={
+            "decision": model.decision.model_copy(update={"policy": "seed"}),
+            "gates": model.gates.model_copy(update={"comparison": "point"}),
+        })
 
 
 def _quiet_window_before(now: dt.datetime, within: dt.timedelta, triggers) -> bool:
@@ -117,14 +132,11 @@ def _quiet_window_before(now: dt.datetime, within: dt.timedelta, triggers) -> bo
 
 def parse_policy(text: str) -> Policy:
     text = text.strip()
-    if text == "never":
-        return Never()
-    if text == "always":
-        return Always()
-    if text == "ours":
-        return Ours()
-    if text.startswith("periodic:"):
-        every = text.split(":", 1)[1]
-        if every.isdigit() and int(every) >= 1:
-            return Periodic(int(every))
-    raise DataError(f"unknown --policy {text!r}: use never, always, periodic:K (K >= 1 batches) or ours")
+    named = {"never": Never, "always": Always, "ours": Ours, "seed": Seed}
+    if text in named:
+        return named[text]()
+    match = re.fullmatch(r"periodic:(\d+)(?:\+(\d+))?", text)
+    if match and int(match.group(1)) >= 1:
+        return Periodic(int(match.group(1)), None if match.group(2) is None else int(match.group(2)))
+    raise DataError(f"unknown --policy {text!r}: use never, always, periodic:K or periodic:K+S (K >= 1 batches, "
+                    "first at batch S), ours or seed")

@@ -7,12 +7,12 @@ the model the registry says is active, loaded only after its checksum was verifi
 import logging
 import time
 
-import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import RetrainError, StoreError
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
+from retrain_assets.training.metrics import positive_column, predict_with_probabilities
 
 logger = logging.getLogger("retrain_assets.serving")
 _loaded: dict[str, object] = {}
@@ -33,16 +33,10 @@ def load_production(store: MonitoringStore, artifacts: ArtifactStore, model: Mod
 
 
 def predict_frame(pipeline, frame: pd.DataFrame, model: ModelSettings) -> tuple[list, list | None]:
-    features = frame[model.feature_names]
-    if model.task == "classification" and hasattr(pipeline, "predict_proba"):
-        # One pass: scikit-learn classifiers predict the class of highest probability, so the labels come
-        # from the same probabilities instead of a second run through the model.
-        probabilities = pipeline.predict_proba(features)
-        classes = list(pipeline.classes_)
-        column = classes.index(model.positive_label) if model.positive_label in classes else len(classes) - 1
-        predictions = np.asarray(pipeline.classes_)[probabilities.argmax(axis=1)].tolist()
-        return predictions, probabilities[:, column].tolist()
-    return pipeline.predict(features).tolist(), None
+    predictions, probabilities = predict_with_probabilities(pipeline, frame[model.feature_names], model.task)
+    if probabilities is None:
+        return predictions.tolist(), None
+    return predictions.tolist(), positive_column(pipeline, probabilities, model.positive_label).tolist()
 
 
 def timed_predict(pipeline, frame: pd.DataFrame, model: ModelSettings) -> tuple[list, list | None, float]:

@@ -110,6 +110,10 @@ def _latency_and_shadow(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.shadow_predictions])
 
 
+def _reference_packs(conn: Connection) -> None:
+    _add_missing_columns(conn, schema.model_versions, ("reference_key", "reference_sha256"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "prediction log, labels, dataset versions, model registry, retraining events", _initial_schema),
     Migration(2, "incidents (an open P1 blocks automatic retraining)", _incidents),
@@ -118,6 +122,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "model_versions.proven_at and baseline_metrics (validation period)", _proven_versions),
     Migration(5, "prediction_log.latency_ms, shadow_predictions (post-deploy latency, shadow evaluation)",
               _latency_and_shadow),
+    Migration(6, "model_versions.reference_key and reference_sha256 (the evidence policy's reference pack)",
+              _reference_packs),
 )
 
 

@@ -140,8 +140,13 @@ class PredictionLog:
         *,
         since: dt.datetime | None = None,
         last_rows: int | None = None,
+        after_label_id: int | None = None,
+        newest_labels: int | None = None,
     ) -> pd.DataFrame:
-        """Predictions joined with their labels: features, target, timestamp, request_id, safe_to_send."""
+        """Predictions joined with their labels: features, target, timestamp, request_id, safe_to_send.
+
+        ``after_label_id``: only labels that arrived after that watermark; ``newest_labels``: at most that
+        many, the newest by arrival."""
         p, lab = prediction_log, label_feedback
         query = (
             select(
@@ -158,7 +163,11 @@ class PredictionLog:
         )
         if since is not None:
             query = query.where(p.c.ts >= since)
-        if last_rows is not None:
+        if after_label_id is not None:
+            query = query.where(lab.c.id > after_label_id)
+        if newest_labels is not None:
+            query = query.order_by(lab.c.id.desc()).limit(newest_labels)
+        elif last_rows is not None:
             query = query.order_by(p.c.id.desc()).limit(last_rows)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()

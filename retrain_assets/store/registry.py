@@ -64,6 +64,8 @@ class ModelVersion:
     promoted_by_run_id: str | None
     proven_at: dt.datetime | None = None
     baseline_metrics: dict | None = None
+    reference_key: str | None = None
+    reference_sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -205,6 +207,28 @@ class Registry:
                 .order_by(model_versions.c.version.desc())
             ).first()
         return None if row is None else _model(row)
+
+    def last_failed_retrain(self, model_name: str) -> tuple[DatasetVersion, list[str]] | None:
+        """The newest retrain that did not replace production, if it is newer than production's own dataset:
+        its dataset and why it failed (data-quality checks or gates). Decisions use it so that evidence a
+        failed retrain already acted on neither re-triggers nor counts twice."""
+        latest = self.latest_dataset(model_name)
+        if latest is None:
+            return None
+        production = self.production(model_name)
+        if production is not None and self.dataset(model_name, production.dataset_tag).number >= latest.number:
+            return None
+        if latest.quality and not all(q["passed"] for q in latest.quality):
+            return latest, [f"data quality: {q['name']}" for q in latest.quality if not q["passed"]]
+        with self.engine.connect() as conn:
+            rejected = conn.execute(
+                select(model_versions.c.gate_results).where(
+                    model_versions.c.model_name == model_name, model_versions.c.dataset_tag == latest.tag,
+                    model_versions.c.status == "rejected")
+            ).first()
+        if rejected is None:
+            return None
+        return latest, [f"gate: {g['name']}" for g in (rejected.gate_results or []) if not g.get("passed")]
 
     def record_gates(self, model_name: str, version: int, gate_results: list[Mapping], passed: bool) -> None:
         """Store every gate outcome with the candidate; a failed gate rejects it."""

@@ -147,6 +147,8 @@ model_versions = Table(
     Column("promoted_by_run_id", String(64)),
     Column("proven_at", UTCDateTime, comment="Validation period passed without incident (migration 4)."),
     Column("baseline_metrics", Json, comment="Live metrics over its validation period: the monitoring baseline."),
+    Column("reference_key", Text, comment="Reference pack artifact: held-out losses, importances, drift calibration."),
+    Column("reference_sha256", String(64)),
     UniqueConstraint("model_name", "version", name="uq_model_versions_version"),
 )
 # At most one production model per name, enforced by the database itself.

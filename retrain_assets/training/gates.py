@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from retrain_assets.training.metrics import HIGHER_IS_BETTER, score_model
+from retrain_assets.training.comparison import metric_shortfalls, paired_loss_test
+from retrain_assets.training.metrics import HIGHER_IS_BETTER, compute_metrics, positive_column, predict_with_probabilities
 from retrain_assets.training.settings import GATE_NAMES, GateSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
@@ -157,6 +158,45 @@ def significance_gate(
                           f"{gates.bootstrap_confidence:.0%} CI [{low:.4f}, {high:.4f}]")
     return GateResult("significance", True, True, value, threshold,
                       f"no loss beyond {gates.significance_tolerance}: {name} {gates.bootstrap_confidence:.0%} CI [{low:.4f}, {high:.4f}]")
+
+
+def relative_significance_gate(y, candidate: "Scored", production: "Scored | None", model: ModelSettings,
+                               gates: GateSettings, seed: int) -> GateResult:
+    """``relative_to_production`` under ``comparison: significance``: fail only the metrics on which the
+    candidate is below the documents' relative limit with confidence (paired bootstrap, Bonferroni)."""
+    if production is None:
+        return GateResult("relative_to_production", True, False, _round(candidate.metrics), {},
+                          "no production model to compare with")
+    shortfalls = metric_shortfalls(y, candidate.predictions, production.predictions, candidate.scores, production.scores,
+                                   model.task, model.positive_label, gates, seed)
+    value = _round({**{f"candidate_{s.metric}": s.candidate for s in shortfalls},
+                    **{f"production_{s.metric}": s.production for s in shortfalls},
+                    **{f"{s.metric}_margin_upper": s.margin_upper for s in shortfalls}})
+    level = 1 - (1 - gates.bootstrap_confidence) / max(len(shortfalls), 1)
+    threshold = {f"{s.metric}_margin_upper": f">= 0 (limit {s.limit:.4f} at {level:.1%} confidence)" for s in shortfalls}
+    failed = [s for s in shortfalls if s.failed]
+    if failed:
+        return GateResult("relative_to_production", False, True, value, threshold, "worse than production with confidence: " + ", ".join(
+            f"{s.metric} {s.candidate:.4f} vs production {s.production:.4f} (limit {s.limit:.4f}; upper bound of the "
+            f"margin {s.margin_upper:+.4f})" for s in failed))
+    return GateResult("relative_to_production", True, True, value, threshold,
+                      "not worse than production beyond the tolerances with confidence on the same new test rows")
+
+
+def paired_loss_gate(y, candidate_pred, production_pred, model: ModelSettings, gates: GateSettings) -> GateResult:
+    """``significance`` under ``comparison: significance``: McNemar-type paired test of per-row errors."""
+    if production_pred is None:
+        return GateResult("significance", True, False, {}, {}, "no production model to compare with")
+    test = paired_loss_test(y, candidate_pred, production_pred, model.task, gates.significance_tolerance,
+                            gates.bootstrap_confidence)
+    what = "relative MAE" if model.task == "regression" else "error rate"
+    value = _round({f"{what.replace(' ', '_')}_difference": test.mean_difference, "z": test.z, "p_value": test.p_value,
+                    "rows": test.rows})
+    threshold = {"p_value": f">= {1 - gates.bootstrap_confidence:g} for a loss beyond {gates.significance_tolerance:g}"}
+    text = f"{what} difference {test.mean_difference:+.4f} (tolerance {gates.significance_tolerance:g}, p {test.p_value:.3g})"
+    if test.worse:
+        return GateResult("significance", False, True, value, threshold, f"worse than production with confidence: {text}")
+    return GateResult("significance", True, True, value, threshold, f"not shown worse than production: {text}")
 
 
 def _group_metric(frame: pd.DataFrame, predictions: np.ndarray, model: ModelSettings) -> tuple[str, float]:
@@ -338,6 +378,26 @@ def smoke_gate(candidate, test: pd.DataFrame, model: ModelSettings, gates: GateS
                       f"{len(features)} rows, one row, an all-missing row and an unseen category scored sanely")
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One model's predictions on the test rows, its scores (binary: the positive class's probability) and
+    its metrics, computed once for every gate."""
+
+    predictions: np.ndarray
+    scores: np.ndarray | None
+    metrics: dict
+
+
+def score(pipeline, features: pd.DataFrame, y, model: ModelSettings) -> Scored:
+    predictions, probabilities = predict_with_probabilities(pipeline, features, model.task)
+    scores, labels = None, None
+    if probabilities is not None:
+        labels = list(pipeline.classes_)
+        scores = positive_column(pipeline, probabilities, model.positive_label) if probabilities.shape[1] == 2 else probabilities
+    return Scored(predictions, scores if np.ndim(scores) == 1 else None,
+                  compute_metrics(y, predictions, model.task, model.positive_label, scores, labels))
+
+
 def evaluate_gates(
     candidate,
     production,
@@ -354,6 +414,7 @@ def evaluate_gates(
     If the production model cannot score the new test rows (its features changed, its file is unusable),
     the comparison gates fail with that reason rather than letting an unchecked candidate through. The
     smoke test always runs first (nothing else is worth measuring on a model that cannot score).
+    ``gates.comparison`` chooses how the two comparison gates judge (:mod:`retrain_assets.training.comparison`).
     """
     enabled = [name for name in GATE_NAMES if name in gates.enabled]
     if test_frame.empty:
@@ -364,22 +425,26 @@ def evaluate_gates(
         return [smoke if name == "smoke_test" else GateResult(name, False, True, {}, {}, f"not evaluated: {smoke.message}")
                 for name in enabled]
     features = test_frame[model.feature_names]
-    candidate_metrics = score_model(candidate, test_frame, model)
-    candidate_pred = np.asarray(candidate.predict(features))
-    production_metrics = production_pred = None
-    production_error = None
+    y = test_frame[model.target].to_numpy()
+    scored = score(candidate, features, y, model)
+    production_scored = production_error = None
     if production is not None:
         try:
-            production_metrics = score_model(production, test_frame, model)
-            production_pred = np.asarray(production.predict(features))
+            production_scored = score(production, features, y, model)
         except Exception as error:  # noqa: BLE001 - reported as a failed comparison, never a crash
             production_error = f"the production model cannot score the new test set ({type(error).__name__}: {error})"
-    y = test_frame[model.target].to_numpy()
+    production_metrics = None if production_scored is None else production_scored.metrics
+    production_pred = None if production_scored is None else production_scored.predictions
+    significance = gates.comparison == "significance"
     gate_functions = {
-        "absolute_thresholds": lambda: absolute_gate(candidate_metrics, model, gates),
-        "relative_to_production": lambda: relative_gate(candidate_metrics, production_metrics, model, gates),
-        "significance": lambda: significance_gate(y, candidate_pred, production_pred, model, gates, seed),
-        "fairness": lambda: fairness_gate(test_frame, candidate_pred, production_pred, model, gates),
+        "absolute_thresholds": lambda: absolute_gate(scored.metrics, model, gates),
+        "relative_to_production": (
+            (lambda: relative_significance_gate(y, scored, production_scored, model, gates, seed)) if significance
+            else (lambda: relative_gate(scored.metrics, production_metrics, model, gates))),
+        "significance": (
+            (lambda: paired_loss_gate(y, scored.predictions, production_pred, model, gates)) if significance
+            else (lambda: significance_gate(y, scored.predictions, production_pred, model, gates, seed))),
+        "fairness": lambda: fairness_gate(test_frame, scored.predictions, production_pred, model, gates),
         "latency": lambda: latency_gate(candidate, None if production_error else production, features, gates),
         "size": lambda: size_gate(candidate_size_bytes, production_size_bytes, gates),
         "smoke_test": lambda: smoke,
@@ -415,13 +480,25 @@ def gate_requirements(model: ModelSettings, gates: GateSettings | None = None) -
         f"{gates.max_group_disparity:g} (production's gap reported alongside)"
         if gates.sensitive_columns else "no sensitive_columns configured: reported as not applicable"
     )
+    if gates.comparison == "significance":
+        level = f"{gates.bootstrap_confidence:.0%}"
+        judged = relative if model.task == "regression" else (
+            f"F1 >= production - {gates.max_f1_drop:g}, AUC >= production - {gates.max_auc_drop:g}, accuracy >= "
+            f"production x {1 - gates.max_relative_drop:g} (precision and recall shown, not judged: a trade-off)")
+        relative_rule = (f"fails only a metric the candidate is below its limit on with confidence (paired bootstrap, "
+                         f"{gates.bootstrap_samples} resamples, {level} family-wise): {judged}")
+        loss = "relative absolute error" if model.task == "regression" else "error rate"
+        significance_rule = (f"paired per-row errors (McNemar-type z-test): fails only when the candidate's {loss} "
+                             f"exceeds production's by more than {gates.significance_tolerance:g} with {level} confidence")
+    else:
+        relative_rule = f"point estimates: {relative}"
+        significance_rule = (f"paired bootstrap ({gates.bootstrap_samples} resamples) of {primary}, candidate - production: "
+                             f"the lower bound of its {gates.bootstrap_confidence:.0%} interval >= "
+                             f"-{gates.significance_tolerance:g}")
     return {
         "absolute_thresholds": f"on the test split: {absolute}" if absolute else "no absolute thresholds configured",
-        "relative_to_production": f"both scored on the same new test rows: {relative}",
-        "significance": (
-            f"paired bootstrap ({gates.bootstrap_samples} resamples) of {primary}, candidate - production: the lower "
-            f"bound of its {gates.bootstrap_confidence:.0%} interval >= -{gates.significance_tolerance:g}"
-        ),
+        "relative_to_production": f"both scored on the same new test rows; {relative_rule}",
+        "significance": significance_rule,
         "fairness": fairness,
         "latency": (
             f"p99 of single-row and of 100-row predictions (one thread) <= {gates.max_latency_p99_s:g} s, and each "

@@ -34,6 +34,22 @@ def positive_scores(pipeline, features: pd.DataFrame, positive_label) -> np.ndar
     return probabilities
 
 
+def predict_with_probabilities(pipeline, features: pd.DataFrame, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions and, for a classifier with probabilities, the probability matrix, in one pass through the
+    model: scikit-learn classifiers predict the class of highest probability, so the labels come from the
+    same probabilities instead of a second run."""
+    if task == "classification" and hasattr(pipeline, "predict_proba"):
+        probabilities = pipeline.predict_proba(features)
+        return np.asarray(pipeline.classes_)[probabilities.argmax(axis=1)], probabilities
+    return np.asarray(pipeline.predict(features)), None
+
+
+def positive_column(pipeline, probabilities: np.ndarray, positive_label) -> np.ndarray:
+    """The positive class's column of a probability matrix (the last class when it is not one of them)."""
+    classes = list(pipeline.classes_)
+    return probabilities[:, classes.index(positive_label) if positive_label in classes else len(classes) - 1]
+
+
 def compute_metrics(y_true, y_pred, task: str, positive_label=1, scores=None, labels=None) -> dict[str, float]:
     """Metrics of predictions against truth; NaN-free (an undefined metric is left out, never NaN)."""
     y_true = np.asarray(y_true)

@@ -42,6 +42,8 @@ class QualityResult:
 
 
 def _reference_bounds(low: float, high: float, margin: float) -> tuple[float, float]:
+    """``margin`` spans beyond the reference [low, high]: values outside are orders of magnitude off (a unit
+    or a sentinel error), not new values. A constant reference spans its own magnitude (at least 1)."""
     span = high - low if high > low else max(abs(high), 1.0)
     return low - margin * span, high + margin * span
 
@@ -64,26 +66,28 @@ def _expectations(frame: pd.DataFrame, model: ModelSettings, reference: dict | N
                 ("null_rates", gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - settings.max_null_fraction))
             )
     ranges = (reference or {}).get("ranges") or {}
+    declared = {f.name: f for f in model.features}
     for column in model.numeric_features:
         if column not in present:
             continue
-        if column in ranges:
-            low, high = _reference_bounds(*ranges[column], settings.range_margin)
-        else:  # no production reference yet: at least refuse infinities and absurd magnitudes
-            low, high = -1e300, 1e300
+        # No production reference yet: at least refuse infinities and absurd magnitudes.
+        low, high = _reference_bounds(*ranges[column], settings.range_margin) if column in ranges else (-1e300, 1e300)
+        spec = declared[column]
+        low = low if spec.min is None else max(low, spec.min)
+        high = high if spec.max is None else min(high, spec.max)
         items.append(
             (
                 "value_ranges",
                 gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high, mostly=settings.range_mostly),
             )
         )
-    categories = (reference or {}).get("categories") or {}
     for column in model.categorical_features:
-        if column in present and categories.get(column):
+        if column in present and declared[column].values is not None:
             items.append(
                 (
                     "value_ranges",
-                    gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(categories[column]), mostly=settings.range_mostly),
+                    gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(declared[column].values),
+                                                    mostly=settings.range_mostly),
                 )
             )
     if model.target in present:
@@ -147,14 +151,18 @@ def quality_requirements(model: ModelSettings, reference: dict | None = None, *,
     particular run's reference), the checks' descriptions in the UI."""
     settings = model.dataset
     within = (
-        f"{settings.range_mostly:.0%} of values within the production data's range +/- {settings.range_margin:g} x span"
-        " and among its categories"
+        f"{settings.range_mostly:.0%} of values within the production data's range +/- {settings.range_margin:g} x its "
+        "span (beyond: a unit or sentinel error; new values inside are drift, not errors)"
     )
     finite = f"{settings.range_mostly:.0%} of numeric values finite"
+    bounds = [f"{f.name} in [{f.min if f.min is not None else '-inf'}, {f.max if f.max is not None else 'inf'}]"
+              for f in model.features if f.min is not None or f.max is not None]
+    bounds += [f"{f.name} among {list(f.values)}" for f in model.features if f.values is not None]
+    declared = f"; declared: {', '.join(bounds)}" if bounds else ""
     if generic:
-        ranges = f"{finite}; once a model is in production, {within}"
+        ranges = f"{finite}; once a model is in production, {within}{declared}"
     else:
-        ranges = within if reference else f"{finite} (no production reference yet)"
+        ranges = (within if reference else f"{finite} (no production reference yet)") + declared
     labels = f"target {model.target!r} present, never null, "
     if model.task == "regression":
         labels += "numeric"

@@ -47,11 +47,12 @@ class DatasetSettings(_Strict):
     max_null_fraction: float = Field(0.05, ge=0, le=1, description="Largest null share allowed in a feature.")
     max_age_hours: float = Field(72.0, gt=0, description="Newest row older than this: data is stale.")
     range_margin: float = Field(
-        1.0,
+        100.0,
         ge=0,
         description=(
-            "Value-range check: values may exceed the reference [min, max] by this fraction of its span. "
-            "Drifted values are what a retrain is for; only implausible ones should block it."
+            "Value-range check: a value more than this many reference spans (max - min of the production model's "
+            "training values) beyond that range is impossible (a unit or sentinel error). New values within it are "
+            "drift, which a retrain is for; declare a feature's min/max for the bounds you know."
         ),
     )
     range_mostly: float = Field(0.99, gt=0, le=1, description="Value-range check: share of rows that must pass.")
@@ -82,6 +83,13 @@ class TrainingSettings(_Strict):
 class GateSettings(_Strict):
     """Evaluation gates a candidate must pass before promotion."""
 
+    comparison: Literal["significance", "point"] = Field(
+        "significance",
+        description="How the gates that compare with production judge: significance rejects a candidate only when it "
+                    "is worse than production with confidence, beyond the tolerances below (the default); point applies "
+                    "the tolerances to the point estimates and asks the bootstrap to rule out a larger loss (the design "
+                    "documents' rule; the default under decision.policy: seed).",
+    )
     # absolute (classification)
     min_precision: float | None = Field(0.85, ge=0, le=1, description="Precision floor (positive class); null = off.")
     min_recall: float | None = Field(0.80, ge=0, le=1, description="Recall floor (positive class); null = off.")

@@ -155,7 +155,8 @@ def test_the_config_names_what_each_kind_needs(tmp_path):
 
 
 def test_a_retrain_and_the_monitoring_read_a_table_of_yours(tmp_path, harness_for):
-    """Nothing in the prediction log: the dataset, the drift report and the volume trigger use the table."""
+    """Nothing in the prediction log: the dataset, the drift report, the realized performance (rows labeled
+    since the dataset, scored by the production model itself) and the label count use the table."""
     url = f"sqlite:///{tmp_path}/warehouse.db"
     frame = scored_table(1500, unlabeled=300)
     write_table(url, frame)
@@ -172,12 +173,16 @@ def test_a_retrain_and_the_monitoring_read_a_table_of_yours(tmp_path, harness_fo
     assert harness.run(monitor_job_name(name)).success
     drift = harness.instance.get_latest_materialization_event(asset_key(name, "drift_report"))
     assert drift.asset_materialization.metadata["rows_current"].value == 1500
-    # Labels arrive for the 300 scored rows: the data-volume sensor counts them in the table.
+    # Labels arrive for the 300 scored rows, all wrong for this model: realized performance reads them
+    # from the table, the production model scores them, and the decision retrains on it.
     frame["churned"] = frame["churned"].fillna(1.0)
     write_table(url, frame)
-    tick = harness.sensor_tick(f"{name}_data_volume_sensor")
+    assert harness.run(monitor_job_name(name)).success
+    performance = harness.instance.get_latest_materialization_event(asset_key(name, "performance_report"))
+    assert performance.asset_materialization.metadata["labeled_since_deployment"].value == 300
+    tick = harness.sensor_tick(f"{name}_retrain_sensor")
     assert len(tick.run_requests) == 1, tick.skip_message
-    assert "250+ new labels since dataset" in tick.run_requests[0].tags["retrain/reason"]
+    assert tick.run_requests[0].tags["retrain/trigger"] == "performance"
 
 
 def test_your_own_class(tmp_path, harness_for):

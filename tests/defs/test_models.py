@@ -57,8 +57,8 @@ def test_each_model_gets_its_own_labeled_dagster_objects(tmp_path):
     for model in MODELS:
         job = defs.resolve_job_def(retrain_job_name(model))
         assert job.tags[TAG_CONCURRENCY] == model  # the queue's limit is one retrain per model, not overall
-        assert {f"{model}_drift_sensor", f"{model}_performance_sensor", f"{model}_data_volume_sensor",
-                f"{model}_post_deploy_watch", f"{model}_retrain_failure_sensor"} <= {s.name for s in repository.sensor_defs}
+        assert {f"{model}_retrain_sensor", f"{model}_post_deploy_watch",
+                f"{model}_retrain_failure_sensor"} <= {s.name for s in repository.sensor_defs}
         assert {f"{model}_scheduled_retrain", f"{model}_monitoring"} <= {s.name for s in repository.schedule_defs}
     graph = defs.resolve_asset_graph()
     checks = {key.name for key in graph.asset_check_keys if key.asset_key.path[0] == "demand"}
@@ -76,16 +76,16 @@ def test_a_retrain_in_flight_for_one_model_does_not_block_the_other(tmp_path, ha
     log_traffic(h, 3000, scenario=TrafficScenario(covariate_drift=0.6, concept_drift=True), serve=True)
     for model in MODELS:
         assert h.run(monitor_job_name(model)).success
-    # churn's drift-triggered retrain is queued (as the daemon would submit it) and not finished.
-    churn_tick = h.sensor_tick("churn_drift_sensor")
+    # churn's triggered retrain is queued (as the daemon would submit it) and not finished.
+    churn_tick = h.sensor_tick("churn_retrain_sensor")
     assert len(churn_tick.run_requests) == 1
     h.instance.create_run_for_job(h.defs.resolve_job_def(retrain_job_name("churn")), tags=churn_tick.run_requests[0].tags)
-    assert "already queued or running" in h.sensor_tick("churn_drift_sensor").skip_message
-    # demand's own drift still requests its retrain, and it runs to promotion meanwhile.
-    demand_tick = h.sensor_tick("demand_drift_sensor")
+    assert "already queued or running" in h.sensor_tick("churn_retrain_sensor").skip_message
+    # demand's own decision still requests its retrain, and it runs to promotion meanwhile.
+    demand_tick = h.sensor_tick("demand_retrain_sensor")
     assert len(demand_tick.run_requests) == 1, demand_tick.skip_message
     assert h.run(retrain_job_name("demand"), tags=demand_tick.run_requests[0].tags).success
     assert h.store.registry.production("demand").label == "v2"
     assert h.store.registry.production("churn").label == "v1"
-    events = {e["model_name"]: e for e in h.store.events.recent(None) if e["trigger_type"] == "drift"}
+    events = {e["model_name"]: e for e in h.store.events.recent(None) if e["execution_attempted"] and e["trigger_type"] != "manual"}
     assert set(events) == set(MODELS)

@@ -22,12 +22,12 @@ def test_definitions_load_with_one_group_per_model(settings):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"churn/training_dataset", "churn/candidate_model", "churn/production_model", "churn/drift_report",
-                    "churn/performance_report", "churn/model_card"}
+                    "churn/performance_report", "churn/retrain_decision", "churn/model_card"}
     assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"churn"}
     checks = {k.name for k in graph.asset_check_keys}
     assert {"absolute_thresholds", "relative_to_production", "smoke_test", "min_rows"} <= checks
     assert defs.resolve_job_def("churn_retrain") and defs.resolve_job_def("churn_monitor")
-    for sensor in ("drift", "performance", "data_volume", "retrain_failure"):
+    for sensor in ("retrain", "retrain_failure"):  # one trigger sensor: it acts on the fused decision
         assert defs.resolve_sensor_def(f"churn_{sensor}_sensor")
     assert defs.resolve_schedule_def("churn_scheduled_retrain").cron_schedule == "0 3 * * 0"
 
@@ -116,24 +116,26 @@ def test_empty_prediction_log_fails_with_a_clear_message(settings, harness_for):
     assert "no labeled rows for model churn" in root_cause(failure.step_failure_data.error)
 
 
-def test_drift_sensor_skips_clean_traffic_and_requests_a_retrain_on_drift(settings, harness_for):
+def test_input_drift_alone_retrains_with_a_large_effect(settings, harness_for):
+    """Unlabeled drifted traffic: no realized evidence yet, the importance-weighted drift decides."""
     h = harness_for(settings)
     h.traffic(3000)
     assert h.retrain().success
     h.traffic(2000, serve=True)
     assert h.run(monitor_job_name("churn")).success
-    tick = h.sensor_tick("churn_drift_sensor")
-    assert not tick.run_requests and "no drift" in tick.skip_message
-    h.traffic(2000, DRIFTED, serve=True)
-    assert h.run(monitor_job_name("churn")).success
-    tick = h.sensor_tick("churn_drift_sensor", cursor=tick.cursor)
-    assert len(tick.run_requests) == 1
+    tick = h.sensor_tick("churn_retrain_sensor")
+    assert not tick.run_requests and "no drift that matters" in tick.skip_message
+    h.traffic(2000, TrafficScenario(covariate_drift=1.5), serve=True, label=False)
+    result = h.run(monitor_job_name("churn"))
+    assert result.success and _materialized(result, "drift_report") == 1
+    tick = h.sensor_tick("churn_retrain_sensor", cursor=tick.cursor)
+    assert len(tick.run_requests) == 1, tick.skip_message
     request = tick.run_requests[0]
-    assert request.tags[TAG_TRIGGER] == "drift" and "drift" in request.tags[TAG_REASON]
+    assert request.tags[TAG_TRIGGER] == "drift" and "large drift" in request.tags[TAG_REASON]
     event = h.store.events.get(int(request.tags["retrain/event_id"]))
-    assert event["trigger_type"] == "drift" and event["execution_successful"] is None
-    # The same report never triggers twice.
-    assert not h.sensor_tick("churn_drift_sensor", cursor=tick.cursor).run_requests
+    assert event["trigger_type"] == "drift" and event["drift_type"] == "data" and event["execution_successful"] is None
+    # The same decision never triggers twice.
+    assert not h.sensor_tick("churn_retrain_sensor", cursor=tick.cursor).run_requests
 
 
 def test_drift_report_without_production_model_says_what_to_do(settings, harness_for):

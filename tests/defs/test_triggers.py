@@ -1,67 +1,85 @@
-"""Trigger sensors evaluated with build contexts over a real monitoring database: fire, skip, blocked by
-a guard, wait for the quiet window, cursor round trips, and a storm of evaluations yielding one run."""
+"""The retrain sensor, evaluated with build contexts over a real monitoring database: it acts on the one fused
+decision of the monitoring run (refreshing label count and age), once; guards, the quiet window, the seed
+rule set's label bands, a stale decision, and a storm of evaluations yielding one run."""
 
 import pytest
 
-from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, monitor_job_name, retrain_job_name
+from retrain_assets.defs.keys import (
+    TAG_EVENT_ID,
+    TAG_REASON,
+    TAG_SEVERITY,
+    TAG_TRIGGER,
+    asset_key,
+    monitor_job_name,
+    retrain_job_name,
+)
 from retrain_assets.simulate import TrafficScenario
 from tests.conftest import make_settings
 
 DRIFTED = TrafficScenario(covariate_drift=0.6, concept_drift=True)
 IMMEDIATE = {"cooldown_hours": 0, "quiet_start_hour": 0, "quiet_end_hour": 24}
+SENSOR = "churn_retrain_sensor"
 
 
-def with_production(harness_for, settings, **traffic):
+def with_production(harness_for, settings):
     h = harness_for(settings)
     h.traffic(3000)
     assert h.retrain().success
     return h
 
 
-def drifted_reports(h):
-    h.traffic(3000, scenario=DRIFTED, serve=True)
+def monitor(h, rows, scenario=TrafficScenario()):
+    h.traffic(rows, scenario=scenario, serve=True)
     assert h.run(monitor_job_name("churn")).success
+    return h.instance.get_latest_materialization_event(asset_key("churn", "retrain_decision")).asset_materialization.metadata
 
 
-def test_performance_sensor_fires_on_degradation_and_acts_once(settings, harness_for):
+def test_the_sensor_acts_once_on_the_fused_decision_with_its_evidence(settings, harness_for):
     h = with_production(harness_for, settings)
-    h.traffic(1000, serve=True)
-    assert h.run(monitor_job_name("churn")).success
-    calm = h.sensor_tick("churn_performance_sensor")
-    assert not calm.run_requests and "advises no retrain" in calm.skip_message
-    assert h.store.history.check_retrain_needed("churn")[0] is False
-    drifted_reports(h)
-    needed, reason = h.store.history.check_retrain_needed("churn")  # the SQL-side view agrees
-    assert needed and "drift alerts" in reason
-    tick = h.sensor_tick("churn_performance_sensor", cursor=calm.cursor)
+    calm = monitor(h, 1000)
+    assert calm["retrain_advised"].value is False and calm["trigger"].value == "none"
+    tick = h.sensor_tick(SENSOR)
+    assert not tick.run_requests and "advises no retrain" in tick.skip_message
+    decision = monitor(h, 3000, DRIFTED)
+    assert decision["retrain_advised"].value is True and decision["policy"].value == "evidence"
+    signals = {s["kind"]: s for s in decision["signals_json"].value}
+    assert set(signals) == {"performance", "concept_drift", "drift", "estimated_performance", "data_volume", "model_age"}
+    assert signals["performance"]["status"] == "retrain" and signals["performance"]["threshold"] > 0
+    assert "| performance | retrain |" in decision["signals"].value  # the UI's table: statistic vs threshold
+    tick = h.sensor_tick(SENSOR, cursor=tick.cursor)
     assert len(tick.run_requests) == 1
     tags = tick.run_requests[0].tags
-    assert tags[TAG_TRIGGER] == "performance" and tags[TAG_SEVERITY] in ("MEDIUM", "HIGH", "CRITICAL")
-    assert "performance below baseline" in tags[TAG_REASON]
+    assert tags[TAG_TRIGGER] == decision["trigger"].value == "performance" and tags[TAG_SEVERITY] in ("HIGH", "CRITICAL")
     event = h.store.events.get(int(tags[TAG_EVENT_ID]))
     assert event["trigger_type"] == "performance" and event["execution_attempted"] is True
-    again = h.sensor_tick("churn_performance_sensor", cursor=tick.cursor)  # cursor round trip
+    assert event["trigger_metrics"]["signals"]["performance"]["status"] == "retrain"
+    assert event["trigger_reason"].startswith(decision["reason"].value)
+    again = h.sensor_tick(SENSOR, cursor=tick.cursor)  # cursor round trip
     assert not again.run_requests and "already acted on" in again.skip_message
 
 
 def test_an_open_p1_incident_blocks_and_is_logged(settings, harness_for):
     h = with_production(harness_for, settings)
     incident = h.store.events.open_incident("feature store outage", priority="P1")
-    drifted_reports(h)
-    tick = h.sensor_tick("churn_drift_sensor")
+    monitor(h, 3000, DRIFTED)
+    tick = h.sensor_tick(SENSOR)
     assert not tick.run_requests and "open P1 incident" in tick.skip_message
     blocked = h.store.events.recent("churn")[0]
     assert blocked["execution_attempted"] is False and "feature store outage" in str(blocked["trigger_metrics"]["blocked_by"])
-    assert h.sensor_tick("churn_drift_sensor", cursor=tick.cursor).skip_message.endswith("already acted on")
+    assert h.sensor_tick(SENSOR, cursor=tick.cursor).skip_message.endswith("was already acted on")
     h.store.events.resolve_incident(incident)
-    assert len(h.sensor_tick("churn_drift_sensor").run_requests) == 1  # a new evaluation of the report fires
+    assert len(h.sensor_tick(SENSOR).run_requests) == 1  # a new evaluation of the decision fires
 
 
 def test_cooldown_blocks_a_retrain_right_after_the_last(tmp_path, harness_for):
     h = with_production(harness_for, make_settings(tmp_path, triggers={**IMMEDIATE, "cooldown_hours": 24}))
-    drifted_reports(h)
-    tick = h.sensor_tick("churn_drift_sensor")
-    assert not tick.run_requests and "cooldown" in tick.skip_message
+    monitor(h, 3000, DRIFTED)
+    decision = h.instance.get_latest_materialization_event(asset_key("churn", "retrain_decision"))
+    tick = h.sensor_tick(SENSOR)
+    if decision.asset_materialization.metadata["severity"].value == "CRITICAL":
+        assert len(tick.run_requests) == 1  # CRITICAL bypasses the cooldown
+    else:
+        assert not tick.run_requests and "cooldown" in tick.skip_message
 
 
 def test_medium_waits_for_the_quiet_window_without_moving_its_cursor(tmp_path, harness_for):
@@ -69,52 +87,69 @@ def test_medium_waits_for_the_quiet_window_without_moving_its_cursor(tmp_path, h
 
     hour = dt.datetime.now(dt.timezone.utc).hour
     closed = {"cooldown_hours": 0, "quiet_start_hour": (hour + 2) % 24, "quiet_end_hour": (hour + 3) % 24 or 24}
-    h = with_production(harness_for, make_settings(tmp_path, triggers=closed))
-    h.traffic(3000, scenario=TrafficScenario(covariate_drift=0.6), serve=True)  # drift only: MEDIUM
-    assert h.run(monitor_job_name("churn")).success
-    tick = h.sensor_tick("churn_drift_sensor")
+    # A model older than its age limit retrains anyway: MEDIUM, in the quiet window.
+    h = with_production(harness_for, make_settings(tmp_path, triggers=closed, decision={"max_model_age_days": 1e-9}))
+    decision = monitor(h, 1000)
+    assert decision["trigger"].value == "model_age" and decision["severity"].value == "MEDIUM"
+    tick = h.sensor_tick(SENSOR)
     assert not tick.run_requests and "waits for the quiet window" in tick.skip_message
     assert tick.cursor is None  # looked at again on the next evaluation
 
 
-def test_data_volume_bands_and_cursor(tmp_path, harness_for):
-    volume = {**IMMEDIATE, "new_labels_scheduled": 500, "new_labels_now": 1000}
-    h = with_production(harness_for, make_settings(tmp_path, triggers=volume))
-    h.traffic(300)
-    waiting = h.sensor_tick("churn_data_volume_sensor")
+def test_seed_label_bands_are_refreshed_between_monitoring_runs(tmp_path, harness_for):
+    seed = {**IMMEDIATE, "new_labels_scheduled": 500, "new_labels_now": 1000}
+    h = with_production(harness_for, make_settings(tmp_path, triggers=seed, decision={"policy": "seed"}))
+    monitor(h, 300)
+    waiting = h.sensor_tick(SENSOR)
     assert not waiting.run_requests and "300 new labels" in waiting.skip_message
-    h.traffic(300)
-    medium = h.sensor_tick("churn_data_volume_sensor")
-    assert [r.tags[TAG_SEVERITY] for r in medium.run_requests] == ["MEDIUM"]
-    assert h.sensor_tick("churn_data_volume_sensor", cursor=medium.cursor).skip_message.startswith("already acted on")
+    h.traffic(300)  # no monitoring run in between: the sensor counts them itself
+    medium = h.sensor_tick(SENSOR)
+    assert [(r.tags[TAG_TRIGGER], r.tags[TAG_SEVERITY]) for r in medium.run_requests] == [("data_volume", "MEDIUM")]
+    assert h.sensor_tick(SENSOR, cursor=medium.cursor).skip_message.endswith("already acted on")
     h.traffic(500)
-    high = h.sensor_tick("churn_data_volume_sensor", cursor=medium.cursor)
+    high = h.sensor_tick(SENSOR, cursor=medium.cursor)
     assert [r.tags[TAG_SEVERITY] for r in high.run_requests] == ["HIGH"]
-    assert high.run_requests[0].tags[TAG_REASON].startswith("1,000+ new labels")
+    assert high.run_requests[0].tags[TAG_REASON].startswith("1,000 new labels")
+
+
+def test_label_volume_alone_never_retrains_under_the_evidence_policy(settings, harness_for):
+    h = with_production(harness_for, settings)
+    decision = monitor(h, 6000)
+    signals = {s["kind"]: s["status"] for s in decision["signals_json"].value}
+    assert signals["data_volume"] == "weak" and decision["retrain_advised"].value is False
+    assert not h.sensor_tick(SENSOR).run_requests
+
+
+def test_a_decision_about_an_older_production_model_is_not_acted_on(settings, harness_for):
+    h = with_production(harness_for, settings)
+    monitor(h, 3000, DRIFTED)
+    assert h.retrain(reason="by hand").success  # production moved on before the sensor looked
+    tick = h.sensor_tick(SENSOR)
+    assert not tick.run_requests and "judged v1; production is now v2" in tick.skip_message
 
 
 def test_a_storm_of_50_evaluations_yields_one_run(settings, harness_for):
     h = with_production(harness_for, settings)
-    drifted_reports(h)
+    monitor(h, 3000, DRIFTED)
     requests = []
     cursor = None
     for attempt in range(50):
-        # every other evaluation forgets the cursor, as if another report had come in meanwhile
-        tick = h.sensor_tick("churn_drift_sensor", cursor=cursor if attempt % 2 else None)
+        # every other evaluation forgets the cursor, as if another decision had come in meanwhile
+        tick = h.sensor_tick(SENSOR, cursor=cursor if attempt % 2 else None)
         cursor = tick.cursor
         for request in tick.run_requests:
             requests.append(request)
             job = h.defs.resolve_job_def(retrain_job_name("churn"))
             h.instance.create_run_for_job(job, tags=request.tags)  # queued, as the daemon would submit it
     assert len(requests) == 1
-    blocked = h.sensor_tick("churn_drift_sensor")
+    blocked = h.sensor_tick(SENSOR)
     assert "already queued or running" in blocked.skip_message
 
 
 @pytest.mark.postgres
-def test_drift_sensor_on_postgres(tmp_path, postgres_db, harness_for):
+def test_retrain_sensor_on_postgres(tmp_path, postgres_db, harness_for):
     url, _ = postgres_db
     h = with_production(harness_for, make_settings(tmp_path, database_url=url))
-    drifted_reports(h)
-    tick = h.sensor_tick("churn_drift_sensor")
-    assert len(tick.run_requests) == 1 and tick.run_requests[0].tags[TAG_TRIGGER] == "drift"
+    monitor(h, 3000, DRIFTED)
+    tick = h.sensor_tick(SENSOR)
+    assert len(tick.run_requests) == 1 and tick.run_requests[0].tags[TAG_TRIGGER] in ("performance", "drift")

@@ -83,14 +83,21 @@ def test_daemon_launches_a_drift_retrain_that_promotes(tmp_path, postgres_db, mo
             with dg.DagsterInstance.get() as instance:
                 runs = instance.get_runs(dg.RunsFilter(job_name=retrain_job_name("churn"),
                                                        statuses=[dg.DagsterRunStatus.SUCCESS]))
-                triggered = [r for r in runs if r.tags.get(TAG_TRIGGER) in ("drift", "performance")]
+                triggered = [r for r in runs if r.tags.get("dagster/sensor_name") == "churn_retrain_sensor"]
                 return triggered[0] if triggered else None
 
         run = wait_for(promoted_by_a_sensor, 300, "a sensor-launched retrain run to succeed")
-        assert run.tags["dagster/sensor_name"] in ("churn_drift_sensor", "churn_performance_sensor")
+        assert run.tags["dagster/sensor_name"] == "churn_retrain_sensor"  # acting on the one fused decision
         assert store.registry.production("churn").version == 2
         event = store.events.get(int(run.tags["retrain/event_id"]))
         assert event["trigger_type"] == run.tags[TAG_TRIGGER]
+        with dg.DagsterInstance.get() as instance:  # the decision's evidence, as the UI shows it
+            decision = instance.get_latest_materialization_event(dg.AssetKey(["churn", "retrain_decision"]))
+        metadata = decision.asset_materialization.metadata
+        assert metadata["trigger"].value == run.tags[TAG_TRIGGER] and metadata["retrain_advised"].value is True
+        assert event["trigger_metrics"]["decision_run_id"] == decision.run_id
+        deciding = event["trigger_metrics"]["signals"][event["trigger_type"]]
+        assert deciding["status"] == "retrain" and deciding["value"] is not None and deciding["threshold"] is not None
         assert event["execution_attempted"] is True and event["execution_successful"] is True
         assert event["retraining_model_version"] == "v2" and event["execution_completed_at"] is not None
     finally:

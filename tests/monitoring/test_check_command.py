@@ -25,7 +25,9 @@ def test_json_decision_on_drifted_files(tmp_path, capsys):
     ref, cur = write(tmp_path, shift=1.0, suffix=".parquet")
     assert main(["check", "--reference", ref, "--current", cur, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["retrain"] is True and out["severity"] in ("MEDIUM", "HIGH", "CRITICAL")  # half the features drifted
+    assert out["retrain"] is True and out["severity"] == "HIGH" and out["trigger"] == "drift"
+    drift = next(s for s in out["signals"] if s["kind"] == "drift")  # calibrated on chunks of the reference
+    assert drift["status"] == "retrain" and drift["value"] > 2 * drift["threshold"] and out["policy"] == "evidence"
     assert out["drifted_features"] == ["x"] and out["features"]["x"]["drifted"] is True
     assert {"test", "statistic", "p_value", "effect", "drifted"} <= set(out["features"]["plan"])
 
@@ -41,8 +43,13 @@ def test_human_output_with_performance(tmp_path, capsys):
                  "--baseline", "r2=0.95,rmse=0.3"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "RETRAINING DECISION: YES" in out and "performance below baseline" in out
+    assert "RETRAINING DECISION: YES" in out and "large performance drop: " in out and "trigger: performance" in out
     assert "| x | numeric | ks |" in out
+    seed = main(["check", "--reference", ref, "--current", cur, "--task", "regression", "--policy", "seed",
+                 "--predictions", str(tmp_path / "pred.npy"), "--actuals", f"{tmp_path / 'actual.csv'}:y",
+                 "--baseline", "r2=0.95,rmse=0.3"])
+    out = capsys.readouterr().out
+    assert seed == 0 and "performance below baseline" in out and "policy: seed" in out
 
 
 def test_bad_input_exits_2_with_the_reason(tmp_path, capsys):

@@ -1,12 +1,19 @@
-"""One decision: severity, confidence, urgency, insufficient data; concept drift and performance."""
+"""The seed rule set (``decision.policy: seed``) reproduces the design documents' rules; concept drift and
+performance degradation as the seed computes them."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from retrain_assets.errors import DataError
-from retrain_assets.monitoring import Severity, concept_drift, performance_degradation, should_retrain
+from retrain_assets.monitoring import Evidence, Outcomes, concept_drift, decide, detect_drift, performance_degradation
 from retrain_assets.monitoring.settings import PerformanceSettings
+from retrain_assets.settings import ModelSettings
+
+
+def model(columns=4, policy="seed", task="classification", **blocks):
+    features = [{"name": f"x{i}", "type": "numeric"} for i in range(columns)]
+    return ModelSettings(name="m", task=task, target="y", features=features, decision={"policy": policy}, **blocks)
 
 
 def data(n=3000, shift=0.0, columns=4, seed=0, shifted=1):
@@ -16,51 +23,49 @@ def data(n=3000, shift=0.0, columns=4, seed=0, shifted=1):
     return ref, cur
 
 
+def seed_decision(ref, cur, m=None, **evidence):
+    m = m or model(columns=ref.shape[1])
+    return decide(Evidence(m.task, drift=detect_drift(ref, cur, m.drift), **evidence), m)
+
+
 def test_no_signal_means_no_retrain_with_confidence():
-    ref, cur = data()
-    decision = should_retrain(ref, cur)
-    assert not decision.triggered and decision.urgency == "none" and decision.signals == []
-    assert decision.confidence == 1.0 and "no drift" in decision.reasons[0]
+    decision = seed_decision(*data())
+    assert not decision.retrain and decision.urgency == "none" and decision.severity == "NONE"
+    assert decision.confidence == 1.0 and "no drift" in decision.reason and decision.policy == "seed"
 
 
 def test_insufficient_data_is_not_drift():
     ref, cur = data()
-    decision = should_retrain(ref, cur.iloc[:40] + 5)
-    assert decision.insufficient_data and not decision.triggered and decision.confidence == 0
-    assert "insufficient data: 40 recent rows" in decision.reasons[0]
+    decision = seed_decision(ref, cur.iloc[:40] + 5)
+    assert decision.insufficient_data and not decision.retrain and decision.confidence == 0
+    assert "40 recent rows < min_samples 100" in decision.reason
 
 
 def test_one_mild_signal_is_low_and_monitored():
     ref, cur = data(shift=0.3, columns=5, shifted=1)  # one of five features, PSI under 0.2
-    decision = should_retrain(ref, cur)
-    assert decision.severity is Severity.LOW and not decision.triggered and decision.urgency == "monitor"
+    decision = seed_decision(ref, cur)
+    assert decision.severity == "LOW" and not decision.retrain and decision.urgency == "monitor"
     assert decision.drift.drifted_features == ["x0"] and decision.drift.features["x0"].psi < 0.2
-    major = should_retrain(*data(shift=0.8, columns=5, shifted=1))  # one feature, but PSI above 0.2
-    assert major.severity is Severity.MEDIUM and major.triggered
+    major = seed_decision(*data(shift=0.8, columns=5, shifted=1))  # one feature, but PSI above 0.2
+    assert major.severity == "MEDIUM" and major.retrain and major.trigger == "drift"
 
 
-def test_dataset_drift_is_medium_and_several_strong_signals_high():
+def test_dataset_drift_is_medium_and_label_volume_bands():
     ref, cur = data(shift=0.6, columns=4, shifted=2)
-    decision = should_retrain(ref, cur)
-    assert decision.severity is Severity.MEDIUM and decision.triggered and decision.urgency == "next_quiet_window"
-    assert "data drift in 2/4 features" in decision.reasons[0]
-    high = should_retrain(ref, cur, new_labels=12_000)
-    assert high.severity is Severity.HIGH and high.urgency == "now"
-    assert high.confidence > decision.confidence
+    decision = seed_decision(ref, cur)
+    assert decision.severity == "MEDIUM" and decision.retrain and decision.urgency == "next_quiet_window"
+    assert "data drift in 2/4 features" in decision.reason
+    high = seed_decision(ref, cur, new_labels=12_000)  # the 10,000-label band is HIGH: it decides
+    assert high.severity == "HIGH" and high.urgency == "now" and high.trigger == "data_volume"
+    clean = data()
+    assert seed_decision(*clean, new_labels=4_999).severity == "NONE"
+    assert seed_decision(*clean, new_labels=6_000).trigger == "data_volume"  # alone, in the seed rule set
+    assert seed_decision(*clean, new_labels=6_000).severity == "MEDIUM"
 
 
 def test_very_strong_drift_is_critical():
-    ref, cur = data(shift=3.0, columns=4, shifted=4)
-    decision = should_retrain(ref, cur)
-    assert decision.severity is Severity.CRITICAL and decision.urgency == "now"
-
-
-def test_label_volume_bands():
-    ref, cur = data()
-    assert should_retrain(ref, cur, new_labels=4_999).signals == []
-    mild = should_retrain(ref, cur, new_labels=6_000)
-    assert mild.severity is Severity.LOW and not mild.triggered
-    assert should_retrain(ref, cur, new_labels=10_000).severity is Severity.MEDIUM
+    decision = seed_decision(*data(shift=3.0, columns=4, shifted=4))
+    assert decision.severity == "CRITICAL" and decision.urgency == "now"
 
 
 def test_concept_drift_compares_consecutive_windows():
@@ -93,22 +98,22 @@ def test_concept_drift_needs_a_significant_increase_not_just_a_relative_one():
     assert real.detected and real.p_value < 0.001
 
 
-def test_performance_degradation_classification_and_urgency():
+def test_seed_performance_degradation_and_severity():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 2000)
-    good = np.where(rng.random(2000) < 0.9, y, 1 - y)
     baseline = {"accuracy": 0.90, "f1": 0.90}
-    report = performance_degradation(good, y, baseline, "classification")
-    assert not report.degraded
+    good = np.where(rng.random(2000) < 0.9, y, 1 - y)
+    assert not performance_degradation(good, y, baseline, "classification").degraded
     worse = np.where(rng.random(2000) < 0.75, y, 1 - y)  # accuracy 0.75: -17 %
     report = performance_degradation(worse, y, baseline, "classification")
     assert {c.metric for c in report.degraded} == {"accuracy", "f1"}
     ref, cur = data()
-    decision = should_retrain(ref, cur, predictions=worse, actuals=y, baseline=baseline)
-    assert decision.triggered and decision.urgency == "within_24h"
+    decision = seed_decision(ref, cur, outcomes=Outcomes(worse, y), baseline=baseline)
+    assert decision.retrain and decision.trigger == "performance" and decision.severity == "MEDIUM"
+    assert decision.urgency == "within_24h"  # the performance playbook: a 10-20 % drop
     awful = np.where(rng.random(2000) < 0.6, y, 1 - y)
-    critical = should_retrain(ref, cur, predictions=awful, actuals=y, baseline=baseline)
-    assert critical.severity is Severity.CRITICAL and critical.urgency == "now"
+    critical = seed_decision(ref, cur, outcomes=Outcomes(awful, y), baseline=baseline)
+    assert critical.severity == "CRITICAL" and critical.urgency == "now"
 
 
 def test_performance_degradation_regression():
@@ -121,3 +126,9 @@ def test_performance_degradation_regression():
     assert mae.drop == pytest.approx(np.mean(np.abs(predictions - y)) / 0.8 - 1)
     with pytest.raises(DataError, match="same length"):
         performance_degradation(predictions[:5], y, {"mae": 1}, "regression")
+
+
+def test_seed_policy_brings_point_gates_unless_told_otherwise():
+    assert model(policy="seed").gates.comparison == "point"
+    assert model(policy="evidence").gates.comparison == "significance"
+    assert model(policy="seed", gates={"comparison": "significance"}).gates.comparison == "significance"

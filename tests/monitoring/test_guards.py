@@ -19,7 +19,8 @@ def test_nothing_blocks_a_healthy_trigger():
 
 def test_each_guard_names_itself():
     assert "min_samples 100" in blocking_guards(facts(labeled_rows=40), SETTINGS)[0]
-    assert "data quality (labels)" in blocking_guards(facts(failed_quality=["labels"]), SETTINGS)[0]
+    failed = blocking_guards(facts(last_failure=["gate: significance"]), SETTINGS)[0]
+    assert "latest retrain failed (gate: significance) and no label arrived since" in failed
     assert "P1 incident #3 database down" in blocking_guards(facts(open_p1=["#3 database down"]), SETTINGS)[0]
     assert "already queued or running (run abcdef12)" in blocking_guards(facts(runs_in_flight=["abcdef1234"]), SETTINGS)[0]
     cooldown = blocking_guards(facts(last_attempt=NOW - dt.timedelta(hours=3)), SETTINGS)

@@ -175,11 +175,13 @@ def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
     with store.engine.begin() as conn:  # back to what a store created before migrations 4 and 5 looked like
         conn.exec_driver_sql("DROP TABLE shadow_predictions")
         conn.exec_driver_sql("ALTER TABLE prediction_log DROP COLUMN latency_ms")
-        for column in ("proven_at", "baseline_metrics"):
+        for column in ("proven_at", "baseline_metrics", "reference_key", "reference_sha256"):
             conn.exec_driver_sql(f"ALTER TABLE model_versions DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version >= 4")
-    assert migrate(store.engine) == [4, 5]
-    assert {"proven_at", "baseline_metrics"} <= {c["name"] for c in inspect(store.engine).get_columns("model_versions")}
+    assert migrate(store.engine) == [4, 5, 6]
+    assert {"proven_at", "baseline_metrics", "reference_key", "reference_sha256"} <= {
+        c["name"] for c in inspect(store.engine).get_columns("model_versions")}
+    assert store.registry.version("m", 1).reference_key is None  # trained before packs: decisions say so
     assert store.predictions.count_predictions("m") == 4
     store.registry.promote("m", 1)
     store.registry.mark_proven("m", 1, {"f1": 0.8}, keep=5)

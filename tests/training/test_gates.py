@@ -5,7 +5,9 @@ import pytest
 
 from retrain_assets.simulate import TrafficScenario
 from retrain_assets.training import GATE_NAMES, evaluate_gates, split_dataset, train_candidate
+from retrain_assets.training.comparison import metric_shortfalls, paired_loss_test
 from retrain_assets.training.gates import fairness_gate, group_disparity, significance_gate, size_gate
+from retrain_assets.training.settings import GateSettings
 from tests.training.conftest import churn_model, labeled_traffic
 
 
@@ -40,18 +42,60 @@ def test_a_poisoned_candidate_is_rejected_with_reasons(trained):
     assert "(needs >= 0.8" in results["absolute_thresholds"].message  # names the metric and its floor
     relative = results["relative_to_production"]
     assert relative.value["production_f1"] > relative.value["candidate_f1"]
-    assert "f1" in relative.threshold
+    assert relative.value["f1_margin_upper"] < 0 and "f1_margin_upper" in relative.threshold
+    assert "worse than production with confidence" in relative.message
+    assert results["significance"].value["p_value"] < 0.05 and results["significance"].value["error_rate_difference"] > 0.02
+    point = churn_model(gates={"comparison": "point"})
+    results = by_name(evaluate_gates(bad, good, split.test, point, point.gates, 1000, 1000, seed=0))
+    assert not results["relative_to_production"].passed and "f1" in results["relative_to_production"].threshold
     assert results["significance"].value["ci_high"] < 0
 
 
 def test_an_equal_candidate_passes_against_production(trained):
     model, split, good, _ = trained
-    results = by_name(evaluate_gates(good, good, split.test, model, model.gates, 1000, 1000, seed=0))
-    assert all(r.passed for r in results.values()), [r.message for r in results.values() if not r.passed]
+    for comparison in ("significance", "point"):
+        settings = churn_model(gates={"comparison": comparison})
+        results = by_name(evaluate_gates(good, good, split.test, settings, settings.gates, 1000, 1000, seed=0))
+        assert all(r.passed for r in results.values()), [r.message for r in results.values() if not r.passed]
     assert results["significance"].value["ci_low"] == 0.0
 
 
-def test_significance_needs_the_loss_bounded_by_the_tolerance():
+def test_a_comparison_gate_rejects_only_what_is_worse_with_confidence():
+    """Significance mode: an equal candidate on 200 rows passes (point mode asked it to prove parity and
+    failed it); a clearly worse one fails on any size; a precision/recall trade-off is not 'worse'."""
+    gates = GateSettings()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 20_000)
+    flip = lambda share: np.where(rng.random(len(y)) < share, 1 - y, y)  # noqa: E731
+    production = flip(0.10)
+    equal_small = flip(0.10)[:200]
+    assert not paired_loss_test(y[:200], equal_small, production[:200], "classification", 0.02, 0.95).worse
+    assert not any(s.failed for s in metric_shortfalls(y[:200], equal_small, production[:200], None, None,
+                                                       "classification", 1, gates))
+    worse = flip(0.20)
+    assert paired_loss_test(y, worse, production, "classification", 0.02, 0.95).worse
+    failed = {s.metric for s in metric_shortfalls(y, worse, production, None, None, "classification", 1, gates) if s.failed}
+    assert {"accuracy", "f1"} <= failed
+    # Trade recall for precision: every positive of production's that was wrong becomes a negative.
+    traded = np.where((production == 1) & (y == 0), 0, production)
+    traded = np.where((traded == 1) & (rng.random(len(y)) < 0.05), 0, traded)
+    shortfalls = {s.metric: s for s in metric_shortfalls(y, traded, production, None, None, "classification", 1, gates)}
+    assert "recall" not in shortfalls and not any(s.failed for s in shortfalls.values())
+
+
+def test_regression_comparison_is_on_relative_absolute_error():
+    gates = GateSettings()
+    rng = np.random.default_rng(1)
+    y = rng.normal(10, 3, 5000)
+    production = y + rng.normal(0, 1.0, 5000)
+    assert not paired_loss_test(y, y + rng.normal(0, 1.0, 5000), production, "regression", 0.02, 0.95).worse
+    assert paired_loss_test(y, y + rng.normal(0, 1.3, 5000), production, "regression", 0.02, 0.95).worse
+    shortfalls = {s.metric: s for s in metric_shortfalls(y, y + rng.normal(0, 1.3, 5000), production, None, None,
+                                                         "regression", 1, gates)}
+    assert shortfalls["mae"].failed and shortfalls["rmse"].failed
+
+
+def test_point_significance_needs_the_loss_bounded_by_the_tolerance():
     model = churn_model()
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 20_000)
@@ -172,8 +216,8 @@ def test_the_stated_rules_follow_every_configured_threshold():
     rules = gate_requirements(settings_from_dict({"models": [{**model_config(), "gates": odd}]}).models[0])
     expected = {
         "absolute_thresholds": ["precision >= 0.91", "recall >= 0.77"],
-        "relative_to_production": ["production - 0.013", "production - 0.0041"],
-        "significance": ["777 resamples", "90%", ">= -0.033"],
+        "relative_to_production": ["production - 0.013", "production - 0.0041", "777 resamples", "90%"],
+        "significance": ["more than 0.033", "90% confidence"],
         "fairness": ["region", "<= 0.07"],
         "latency": ["<= 0.7 s", "3.5x", "single-row"],
         "size": ["2.5x"],
@@ -182,3 +226,6 @@ def test_the_stated_rules_follow_every_configured_threshold():
     for gate, fragments in expected.items():
         for fragment in fragments:
             assert fragment in rules[gate], (gate, fragment, rules[gate])
+    point = gate_requirements(settings_from_dict({"models": [{**model_config(), "gates": {**odd, "comparison": "point"}}]}).models[0])
+    assert "777 resamples" in point["significance"] and ">= -0.033" in point["significance"]
+    assert "point estimates" in point["relative_to_production"]

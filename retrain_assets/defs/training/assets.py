@@ -19,7 +19,7 @@ from retrain_assets.defs.triggers.requests import event_of_run, open_run_event
 from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
-from retrain_assets.monitoring import ReferenceProfile
+from retrain_assets.monitoring import ReferencePack, ReferenceProfile, build_reference_pack
 from retrain_assets.settings import ModelSettings
 from retrain_assets.training import (
     QUALITY_CHECKS,
@@ -74,6 +74,23 @@ def reference_of_production(store, artifacts, model: ModelSettings) -> dict | No
     dataset = store.registry.dataset(model.name, production.dataset_tag)
     frame = artifacts.load_frame(dataset.artifact_key, dataset.artifact_sha256)
     return reference_for(frame[frame[SPLIT_COLUMN] == "train"], model)
+
+
+def reference_metadata(pack: ReferencePack) -> dict:
+    """The reference pack as a person reads it on the candidate: the yardsticks its decisions will use."""
+    loss = "held_out_mae" if pack.task == "regression" else "held_out_error_rate"
+    out = {
+        loss: round(pack.loss.mean, 6),
+        "held_out_rows": pack.loss.rows,
+        "error_dependence": round(pack.loss.dependence, 3),
+        "feature_importance": dg.MetadataValue.md(md_table(
+            {f: round(w, 4) for f, w in sorted(pack.importances.items(), key=lambda item: -item[1])}, {})),
+    }
+    if pack.drift is not None:
+        out["drift_threshold"] = round(pack.drift.threshold, 6)
+    if pack.cbpe is not None:
+        out["cbpe_expected_accuracy"] = round(pack.cbpe.expected_accuracy, 6)
+    return out
 
 
 def build_training_assets(model: ModelSettings) -> list:
@@ -231,6 +248,13 @@ def build_training_assets(model: ModelSettings) -> list:
         started = time.perf_counter()
         trained = train_candidate(split, model, model.training, sample_weight=weights)
         ref = artifacts.put_model(trained.pipeline)
+        # Everything later decisions need about this model, computed once: held-out losses, importances,
+        # the drift threshold calibrated on its window, the CBPE reference.
+        profile = ReferenceProfile.from_json(artifacts.load_text(dataset.profile_key, dataset.profile_sha256))
+        window = frame.drop(columns=[SPLIT_COLUMN, WEIGHT_COLUMN]).sort_values("timestamp", kind="stable")
+        pack = build_reference_pack(trained.pipeline, model, window, split.test, profile, model.decision,
+                                    seed=model.training.seed)
+        pack_ref = artifacts.put_text(pack.to_json(), ".reference.json")
         trigger, reason = run_trigger(context.run.tags)
         version = store.registry.register_candidate(
             model.name,
@@ -244,10 +268,13 @@ def build_training_assets(model: ModelSettings) -> list:
             trigger=trigger,
             reason=reason,
             run_id=context.run.run_id,
+            reference_key=pack_ref.key,
+            reference_sha256=pack_ref.sha256,
         )
         return dg.MaterializeResult(
             metadata={
                 "model_version": version.label,
+                **reference_metadata(pack),
                 "dataset_version": dataset.tag,
                 "dataset_hash": dataset.content_hash,
                 **metric_metadata(trained.metrics, prefix="test_"),

@@ -71,16 +71,16 @@ def gather_facts(
     now: dt.datetime,
 ) -> TriggerFacts:
     in_flight = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(model.name), statuses=IN_FLIGHT), limit=5)
-    latest = store.registry.latest_dataset(model.name)
-    failed_quality = []
-    if latest is not None and latest.quality and source.count_labels_after(latest.max_label_id, cap=1) == 0:
-        failed_quality = [q["name"] for q in latest.quality if not q["passed"]]
+    failed = store.registry.last_failed_retrain(model.name)
+    last_failure = []
+    if failed is not None and source.count_labels_after(failed[0].max_label_id, cap=1) == 0:
+        last_failure = failed[1]
     return TriggerFacts(
         severity=severity,
         labeled_rows=source.count_labels_after(None, cap=model.triggers.min_samples),
         now=now,
         last_attempt=last_retrain_start(instance, model),
-        failed_quality=failed_quality,
+        last_failure=last_failure,
         open_p1=store.events.open_p1_incidents(model.name),
         runs_in_flight=[r.dagster_run.run_id for r in in_flight],
     )

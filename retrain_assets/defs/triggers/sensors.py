@@ -1,20 +1,34 @@
-"""Trigger sensors per model: drift, performance, data volume, and the outcome of failed runs.
+"""Trigger sensors per model: the retrain sensor acting on the fused decision, and the outcome of failed runs.
 
-Sensors stay cheap: the report sensors read the newest report's materialization metadata (the heavy
-statistics ran in the monitoring job), the volume sensor runs one COUNT over an index, and all of them
-keep a cursor so a report or a label band is acted on once. Whether a signal becomes a run is decided in
-one place, :func:`retrain_assets.defs.triggers.requests.request_retrain`.
+Sensors stay cheap: the retrain sensor reads the newest ``retrain_decision`` (the heavy statistics ran in
+the monitoring job), refreshes the two cheap signals (one capped COUNT of new labels, the model's age),
+fuses them with the same pure function the monitoring run used, and keeps a cursor so a decision is acted
+on once. Whether a decision becomes a run is decided in one place,
+:func:`retrain_assets.defs.triggers.requests.request_retrain` (guards, timing, the event row).
 """
+
+import datetime as dt
 
 import dagster as dg
 
 from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
+from retrain_assets.defs.monitoring.assets import DECISION
 from retrain_assets.defs.resources import DataSourceResource, MonitoringStoreResource
 from retrain_assets.defs.triggers.requests import event_of_run, request_retrain
-from retrain_assets.monitoring.policy import volume_severity
+from retrain_assets.monitoring.decision import (
+    Decision,
+    SignalEvidence,
+    age_signal,
+    fuse,
+    label_volume_signal,
+    worthwhile_labels,
+)
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
+
+# The seed's drift_type column of the event row (data drift on inputs, concept drift on labels).
+DRIFT_TYPE = {"drift": "data", "estimated_performance": "data", "performance": "concept", "concept_drift": "concept"}
 
 
 def _value(metadata, key, default=None):
@@ -22,86 +36,71 @@ def _value(metadata, key, default=None):
     return default if entry is None else entry.value
 
 
-def build_report_sensor(model: ModelSettings, report: str, trigger: str, drift_type: str) -> dg.SensorDefinition:
-    """A sensor that turns the newest ``report`` advising a retrain into one retrain request."""
+def refreshed_decision(store, source, model: ModelSettings, production, metadata, now: dt.datetime) -> Decision:
+    """The monitoring run's decision with its cheap signals brought up to date (labels that arrived since,
+    the model's age), fused again by the same pure function: a label count crossing its band between two
+    monitoring runs is acted on within a sensor interval."""
+    signals = [SignalEvidence(**raw) for raw in _value(metadata, "signals_json", []) or []]
+    dataset = store.registry.dataset(model.name, production.dataset_tag)
+    cap = max(worthwhile_labels(dataset.rows, model), model.triggers.new_labels_now)
+    new_labels = source.count_labels_after(dataset.max_label_id, cap=cap)
+    challenged = production.promoted_at or production.created_at
+    failed = store.registry.last_failed_retrain(model.name)
+    if failed is not None:
+        challenged = max(challenged, failed[0].created_at)
+    fresh = {"data_volume": label_volume_signal(new_labels, dataset.rows, model),
+             "model_age": age_signal((now - challenged) / dt.timedelta(days=1), model)}
+    signals = [fresh.pop(s.kind, s) for s in signals] + list(fresh.values())
+    return fuse(signals, model)
+
+
+def build_retrain_sensor(model: ModelSettings) -> dg.SensorDefinition:
+    """The one trigger of a model: it acts on the fused decision, never on one signal alone."""
 
     @model_sensor(
         model,
-        name=f"{model.name}_{trigger}_sensor",
+        name=f"{model.name}_retrain_sensor",
         job_name=retrain_job_name(model.name),
         description=(
-            f"Requests {retrain_job_name(model.name)} when the newest {report} of {model.name} advises a retrain "
-            "(guards and timing applied); acts once per report."
+            f"Requests {retrain_job_name(model.name)} when the newest {DECISION} of {model.name} advises a retrain "
+            f"(policy {model.decision.policy}; label count and model age refreshed each evaluation; guards and timing "
+            "applied); acts once per decision."
         ),
     )
-    def report_sensor(
+    def retrain_sensor(
         context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource, data_source: DataSourceResource
     ):
-        entry = context.instance.get_latest_materialization_event(asset_key(model.name, report))
+        entry = context.instance.get_latest_materialization_event(asset_key(model.name, DECISION))
         if entry is None:
-            return dg.SkipReason(f"no {report} yet: the {monitor_job_name(model.name)} job produces it on its schedule")
-        if context.cursor == entry.run_id:
-            return dg.SkipReason(f"the newest {report} (run {entry.run_id[:8]}) was already acted on")
-        metadata = entry.asset_materialization.metadata
-        summary = _value(metadata, "summary", "")
-        if not _value(metadata, "retrain_advised", False):
-            context.update_cursor(entry.run_id)
-            return dg.SkipReason(f"{report} of run {entry.run_id[:8]} advises no retrain: {summary}")
-        severity = _value(metadata, "severity", "MEDIUM")
-        outcome, handled = request_retrain(
-            context.instance, monitoring_store.get(), data_source.for_model(model), model,
-            trigger=trigger, severity=severity, reason=f"{summary} ({report} of run {entry.run_id[:8]})",
-            run_key=f"{trigger}-{entry.run_id}", drift_type=drift_type,
-            metrics={**dict(_value(metadata, "signals", {}) or {}), "report_run_id": entry.run_id},
-        )
-        if handled:
-            context.update_cursor(entry.run_id)
-        return outcome
-
-    return report_sensor
-
-
-def build_data_volume_sensor(model: ModelSettings) -> dg.SensorDefinition:
-    triggers = model.triggers
-
-    @model_sensor(
-        model,
-        name=f"{model.name}_data_volume_sensor",
-        job_name=retrain_job_name(model.name),
-        description=(
-            f"Requests {retrain_job_name(model.name)} when enough labels arrived since the production model's "
-            f"dataset: >= {triggers.new_labels_now:,} now, >= {triggers.new_labels_scheduled:,} in the quiet window."
-        ),
-    )
-    def data_volume_sensor(
-        context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource, data_source: DataSourceResource
-    ):
+            return dg.SkipReason(f"no {DECISION} yet: the {monitor_job_name(model.name)} job produces it on its schedule")
         store, source = monitoring_store.get(), data_source.for_model(model)
+        metadata = entry.asset_materialization.metadata
         production = store.registry.production(model.name)
-        if production is None:
-            return dg.SkipReason(f"{model.name} has no production model yet: nothing to count new labels against")
-        dataset = store.registry.dataset(model.name, production.dataset_tag)
-        new_labels = source.count_labels_after(dataset.max_label_id, cap=triggers.new_labels_now)
-        severity = volume_severity(new_labels, triggers)
-        if severity is None:
-            return dg.SkipReason(
-                f"{new_labels:,} new labels since dataset {dataset.tag}: waiting for {triggers.new_labels_scheduled:,} "
-                f"(quiet window) or {triggers.new_labels_now:,} (now)"
-            )
-        shown = f"{new_labels:,}+" if new_labels >= triggers.new_labels_now else f"{new_labels:,}"
-        band = f"{dataset.tag}:{severity}"
-        if context.cursor == band:
-            return dg.SkipReason(f"already acted on {severity} label volume for dataset {dataset.tag}")
+        about = _value(metadata, "production_version")
+        if production is None or about != production.label:
+            return dg.SkipReason(f"the newest {DECISION} (run {entry.run_id[:8]}) judged {about}; production is now "
+                                 f"{production.label if production else 'none'}: waiting for the next monitoring run")
+        decision = refreshed_decision(store, source, model, production, metadata, dt.datetime.now(dt.timezone.utc))
+        if not decision.retrain:
+            return dg.SkipReason(f"{DECISION} of run {entry.run_id[:8]} advises no retrain ({decision.severity}): "
+                                 f"{decision.reason}")
+        key = f"{entry.run_id}:{decision.trigger}:{decision.severity}"
+        if context.cursor == key:
+            return dg.SkipReason(f"the {DECISION} of run {entry.run_id[:8]} ({decision.trigger}, {decision.severity}) "
+                                 "was already acted on")
         outcome, handled = request_retrain(
-            context.instance, store, source, model, trigger="data_volume", severity=severity,
-            reason=f"{shown} new labels since dataset {dataset.tag}", run_key=f"volume-{band}",
-            metrics={"new_labels": new_labels, "dataset": dataset.tag},
+            context.instance, store, source, model, trigger=decision.trigger, severity=decision.severity,
+            reason=f"{decision.reason} ({DECISION} of run {entry.run_id[:8]})", run_key=f"decision-{key}",
+            drift_type=DRIFT_TYPE.get(decision.trigger),
+            metrics={"decision_run_id": entry.run_id, "policy": decision.policy, "confidence": decision.confidence,
+                     "signals": {s.kind: {"status": s.status, "test": s.test, "value": s.value, "threshold": s.threshold}
+                                 for s in decision.signals}},
         )
         if handled:
-            context.update_cursor(band)
+            context.update_cursor(key)
         return outcome
 
-    return data_volume_sensor
+    return retrain_sensor
 
 
 def build_retrain_failure_sensor(model: ModelSettings, retrain_job) -> dg.SensorDefinition:
@@ -137,9 +136,4 @@ def build_retrain_failure_sensor(model: ModelSettings, retrain_job) -> dg.Sensor
 
 
 def build_trigger_sensors(model: ModelSettings, retrain_job) -> list[dg.SensorDefinition]:
-    return [
-        build_report_sensor(model, "drift_report", "drift", "data"),
-        build_report_sensor(model, "performance_report", "performance", "concept"),
-        build_data_volume_sensor(model),
-        build_retrain_failure_sensor(model, retrain_job),
-    ]
+    return [build_retrain_sensor(model), build_retrain_failure_sensor(model, retrain_job)]
