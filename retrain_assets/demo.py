@@ -261,7 +261,7 @@ def prepare_home(home: Path, dagster_yaml: Path) -> None:
 
 def reset_embedded_storage(settings: RetrainSettings) -> None:
     url = settings.storage.database_url
-    if not url.startswith("sqlite:///"):
+    if not url.startswith("sqlite:///"):  # env:RETRAIN_DATABASE_URL included: never wipe a server database
         raise RetrainError(
             "the demo runs on the embedded storage and wipes it first; unset RETRAIN_DATABASE_URL (it points "
             "to a server database the demo must not wipe)"

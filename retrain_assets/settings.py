@@ -48,6 +48,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_literal_password(url: str | None) -> str | None:
+    from retrain_assets.store.database import has_password, redact
+
+    if url and has_password(url):
+        raise ValueError(
+            f"{redact(url)} holds a password: written here it would be shown by `retrain config` and stored in "
+            "Dagster's code snapshot and resource page. Put the URL in an environment variable and write "
+            "env:NAME instead (RETRAIN_DATABASE_URL is read that way for the monitoring database)"
+        )
+    return url
+
+
 class FeatureSpec(_Strict):
     """One input of the model (an entry of `features`)."""
 
@@ -97,7 +109,14 @@ class DataSourceSettings(_Strict):
     model_key: str | None = Field(
         None, description="sql: name the model's rows carry in the prediction log (default: the model name)."
     )
-    url: str | None = Field(None, description="sql_table: SQLAlchemy URL of its database (default: the monitoring database).")
+    url: str | None = Field(
+        None, description="sql_table: SQLAlchemy URL of its database (default: the monitoring database), or env:NAME "
+                          "for one held in an environment variable (required when it has a password).")
+
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, value: str | None) -> str | None:
+        return _no_literal_password(value)
     table: str | None = Field(None, description="sql_table: the table, optionally schema-qualified (marts.scored).")
     id_column: str = Field(
         "id", description="sql_table: increasing integer id per row; the watermark of new labels when rows are "
@@ -130,6 +149,11 @@ class TriggerSettings(_Strict):
     timezone: str = Field("UTC", description="IANA time zone of the crons and the quiet window.")
     min_samples: int = Field(100, ge=1, description="Recent labeled rows an automatic trigger needs.")
     cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
+    run_timeout_minutes: float = Field(
+        180.0, gt=0,
+        description="A retrain run longer than this is stopped by run monitoring (its dagster/max_runtime tag); a run "
+                    "still queued or running past it no longer blocks new triggers (its worker is presumed dead).",
+    )
     sensor_interval_s: int = Field(60, ge=5, description="How often sensors are evaluated.")
     quiet_start_hour: int = Field(1, ge=0, le=23, description="MEDIUM triggers wait for the quiet window: its first hour.")
     quiet_end_hour: int = Field(5, ge=0, le=24, description="End of the quiet window (exclusive hour, in `timezone`).")
@@ -228,9 +252,15 @@ class StorageSettings(_Strict):
 
     database_url: str = Field(
         "sqlite:///.retrain/monitoring.db",
-        description="SQLAlchemy URL of the monitoring store (relative SQLite paths: relative to the config file). "
-                    "Env RETRAIN_DATABASE_URL overrides it.",
+        description="SQLAlchemy URL of the monitoring store (relative SQLite paths: relative to the config file), or "
+                    "env:NAME for one held in an environment variable (required when it has a password). Env "
+                    "RETRAIN_DATABASE_URL overrides it.",
     )
+    @field_validator("database_url")
+    @classmethod
+    def _safe_url(cls, value: str) -> str:
+        return _no_literal_password(value)
+
     artifact_root: str = Field(
         ".retrain/artifacts",
         description="Where models, datasets, profiles and drift pictures are kept: a folder, or an fsspec URL "
@@ -343,15 +373,17 @@ def settings_from_dict(
     if isinstance(models, list):
         raw["models"] = [_overlay(defaults, m) if isinstance(m, Mapping) else m for m in models]
         for model in raw["models"]:
-            source = model.get("data_source") if isinstance(model, Mapping) else None
-            if isinstance(source, Mapping) and source.get("url"):
-                model["data_source"] = {**source, "url": _resolve_sqlite_url(source["url"], base_dir or Path.cwd())}
+            block = model.get("data_source") if isinstance(model, Mapping) else None
+            if isinstance(block, Mapping) and block.get("url"):
+                model["data_source"] = {**block, "url": _resolve_sqlite_url(block["url"], base_dir or Path.cwd())}
     storage = raw.get("storage") or {}
     if not isinstance(storage, Mapping):
         raise ConfigError(f"invalid configuration in {source}:\n  - storage: must be a mapping")
     storage = _resolve_storage_paths({**StorageSettings().model_dump(), **storage}, base_dir or Path.cwd())
     if os.environ.get(DATABASE_URL_ENV_VAR):
-        storage["database_url"] = os.environ[DATABASE_URL_ENV_VAR]
+        # A reference, resolved where connections are opened: the URL's password never enters the settings,
+        # Dagster's resources, snapshots or anything printed.
+        storage["database_url"] = f"env:{DATABASE_URL_ENV_VAR}"
     if os.environ.get(ARTIFACT_ROOT_ENV_VAR):
         storage["artifact_root"] = os.environ[ARTIFACT_ROOT_ENV_VAR]
     raw["storage"] = storage

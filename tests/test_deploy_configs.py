@@ -24,8 +24,26 @@ def test_kubernetes_instance_config_validates(tmp_path):
     launcher = instance_config["run_launcher"]
     assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
     assert _errors(K8sRunLauncher.config_type(), launcher["config"]) == []
-    limits = instance_config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    limits = instance_config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert limits == [{"key": "retrain/concurrency", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+
+
+def test_every_shipped_instance_config_monitors_runs_and_limits_one_retrain_per_model(tmp_path, monkeypatch):
+    """A killed run worker must not wedge a model: run monitoring fails it, the failure sensor records it."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    for env in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(env, "5432" if env.endswith("PORT") else "x")
+    for name in ("dagster.yaml", "deploy/dagster.postgres.yaml", "deploy/dagster.k8s.yaml"):
+        home = tmp_path / name.replace("/", "_")
+        home.mkdir()
+        (home / "dagster.yaml").write_text((REPO / name).read_text())
+        config, _ = dagster_instance_config(str(home))
+        monitoring = config["run_monitoring"]
+        assert monitoring["enabled"] is True and monitoring["start_timeout_seconds"] > 0, name
+        assert monitoring["poll_interval_seconds"] <= 60 and "max_resume_run_attempts" in monitoring, name
+        assert "run_coordinator" not in config, name  # the public concurrency block, no private module path
+        assert config["concurrency"]["runs"]["tag_concurrency_limits"][0]["key"] == "retrain/concurrency", name
 
 
 def test_a_wrong_key_in_the_kubernetes_launcher_is_caught():

@@ -1,6 +1,7 @@
 import textwrap
 
 import pytest
+import yaml
 
 from retrain_assets.errors import ConfigError
 from retrain_assets.settings import load_settings, settings_from_dict
@@ -94,10 +95,30 @@ def test_relative_storage_paths_are_relative_to_the_file(tmp_path, monkeypatch):
     assert settings.storage.artifact_root == str(tmp_path / "state" / "artifacts")
 
 
-def test_environment_overrides_storage(tmp_path, monkeypatch):
-    monkeypatch.setenv("RETRAIN_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/x")
+def test_environment_overrides_storage_by_reference_so_the_password_stays_there(tmp_path, monkeypatch, capsys):
+    from retrain_assets.cli import main
+    from retrain_assets.defs.definitions import resources_for
+    from retrain_assets.store.database import resolve_url
+
+    secret = "postgresql+psycopg2://postgres:s3cr3t-pw@127.0.0.1:5432/x"
+    monkeypatch.setenv("RETRAIN_DATABASE_URL", secret)
     settings = settings_from_dict({"models": [model_config()]})
-    assert settings.storage.database_url.startswith("postgresql+psycopg2://")
+    assert settings.storage.database_url == "env:RETRAIN_DATABASE_URL" and resolve_url(settings.storage.database_url) == secret
+    resources = resources_for(settings)
+    assert "s3cr3t-pw" not in repr(resources)  # what Dagster snapshots and shows on its resource page
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump({"models": [model_config()]}))
+    assert main(["--config", str(config), "config"]) == 0
+    assert "s3cr3t-pw" not in capsys.readouterr().out
+
+
+def test_a_password_in_the_file_is_refused_with_what_to_do():
+    with pytest.raises(ConfigError, match=r"storage.database_url.*postgresql://u:\*\*\*@h/db holds a password.*env:NAME"):
+        settings_from_dict({"storage": {"database_url": "postgresql://u:pw@h/db"}, "models": [model_config()]})
+    source = {**model_config(), "data_source": {"kind": "sql_table", "table": "t", "url": "postgresql://u:pw@h/db"}}
+    with pytest.raises(ConfigError, match="data_source.url.*holds a password"):
+        settings_from_dict({"models": [source]})
+    assert settings_from_dict({"models": [{**source, "data_source": {**source["data_source"], "url": "env:WAREHOUSE"}}]})
 
 
 def test_undeclared_model_lists_the_declared_ones():

@@ -28,7 +28,7 @@ from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 from retrain_assets.datasource.base import LABEL_ID, REQUEST_ID, TIMESTAMP, DataSource
 from retrain_assets.errors import DataError, StoreError
 from retrain_assets.settings import ModelSettings
-from retrain_assets.store.database import normalize_url, redact
+from retrain_assets.store.database import normalize_url, redact, resolve_url
 
 
 def _epoch_us(values: pd.Series) -> pd.Series:
@@ -37,10 +37,15 @@ def _epoch_us(values: pd.Series) -> pd.Series:
     return (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
 
 
-@lru_cache(maxsize=16)
 def _engine(url: str) -> Engine:
-    """A plain engine (no migrations: the table belongs to its owner), one per URL and process."""
-    return create_engine(normalize_url(url), pool_pre_ping=True)
+    """A plain engine (no migrations: the table belongs to its owner), one per URL and process; ``url`` may
+    be an ``env:NAME`` reference."""
+    return _cached_engine(normalize_url(resolve_url(url)))
+
+
+@lru_cache(maxsize=16)
+def _cached_engine(url: str) -> Engine:
+    return create_engine(url, pool_pre_ping=True)
 
 
 class SqlTableSource(DataSource):

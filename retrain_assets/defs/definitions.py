@@ -14,10 +14,11 @@ from retrain_assets.defs.schedules import build_schedules
 from retrain_assets.defs.training.assets import build_training_assets
 from retrain_assets.defs.triggers.sensors import build_trigger_sensors
 from retrain_assets.settings import ModelSettings, RetrainSettings
-from retrain_assets.store.database import normalize_url
+from retrain_assets.store.database import ENV_PREFIX, normalize_url, resolve_url
 
 
-def build_jobs(model_name: str) -> list:
+def build_jobs(model: ModelSettings) -> list:
+    model_name = model.name
     retrain = dg.define_asset_job(
         retrain_job_name(model_name),
         # Building the job from the asset selection brings the blocking checks along.
@@ -25,7 +26,9 @@ def build_jobs(model_name: str) -> list:
             *(asset_key(model_name, a) for a in ("training_dataset", "candidate_model", "production_model", "model_card"))
         ),
         description=f"Build a dataset, train and gate a candidate, promote it if every gate passes ({model_name}).",
-        tags={TAG_MODEL: model_name, TAG_CONCURRENCY: model_name},
+        # dagster/max_runtime: run monitoring stops a retrain that runs away (a hung step, a lost worker).
+        tags={TAG_MODEL: model_name, TAG_CONCURRENCY: model_name,
+              "dagster/max_runtime": str(int(model.triggers.run_timeout_minutes * 60))},
     )
     monitor = dg.define_asset_job(
         monitor_job_name(model_name),
@@ -48,6 +51,8 @@ def resources_for(settings: RetrainSettings) -> dict:
 
 def store_kind(database_url: str) -> str:
     """The Dagster kind (icon and filter in the UI) of the database the assets record into."""
+    if database_url.startswith(ENV_PREFIX):  # the scheme is all we need: read it without keeping the secret
+        database_url = resolve_url(database_url)
     backend = make_url(normalize_url(database_url)).get_backend_name()
     return "postgres" if backend == "postgresql" else backend
 
@@ -68,9 +73,10 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
         for definition in [*build_training_assets(model), *build_monitoring_assets(model), build_model_card(model)]:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else mine).append(definition)
         assets += label_model_assets(mine, model, kind)
-        retrain, monitor = build_jobs(model.name)
-        jobs += [retrain, monitor, build_rollback_job(model), build_shadow_job(model)]
-        sensors += [*build_trigger_sensors(model, retrain), build_watch_sensor(model), build_shadow_sensor(model)]
+        retrain, monitor = build_jobs(model)
+        model_jobs = [retrain, monitor, build_rollback_job(model), build_shadow_job(model)]
+        jobs += model_jobs
+        sensors += [*build_trigger_sensors(model, model_jobs), build_watch_sensor(model), build_shadow_sensor(model)]
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

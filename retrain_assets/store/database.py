@@ -1,5 +1,6 @@
 """Opening the monitoring database: one engine per URL, migrated on first use, with clear errors."""
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -12,9 +13,32 @@ from retrain_assets.errors import StoreError
 from retrain_assets.store.migrations import migrate
 
 
+ENV_PREFIX = "env:"
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def has_password(url: str) -> bool:
+    return bool(re.search(r"://[^:/@]+:[^@]+@", url))
+
+
+def resolve_url(url: str) -> str:
+    """A URL or a reference ``env:NAME`` to the environment variable holding it.
+
+    Settings, Dagster resources, snapshots and metadata only ever hold the reference: a password stays in
+    the environment of the processes that connect, never in what is stored or shown.
+    """
+    if not url.startswith(ENV_PREFIX):
+        return url
+    name = url[len(ENV_PREFIX):]
+    value = os.environ.get(name)
+    if not value:
+        raise StoreError(f"the database URL is read from the environment variable {name}, which is not set in this "
+                         f"process: export {name}=postgresql+psycopg2://user:password@host:5432/db")
+    return value
 
 
 def normalize_url(url: str) -> str:
@@ -32,10 +56,17 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-@lru_cache(maxsize=16)
 def open_engine(url: str) -> Engine:
-    """Create (once per URL and process), check and migrate the monitoring database."""
-    url = normalize_url(url)
+    """Create (once per URL and process), check and migrate the monitoring database. ``url`` may be an
+    ``env:NAME`` reference (:func:`resolve_url`)."""
+    return _open_engine(normalize_url(resolve_url(url)))
+
+
+open_engine.cache_clear = lambda: _open_engine.cache_clear()  # forget every engine (tests drop databases)
+
+
+@lru_cache(maxsize=16)
+def _open_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:

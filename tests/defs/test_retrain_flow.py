@@ -145,14 +145,24 @@ def test_drift_report_without_production_model_says_what_to_do(settings, harness
     assert "has no production model yet" in root_cause(failure.step_failure_data.error)
 
 
-def test_weekly_schedule_requests_a_tagged_retrain(settings):
-    from retrain_assets.defs.definitions import build_definitions
+def test_weekly_schedule_requests_a_tagged_retrain_unless_a_p1_or_a_run_stops_it(settings, harness_for, tmp_path):
+    (tmp_path / "home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))  # a schedule context needs a persistent one
+    h = harness_for(settings, instance=instance)
+    schedule = h.defs.resolve_schedule_def("churn_scheduled_retrain")
 
-    schedule = build_definitions(settings).resolve_schedule_def("churn_scheduled_retrain")
-    with dg.build_schedule_context() as context:
-        data = schedule.evaluate_tick(context)
-    assert data.run_requests[0].tags[TAG_TRIGGER] == "schedule"
+    def tick():
+        with dg.build_schedule_context(instance=h.instance, resources=resources_for(settings)) as context:
+            return schedule.evaluate_tick(context)
+
+    assert tick().run_requests[0].tags[TAG_TRIGGER] == "schedule"
     assert schedule.execution_timezone == "UTC"
+    incident = h.store.events.open_incident("label feed broken", priority="P1", model_name="churn")
+    assert not tick().run_requests and "open P1 incident" in tick().skip_message
+    h.store.events.resolve_incident(incident)
+    h.instance.create_run_for_job(h.defs.resolve_job_def("churn_retrain"))  # queued, as the daemon would
+    assert not tick().run_requests and "already queued or running" in tick().skip_message
+    instance.dispose()
 
 
 def test_a_crashed_triggered_run_gets_its_event_closed_by_the_failure_sensor(tmp_path, harness_for):
@@ -178,6 +188,24 @@ def test_a_crashed_triggered_run_gets_its_event_closed_by_the_failure_sensor(tmp
     assert h.store.events.get(event_id)["execution_completed_at"] == event["execution_completed_at"]
 
 
+def test_a_failed_monitor_run_alerts_too(settings, harness_for, caplog):
+    h = harness_for(settings)
+    result = h.run(monitor_job_name("churn"))  # no production model yet: the run fails
+    assert not result.success
+    sensor = h.defs.resolve_sensor_def("churn_retrain_failure_sensor")
+    monitored = {job.name for job in sensor._monitored_jobs}  # noqa: SLF001 - what the daemon filters runs by
+    assert monitored == {"churn_retrain", "churn_monitor", "churn_rollback", "churn_shadow_decision"}
+    failure = h.instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=failure, dagster_instance=h.instance,
+        dagster_run=h.instance.get_run_by_id(result.run_id), resources=resources_for(h.settings),
+    ).for_run_failure()
+    with caplog.at_level("WARNING", logger="retrain_assets.notify"):
+        outcome = sensor(context)
+    assert "alerted on the failure of churn_monitor run" in outcome.skip_message
+    assert any("churn_monitor run" in record.getMessage() for record in caplog.records)
+
+
 def test_a_run_started_without_a_trigger_event_opens_and_completes_its_own(settings, harness_for):
     h = harness_for(settings)
     h.traffic(3000)
@@ -193,3 +221,24 @@ def test_a_run_started_without_a_trigger_event_opens_and_completes_its_own(setti
     event = h.store.events.recent("churn")[0]
     assert event["run_id"] == manual.run_id and event["trigger_type"] == "manual"
     assert event["trigger_reason"] == "checking the new label feed" and event["trigger_metrics"] == {"requester": "alice"}
+
+
+def test_materializing_production_model_alone_never_promotes_someone_elses_candidate(settings, harness_for):
+    """'Materialize' on production_model in the UI runs it alone: it must not promote the newest candidate of
+    another run (stale, maybe never gated) over production."""
+    h = harness_for(settings)
+    h.traffic(3000)
+    assert h.retrain().success
+    v1 = h.store.registry.production("churn")
+    stale = h.store.registry.register_candidate(
+        "churn", artifact_key=v1.artifact_key, artifact_sha256=v1.artifact_sha256, size_bytes=v1.size_bytes,
+        dataset_tag=v1.dataset_tag, dataset_hash=v1.dataset_hash, params={}, metrics={"f1": 0.1}, trigger="manual",
+        reason="an old run's candidate", run_id="some-other-run")
+    job = h.defs.resolve_job_def("churn_retrain")
+    result = job.execute_in_process(instance=h.instance, raise_on_error=False,
+                                    asset_selection=[dg.AssetKey(["churn", "production_model"])])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "promotes only the candidate its own run trained and gated" in root_cause(failure.step_failure_data.error)
+    assert h.store.registry.production("churn").version == v1.version
+    assert h.store.registry.version("churn", stale.version).status == "candidate"

@@ -153,3 +153,44 @@ def test_retrain_sensor_on_postgres(tmp_path, postgres_db, harness_for):
     monitor(h, 3000, DRIFTED)
     tick = h.sensor_tick(SENSOR)
     assert len(tick.run_requests) == 1 and tick.run_requests[0].tags[TAG_TRIGGER] in ("performance", "drift")
+
+
+def test_after_a_rejected_candidate_the_same_evidence_waits_for_new_labels(tmp_path, harness_for):
+    h = with_production(harness_for, make_settings(tmp_path, dataset={"strategy": "sliding", "window_rows": 2000}))
+    noise = TrafficScenario(covariate_drift=1.5, poison_fraction=1.0)  # drifted inputs, coin-flip labels
+    monitor(h, 3000, noise)
+    tick = h.sensor_tick(SENSOR)
+    assert len(tick.run_requests) == 1
+    assert not h.run(retrain_job_name("churn"), tags=tick.run_requests[0].tags).success  # the floors reject it
+    failed = h.store.registry.last_failed_retrain("churn")
+    assert failed is not None and any(reason.startswith("gate: ") for reason in failed[1])
+    h.traffic(1000, scenario=TrafficScenario(covariate_drift=1.5), serve=True, label=False)  # inputs, no label
+    assert h.run(monitor_job_name("churn")).success
+    metadata = h.instance.get_latest_materialization_event(asset_key("churn", "retrain_decision")).asset_materialization.metadata
+    assert metadata["evidence_since_label"].value == failed[0].max_label_id  # the failed dataset's labels count once
+    assert metadata["retrain_advised"].value is True  # the inputs still drift...
+    blocked = h.sensor_tick(SENSOR, cursor=tick.cursor)
+    assert not blocked.run_requests and "latest retrain failed (gate: " in blocked.skip_message  # ...but nothing new to learn
+    h.traffic(500, scenario=TrafficScenario(covariate_drift=1.5))  # a newer labeled batch arrives
+    assert h.run(monitor_job_name("churn")).success
+    assert len(h.sensor_tick(SENSOR, cursor=blocked.cursor).run_requests) == 1
+
+
+def test_a_run_stuck_past_its_timeout_no_longer_blocks_triggers(tmp_path, harness_for):
+    """A worker killed without run monitoring leaves its run in flight for ever; past run_timeout_minutes it is
+    presumed dead, so the model is not wedged. The retrain job also carries dagster/max_runtime, which run
+    monitoring enforces."""
+    import datetime as dt
+
+    from retrain_assets.datasource import open_data_source
+    from retrain_assets.defs.triggers.requests import gather_facts
+
+    h = with_production(harness_for, make_settings(tmp_path, triggers={**IMMEDIATE, "run_timeout_minutes": 30}))
+    job = h.defs.resolve_job_def(retrain_job_name("churn"))
+    assert job.tags["dagster/max_runtime"] == "1800"
+    stuck = h.instance.create_run_for_job(job, tags={"retrain/model": "churn"})
+    source = open_data_source(h.model, h.settings.storage.database_url)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert gather_facts(h.instance, h.store, source, h.model, "HIGH", now).runs_in_flight == [stuck.run_id]
+    later = now + dt.timedelta(minutes=31)
+    assert gather_facts(h.instance, h.store, source, h.model, "HIGH", later).runs_in_flight == []

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from retrain_assets.monitoring import Evidence, Outcomes, ReferenceProfile, build_reference_pack, decide, detect_drift
+from retrain_assets.monitoring import Evidence, ReferenceProfile, build_reference_pack, decide
 from retrain_assets.monitoring.cbpe import CbpeReference, estimate_performance
 from retrain_assets.monitoring.decision import SignalEvidence, assess, fuse
 from retrain_assets.monitoring.evidence import gather_evidence

@@ -76,6 +76,17 @@ def reference_of_production(store, artifacts, model: ModelSettings) -> dict | No
     return reference_for(frame[frame[SPLIT_COLUMN] == "train"], model)
 
 
+def own_candidate(store, model: ModelSettings, run: dg.DagsterRun):
+    """The candidate this run trained: of the run itself or, for a re-execution from failure, of the run it
+    re-executes. Never the newest candidate of some other run: that one may be stale or ungated."""
+    for run_id in dict.fromkeys([run.run_id, run.tags.get("dagster/parent_run_id"), run.tags.get("dagster/root_run_id")]):
+        if run_id:
+            candidate = store.registry.candidate_of_run(model.name, run_id)
+            if candidate is not None:
+                return candidate
+    return None
+
+
 def reference_metadata(pack: ReferencePack) -> dict:
     """The reference pack as a person reads it on the candidate: the yardsticks its decisions will use."""
     loss = "held_out_mae" if pack.task == "regression" else "held_out_error_rate"
@@ -306,11 +317,12 @@ def build_training_assets(model: ModelSettings) -> list:
         artifact_store: ArtifactStoreResource,
     ):
         store, artifacts = monitoring_store.get(), artifact_store.get()
-        candidate = store.registry.candidate_of_run(model.name, context.run.run_id) or store.registry.with_status(
-            model.name, "candidate"
-        )
+        candidate = own_candidate(store, model, context.run)
         if candidate is None:
-            raise StoreError(f"no candidate of model {model.name} to evaluate: materialize candidate_model first")
+            raise StoreError(
+                f"this run trained no candidate of model {model.name} to evaluate: the gates judge only the candidate "
+                f"their own run trained; launch the {model.name}_retrain job"
+            )
         candidate_pipeline = artifacts.load_model(candidate.artifact_key, candidate.artifact_sha256)
         production = store.registry.production(model.name)
         production_pipeline = None
@@ -376,13 +388,14 @@ def build_training_assets(model: ModelSettings) -> list:
     )
     def production_model(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource):
         store = monitoring_store.get()
-        candidate = store.registry.candidate_of_run(model.name, context.run.run_id) or store.registry.with_status(
-            model.name, "candidate"
-        )
-        if candidate is None or candidate.status != "candidate" or candidate.gate_results is None:
+        candidate = own_candidate(store, model, context.run)
+        gated = candidate is not None and candidate.gate_results is not None and all(
+            g.get("passed") for g in candidate.gate_results)
+        if candidate is None or candidate.status != "candidate" or not gated:
             raise StoreError(
-                f"no gated candidate of model {model.name} to promote: run the {model.name}_retrain job "
-                "(candidate_model with its evaluation gates) first"
+                f"this run has no gated candidate of model {model.name} to promote: production_model promotes only the "
+                f"candidate its own run trained and gated, never an older one; launch the {model.name}_retrain job "
+                "(materializing production_model alone never promotes)"
             )
         if model.deployment.shadow and store.registry.production(model.name) is not None:
             replaced = store.registry.start_shadow(model.name, candidate.version)

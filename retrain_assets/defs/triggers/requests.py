@@ -58,12 +58,14 @@ def open_run_event(store: MonitoringStore, model: ModelSettings, run: dg.Dagster
     return event_id
 
 
+def _created(record) -> dt.datetime:
+    return dt.datetime.fromtimestamp(record.create_timestamp.timestamp(), dt.timezone.utc)
+
+
 def last_retrain_start(instance: dg.DagsterInstance, model: ModelSettings) -> dt.datetime | None:
     """When the newest retrain run of this model was created (any trigger, the launchpad included)."""
     records = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(model.name)), limit=1)
-    if not records:
-        return None
-    return dt.datetime.fromtimestamp(records[0].create_timestamp.timestamp(), dt.timezone.utc)
+    return _created(records[0]) if records else None
 
 
 def gather_facts(
@@ -71,6 +73,10 @@ def gather_facts(
     now: dt.datetime,
 ) -> TriggerFacts:
     in_flight = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(model.name), statuses=IN_FLIGHT), limit=5)
+    # A run in flight for longer than its timeout has a dead worker (run monitoring fails it when the daemon
+    # runs it): it must not block every later trigger for ever.
+    limit = dt.timedelta(minutes=model.triggers.run_timeout_minutes)
+    in_flight = [r for r in in_flight if now - _created(r) < limit]
     failed = store.registry.last_failed_retrain(model.name)
     last_failure = []
     if failed is not None and source.count_labels_after(failed[0].max_label_id, cap=1) == 0:

@@ -103,24 +103,30 @@ def build_retrain_sensor(model: ModelSettings) -> dg.SensorDefinition:
     return retrain_sensor
 
 
-def build_retrain_failure_sensor(model: ModelSettings, retrain_job) -> dg.SensorDefinition:
-    """Closes the retraining event of a failed retrain run, so no trigger is left without an outcome.
+def build_retrain_failure_sensor(model: ModelSettings, jobs: list) -> dg.SensorDefinition:
+    """Alerts on every failed run of the model's jobs (retrain, monitor, rollback, shadow decision) and
+    closes the retraining event of a failed retrain run, so no trigger is left without an outcome.
 
     Gate and data-quality failures complete their event themselves (with the failing checks); this
-    sensor catches everything else: a crash, bad input raised by an asset, a cancelled or killed run.
-    It also sends the failure notification.
+    sensor catches everything else: a crash, bad input raised by an asset, a cancelled run, or a killed
+    one (run monitoring fails a run whose worker died).
     """
 
     @dg.run_failure_sensor(
         name=f"{model.name}_retrain_failure_sensor",
-        monitored_jobs=[retrain_job],
+        monitored_jobs=list(jobs),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Records the outcome of failed {retrain_job_name(model.name)} runs and alerts.",
+        description=f"Alerts on failed runs of {', '.join(j.name for j in jobs)} and records the outcome of a failed "
+                    f"{retrain_job_name(model.name)} run in its retraining event.",
     )
     def retrain_failure_sensor(context: dg.RunFailureSensorContext, monitoring_store: MonitoringStoreResource):
         run = context.dagster_run
         message = context.failure_event.message if context.failure_event else "run failed"
         store = monitoring_store.get()
+        if run.job_name != retrain_job_name(model.name):
+            Notifier().notify(f"{model.name}: {run.job_name} run {run.run_id[:8]} failed: {message}",
+                              model=model.name, run_id=run.run_id, job=run.job_name)
+            return dg.SkipReason(f"alerted on the failure of {run.job_name} run {run.run_id[:8]}")
         event_id = event_of_run(store, run)
         Notifier().notify(f"{model.name}: retrain run {run.run_id[:8]} failed: {message}",
                           model=model.name, run_id=run.run_id, event_id=event_id)
@@ -135,5 +141,6 @@ def build_retrain_failure_sensor(model: ModelSettings, retrain_job) -> dg.Sensor
     return retrain_failure_sensor
 
 
-def build_trigger_sensors(model: ModelSettings, retrain_job) -> list[dg.SensorDefinition]:
-    return [build_retrain_sensor(model), build_retrain_failure_sensor(model, retrain_job)]
+def build_trigger_sensors(model: ModelSettings, jobs: list) -> list[dg.SensorDefinition]:
+    """``jobs``: the model's jobs, its retrain job first."""
+    return [build_retrain_sensor(model), build_retrain_failure_sensor(model, jobs)]
