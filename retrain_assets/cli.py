@@ -40,7 +40,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_trigger(args: argparse.Namespace) -> int:
     from retrain_assets.defs.launch import trigger_retrain  # imports Dagster: only when asked for
 
-    outcome = trigger_retrain(load_settings(args.config), args.model, args.reason, args.requester, args.url)
+    outcome = trigger_retrain(load_settings(args.config), args.model, args.reason, args.requester, args.url, args.force)
     if outcome.status == "SUBMITTED":
         print(f"submitted run {outcome.run_id} of {args.model}_retrain (event #{outcome.event_id})")
         return 0
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--requester", default="", help="who asks (default: $USER)")
     trigger.add_argument("--url", help="submit through a running Dagster webserver (e.g. http://127.0.0.1:3000) "
                          "instead of running in process on $DAGSTER_HOME")
+    trigger.add_argument("--force", action="store_true",
+                         help="retrain even while a retrain of the model is in flight (its claim is released; recorded)")
     trigger.set_defaults(handler=_cmd_trigger)
 
     rollback = commands.add_parser("rollback", help="swap production and standby (instant rollback)")

@@ -12,6 +12,7 @@ import os
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlparse
 
 logger = logging.getLogger("retrain_assets.notify")
 WEBHOOK_ENV = "RETRAIN_WEBHOOK_URL"
@@ -27,6 +28,11 @@ class Notifier:
         logger.warning("retrain-assets: %s", text)
         if not self.webhook_url:
             return True
+        scheme = urlparse(self.webhook_url).scheme
+        if scheme not in ("http", "https"):  # file://, ftp://...: never opened, whatever the URL says
+            logger.error("retrain-assets: %s must be an http:// or https:// URL, not %s://: notification not delivered",
+                         WEBHOOK_ENV, scheme or "(no scheme)")
+            return False
         body = json.dumps({"text": text, "event": event}, default=str).encode()
         request = urllib.request.Request(
             self.webhook_url, data=body, method="POST", headers={"Content-Type": "application/json"}

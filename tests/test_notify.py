@@ -44,3 +44,10 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog, monkeypatch):
     assert Notifier().notify("no webhook configured")  # log only
     assert not Notifier("http://127.0.0.1:9/nothing-listens", timeout_s=2).notify("lost")
     assert "could not deliver" in caplog.text
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "not a url"])
+def test_a_webhook_that_is_not_http_is_refused_never_opened(url, caplog):
+    with caplog.at_level("ERROR", logger="retrain_assets.notify"):
+        assert Notifier(url).notify("hello", model="churn") is False
+    assert "must be an http:// or https:// URL" in caplog.text

@@ -1,7 +1,10 @@
 """Starting a retrain by hand: `retrain trigger`, in process on the instance or through a running webserver.
 
 Both paths record a ``manual`` event first, so the run carries its event id and the audit table shows who
-asked and why. Manual retrains bypass the automatic triggers' guards: a person decided.
+asked and why. Manual retrains bypass the automatic triggers' guards (a person decided), but never a retrain
+of the model already in flight: the event is the model's one claim, and only ``--force`` (recorded in the
+event) takes it over. Every event gets an outcome: a run that fails in process completes it with the cause,
+a submission the webserver refused marks it failed.
 """
 
 import os
@@ -32,41 +35,67 @@ def manual_run_config(model_name: str, reason: str, requester: str) -> dict:
 
 
 def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, requester: str = "",
-                    url: str | None = None) -> TriggerOutcome:
+                    url: str | None = None, force: bool = False) -> TriggerOutcome:
     model = settings.model(model_name)
     if not reason.strip():
         raise ConfigError("--reason is required: say why this model should be retrained")
     store = MonitoringStore(settings.storage.database_url)
     requester = requester or os.environ.get("USER", "")
-    event_id = store.events.record_trigger(
-        model.name, trigger_type="manual", severity="MEDIUM", reason=reason, metrics={"requester": requester}
-    )
-    tags = {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_SEVERITY: "MEDIUM", TAG_REASON: short(reason),
-            TAG_EVENT_ID: str(event_id)}
+    metrics = {"requester": requester, **({"forced": True} if force else {})}
+    forced_by = (requester or "someone") if force else None
+    tags_for = lambda event_id: {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_SEVERITY: "MEDIUM",  # noqa: E731
+                                 TAG_REASON: short(reason), TAG_EVENT_ID: str(event_id)}
     run_config = manual_run_config(model.name, reason, requester)
     if url:
-        return _submit(url, model.name, run_config, tags, event_id)
+        event_id = _claim(None, store, model, reason, metrics, forced_by)
+        return _submit(store, url, model.name, run_config, tags_for(event_id), event_id)
     instance_home()
     with dg.DagsterInstance.get() as instance:
+        event_id = _claim(instance, store, model, reason, metrics, forced_by)
         job = build_definitions(settings).resolve_job_def(retrain_job_name(model.name))
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+        # Dagster's console logger would print each failed step's traceback; the outcome is one line here and
+        # every event stays in the instance for the UI.
+        run_config = {**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        result = job.execute_in_process(instance=instance, tags=tags_for(event_id), run_config=run_config,
+                                        raise_on_error=False)
     production = store.registry.production(model.name)
     failed = tuple(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        cause = root_cause(failure.step_failure_data.error) if failure else "the run failed"
+        # In process there is no daemon to run the failure sensor: the event gets its outcome here.
+        store.events.complete(event_id, successful=False, execution_metrics={"run_id": result.run_id, "error": cause})
+        if not failed:
+            raise RetrainError(f"retrain run {result.run_id[:8]} of {model.name} failed: {cause} (event #{event_id})")
     return TriggerOutcome(result.run_id, event_id, "SUCCESS" if result.success else "FAILURE",
                           production.label if production else None, failed)
 
 
-def _submit(url: str, job_name_model: str, run_config: dict, tags: dict, event_id: int) -> TriggerOutcome:
-    """Queue the run through the webserver's GraphQL API; the daemon launches it."""
+def _claim(instance, store: MonitoringStore, model, reason: str, metrics: dict, forced_by: str | None) -> int:
+    from retrain_assets.defs.triggers.requests import claim_retrain
+    from retrain_assets.store.events import ClaimTaken
+
+    try:
+        return claim_retrain(instance, store, model, forced_by=forced_by, trigger_type="manual", severity="MEDIUM",
+                             reason=reason, metrics=metrics)
+    except ClaimTaken as taken:
+        raise RetrainError(f"{taken}: wait for it, or retrain anyway with --force (recorded in the event)") from None
+
+
+def _submit(store: MonitoringStore, url: str, model_name: str, run_config: dict, tags: dict, event_id: int) -> TriggerOutcome:
+    """Queue the run through the webserver's GraphQL API; the daemon launches it. A refused submission
+    marks the event failed: no trigger is left without an outcome."""
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
     parsed = urlparse(url if "://" in url else f"http://{url}")
     client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port or 3000,
                                   use_https=parsed.scheme == "https")
     try:
-        run_id = client.submit_job_execution(retrain_job_name(job_name_model), run_config=run_config, tags=tags)
+        run_id = client.submit_job_execution(retrain_job_name(model_name), run_config=run_config, tags=tags)
     except (DagsterGraphQLClientError, OSError) as error:
-        raise RetrainError(f"could not submit the retrain to the Dagster webserver at {url}: {error}") from error
+        message = f"could not submit the retrain to the Dagster webserver at {url}: {error}"
+        store.events.complete(event_id, successful=False, execution_metrics={"error": message})
+        raise RetrainError(message) from error
     return TriggerOutcome(run_id, event_id, "SUBMITTED")
 
 

@@ -91,6 +91,7 @@ class Evidence:
     training_rows: int | None = None  # rows of its training dataset
     model_age_days: float | None = None
     previous_warnings: tuple[str, ...] = ()  # signals that were weak or stronger at the previous decision
+    days_since_verified: float | None = None  # since a decision last judged it on a fresh labeled batch
     unavailable: dict[str, str] = field(default_factory=dict)  # evidence the caller could not gather, and why
 
 
@@ -134,6 +135,12 @@ class Decision:
     @property
     def triggered(self) -> bool:
         return self.retrain
+
+    @property
+    def verified(self) -> bool:
+        """Whether the realized-performance tests judged the model on a fresh labeled batch."""
+        signal = self.signal("performance")
+        return bool(signal is not None and (signal.metrics or {}).get("verified"))
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -200,6 +207,7 @@ def _realized(evidence: Evidence, model) -> SignalEvidence:
         if newest >= settings.min_labeled_rows:
             batch = batch_test(losses[-newest:], reference, delta, settings.batch_alpha, factor)
             metrics["newest_batch"] = batch.to_dict()
+            metrics["verified"] = True  # judged on a fresh labeled batch: the model's age clock restarts
             if batch.alarm:
                 found.append(("HIGH", "newest_batch", batch.statistic, batch.threshold,
                               f"{name} {batch.mean_loss:.4g} in the newest {batch.rows} labeled rows vs {reference.mean:.4g} "
@@ -334,19 +342,25 @@ def label_volume_signal(new_labels: int | None, training_rows: int | None, model
                           float(needed), detail, 1.0 if worthwhile else 0.0)
 
 
-def age_signal(age_days: float | None, model) -> SignalEvidence:
-    """Days since the model was promoted or last challenged (a retrain that did not replace it); beyond
-    ``max_model_age_days`` it retrains anyway (MEDIUM). Cheap: the trigger sensor refreshes it."""
+AGE_TEST = "days since promotion, challenge or verification"
+
+
+def age_signal(age_days: float | None, model, unverified_days: float | None = None) -> SignalEvidence:
+    """How long the model has gone unchecked: days since it was promoted, challenged (a retrain that did not
+    replace it) or verified (the realized-performance tests judged it on a fresh labeled batch), whichever
+    is latest. Beyond ``max_model_age_days`` it retrains anyway (MEDIUM): the safety net of a model whose
+    labels stopped arriving. A model that labels keep verifying is not stale for being old. Cheap: the
+    trigger sensor refreshes it."""
     limit = model.decision.max_model_age_days
     if age_days is None:
-        return _unavailable("model_age", "days since promotion or last challenge", "no promotion time")
+        return _unavailable("model_age", AGE_TEST, "no promotion time")
+    days = age_days if unverified_days is None else min(age_days, unverified_days)
     if limit is None or model.decision.policy == "seed":
-        return SignalEvidence("model_age", "none", "days since promotion or last challenge", age_days, None,
-                              f"{age_days:.1f} days since promotion or last challenge (no age limit)")
-    old = age_days > limit
-    return SignalEvidence("model_age", "retrain" if old else "none", "days since promotion or last challenge", age_days,
-                          limit, f"{age_days:.1f} days since promotion or last challenge ({'older than' if old else 'within'} "
-                          f"max_model_age_days {limit:g})", 1.0 if old else 0.0, severity="MEDIUM" if old else "NONE")
+        return SignalEvidence("model_age", "none", AGE_TEST, days, None, f"{days:.1f} {AGE_TEST} (no age limit)")
+    old = days > limit
+    return SignalEvidence("model_age", "retrain" if old else "none", AGE_TEST, days, limit,
+                          f"{days:.1f} {AGE_TEST} ({'more than' if old else 'within'} max_model_age_days {limit:g})",
+                          1.0 if old else 0.0, severity="MEDIUM" if old else "NONE")
 
 
 def assess(evidence: Evidence, model) -> list[SignalEvidence]:
@@ -355,9 +369,11 @@ def assess(evidence: Evidence, model) -> list[SignalEvidence]:
         raise DataError(f"unknown task {evidence.task!r}")
     if model.decision.policy == "seed":
         return _seed_signals(evidence, model)
-    signals = [_realized(evidence, model), _concept(evidence, model), _weighted_drift(evidence, model),
+    realized = _realized(evidence, model)
+    unverified = 0.0 if (realized.metrics or {}).get("verified") else evidence.days_since_verified
+    signals = [realized, _concept(evidence, model), _weighted_drift(evidence, model),
                _estimated_performance(evidence, model), label_volume_signal(evidence.new_labels, evidence.training_rows, model),
-               age_signal(evidence.model_age_days, model)]
+               age_signal(evidence.model_age_days, model, unverified)]
     for signal in signals:
         signal.lasting = signal.status == "weak" and signal.kind in evidence.previous_warnings
     return signals

@@ -35,6 +35,7 @@ def gather_evidence(
     training_rows: int | None = None,
     model_age_days: float | None = None,
     previous_warnings: tuple[str, ...] = (),
+    days_since_verified: float | None = None,
 ) -> Evidence:
     """``model``: ModelSettings; ``recent``: the newest inputs (features, oldest first); ``labeled``: rows
     labeled since the production model's dataset (or since the last failed retrain), features and target,
@@ -44,7 +45,8 @@ def gather_evidence(
 
     features = model.feature_names
     evidence = Evidence(model.task, pack=pack, baseline=baseline, new_labels=new_labels, training_rows=training_rows,
-                        model_age_days=model_age_days, previous_warnings=tuple(previous_warnings))
+                        model_age_days=model_age_days, previous_warnings=tuple(previous_warnings),
+                        days_since_verified=days_since_verified)
     if recent is None or recent.empty:
         evidence.unavailable["drift"] = "no recent inputs in the data source"
     elif _missing(recent, features):

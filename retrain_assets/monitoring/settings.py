@@ -136,5 +136,7 @@ class DecisionSettings(_Strict):
                     "(at least min_labeled_rows); with a warning signal they trigger one.",
     )
     max_model_age_days: float | None = Field(
-        30.0, gt=0, description="A production model older than this is retrained anyway (null: never)."
+        30.0, gt=0,
+        description="A production model neither promoted, challenged by a candidate nor verified by the realized "
+                    "tests on a fresh labeled batch for this many days is retrained anyway (null: never).",
     )

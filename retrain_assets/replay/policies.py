@@ -89,6 +89,7 @@ class Ours(Policy):
 
     def __init__(self):
         self.previous_warnings: tuple[str, ...] = ()
+        self.verified_at: dt.datetime | None = None  # when a decision last judged production on fresh labels
 
     def decide(self, knowledge: Knowledge, model) -> Verdict:
         production = knowledge.production
@@ -97,9 +98,12 @@ class Ours(Policy):
             recent=knowledge.recent_inputs, labeled=knowledge.labeled_since, newest_batch=knowledge.newest_batch,
             baseline=production.metrics, new_labels=knowledge.new_labels, training_rows=production.training_rows,
             model_age_days=knowledge.model_age_days, previous_warnings=self.previous_warnings,
+            days_since_verified=None if self.verified_at is None else (knowledge.now - self.verified_at) / dt.timedelta(days=1),
         )
         decision = decide(evidence, model)
         self.previous_warnings = decision.warnings
+        if decision.verified:
+            self.verified_at = knowledge.now
         if not decision.retrain:
             return Verdict(False)
         facts = TriggerFacts(severity=decision.severity, labeled_rows=knowledge.labeled_rows, now=knowledge.now,

@@ -1,16 +1,43 @@
-"""The audit trail: one row per retraining trigger, completed when its run ends."""
+"""The audit trail: one row per retraining trigger, completed when its run ends.
+
+An attempted trigger's row is also the model's **claim**: a unique index allows one open (attempted,
+not completed) retrain event per model, so concurrent triggers cannot both start a retrain; the loser
+gets :class:`ClaimTaken` naming the open event. Completing the event releases the claim.
+"""
 
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Boolean, Engine, and_, bindparam, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 
+from retrain_assets.errors import RetrainError
 from retrain_assets.store.schema import UTCDateTime, incidents, model_retraining_events
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class ClaimTaken(RetrainError):
+    """Another retrain of the model is open: ``event`` is its row."""
+
+    def __init__(self, event: dict):
+        self.event = event
+        run = f", run {event['run_id'][:8]}" if event.get("run_id") else ""
+        super().__init__(f"a retrain of {event['model_name']} is already in flight (event #{event['id']}, "
+                         f"{event['trigger_type']}{run}, triggered {event['triggered_at']:%Y-%m-%d %H:%M} UTC)")
+
+
+def completion(successful: bool, **fields: Any) -> dict:
+    """The column values that complete an event (one definition for every way an event completes)."""
+    return {"execution_successful": successful, "execution_completed_at": _now(), **fields}
+
+
+_OPEN_CLAIM = and_(model_retraining_events.c.execution_attempted.is_(True),
+                   model_retraining_events.c.execution_completed_at.is_(None),
+                   model_retraining_events.c.trigger_type != "rollback")
 
 
 class EventLog:
@@ -29,29 +56,48 @@ class EventLog:
         attempted: bool = True,
         run_id: str | None = None,
     ) -> int:
+        """Record a trigger; an attempted one (not a rollback) claims the model's one open retrain and raises
+        :class:`ClaimTaken` when another is open."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    model_retraining_events.insert().values(
+                        model_name=model_name,
+                        trigger_type=trigger_type,
+                        severity=severity,
+                        drift_type=drift_type,
+                        trigger_reason=reason,
+                        trigger_metrics=dict(metrics or {}),
+                        execution_attempted=attempted,
+                        run_id=run_id,
+                        triggered_at=_now(),
+                    )
+                )
+                return int(result.inserted_primary_key[0])
+        except IntegrityError:
+            holder = self.open_claim(model_name)
+            if holder is None:  # released between the insert and this read: the caller may simply try again
+                raise ClaimTaken({"id": "?", "model_name": model_name, "trigger_type": "unknown", "run_id": None,
+                                  "triggered_at": _now()}) from None
+            raise ClaimTaken(holder) from None
+
+    def open_claim(self, model_name: str) -> dict | None:
+        """The model's open retrain event (attempted, not completed), if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(model_retraining_events).where(model_retraining_events.c.model_name == model_name, _OPEN_CLAIM)
+            ).first()
+        return None if row is None else dict(row._mapping)
+
+    def complete(self, event_id: int, *, successful: bool, **fields: Any) -> bool:
+        """Record the outcome; False when the event already had one (the first outcome stands)."""
         with self.engine.begin() as conn:
             result = conn.execute(
-                model_retraining_events.insert().values(
-                    model_name=model_name,
-                    trigger_type=trigger_type,
-                    severity=severity,
-                    drift_type=drift_type,
-                    trigger_reason=reason,
-                    trigger_metrics=dict(metrics or {}),
-                    execution_attempted=attempted,
-                    run_id=run_id,
-                    triggered_at=_now(),
-                )
-            )
-            return int(result.inserted_primary_key[0])
-
-    def complete(self, event_id: int, *, successful: bool, **fields: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
                 update(model_retraining_events)
-                .where(model_retraining_events.c.id == event_id)
-                .values(execution_successful=successful, execution_completed_at=_now(), **fields)
+                .where(model_retraining_events.c.id == event_id, model_retraining_events.c.execution_completed_at.is_(None))
+                .values(**completion(successful, **fields))
             )
+        return result.rowcount > 0
 
     def get(self, event_id: int) -> dict | None:
         with self.engine.connect() as conn:

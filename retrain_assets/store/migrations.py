@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Connection, Engine, and_, func, inspect, select, update
 
 from retrain_assets.store import schema
 
@@ -114,6 +114,19 @@ def _reference_packs(conn: Connection) -> None:
     _add_missing_columns(conn, schema.model_versions, ("reference_key", "reference_sha256"))
 
 
+def _one_open_claim(conn: Connection) -> None:
+    """Close all but the newest open retrain event of each model (left by runs that died before this
+    migration existed), then make the claim unique."""
+    e = schema.model_retraining_events
+    open_claim = and_(e.c.execution_attempted.is_(True), e.c.execution_completed_at.is_(None), e.c.trigger_type != "rollback")
+    newest = select(e.c.model_name, func.max(e.c.id).label("id")).where(open_claim).group_by(e.c.model_name).subquery()
+    stale = select(e.c.id).where(open_claim, e.c.id.not_in(select(newest.c.id))).scalar_subquery()
+    conn.execute(update(e).where(e.c.id.in_(stale)).values(
+        execution_successful=False, execution_completed_at=dt.datetime.now(dt.timezone.utc),
+        execution_metrics={"error": "closed by migration 7: a newer retrain of this model was triggered while it was open"}))
+    schema.one_open_claim.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "prediction log, labels, dataset versions, model registry, retraining events", _initial_schema),
     Migration(2, "incidents (an open P1 blocks automatic retraining)", _incidents),
@@ -124,6 +137,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _latency_and_shadow),
     Migration(6, "model_versions.reference_key and reference_sha256 (the evidence policy's reference pack)",
               _reference_packs),
+    Migration(7, "one open retrain per model: a unique claim on model_retraining_events", _one_open_claim),
 )
 
 

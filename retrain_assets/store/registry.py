@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 
 from retrain_assets.errors import StoreError
-from retrain_assets.store.schema import dataset_versions, model_versions
+from retrain_assets.store.schema import dataset_versions, model_retraining_events, model_versions
 
 
 def _now() -> dt.datetime:
@@ -242,8 +242,11 @@ class Registry:
                 .values(**values)
             )
 
-    def promote(self, model_name: str, version: int, run_id: str | None = None) -> ModelVersion | None:
-        """Make ``version`` production, the old production standby, the old standby archived.
+    def promote(self, model_name: str, version: int, run_id: str | None = None,
+                event_id: int | None = None, event_outcome: Mapping[str, Any] | None = None) -> ModelVersion | None:
+        """Make ``version`` production, the old production standby, the old standby archived, and complete
+        the retraining event ``event_id`` with ``event_outcome`` (columns of :func:`events.completion`), all in
+        one transaction: a crash leaves neither a promotion without its outcome nor an outcome without it.
 
         Returns the previous production version (None for the first promotion).
         """
@@ -267,6 +270,10 @@ class Registry:
                 .where(of_model, mv.c.version == version)
                 .values(status="production", promoted_at=_now(), promoted_by_run_id=run_id)
             )
+            if event_id is not None:
+                e = model_retraining_events
+                conn.execute(update(e).where(e.c.id == event_id, e.c.execution_completed_at.is_(None))
+                             .values(**(event_outcome or {})))
         return None if previous is None else _model(previous)
 
     def start_shadow(self, model_name: str, version: int) -> ModelVersion | None:

@@ -190,6 +190,17 @@ Index("idx_retraining_events_severity", model_retraining_events.c.severity)
 Index("idx_retraining_events_trigger_type", model_retraining_events.c.trigger_type)
 Index("idx_retraining_events_triggered_at", model_retraining_events.c.triggered_at.desc())
 Index("idx_retraining_events_success", model_retraining_events.c.execution_successful)
+# The claim: at most one open retrain per model (attempted, not yet completed; rollbacks are not retrains).
+# A trigger claims by inserting its event; a second concurrent insert fails in the database itself, so two
+# sensors, a schedule and a person can never start two retrains of one model.
+OPEN_CLAIM = "execution_attempted = true AND execution_completed_at IS NULL AND trigger_type <> 'rollback'"
+one_open_claim = Index(
+    "uq_retraining_events_one_open_claim",
+    model_retraining_events.c.model_name,
+    unique=True,
+    sqlite_where=text(OPEN_CLAIM),
+    postgresql_where=text(OPEN_CLAIM),
+)
 
 incidents = Table(
     "incidents",

@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # settings import this package's settings module: no import c
     from retrain_assets.settings import ModelSettings
 
 
-QUALITY_CHECKS = ("columns_and_types", "null_rates", "value_ranges", "labels", "freshness", "min_rows")
+QUALITY_CHECKS = ("columns_and_types", "null_rates", "value_ranges", "labels", "freshness", "min_rows", "leakage")
+LEAKAGE_MAX_ROWS = 20_000  # the leakage check's rows (a sample of larger datasets): a few ms per feature
 AGE_COLUMN = "__age_hours"
 NUMERIC_TYPES = [
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -70,7 +71,9 @@ def _expectations(frame: pd.DataFrame, model: ModelSettings, reference: dict | N
     for column in model.numeric_features:
         if column not in present:
             continue
-        # No production reference yet: at least refuse infinities and absurd magnitudes.
+        # Infinities crash training whatever their share: no tolerance for them (mostly = 1).
+        items.append(("value_ranges", gxe.ExpectColumnValuesToBeBetween(column=column, min_value=-1e300, max_value=1e300)))
+        # No production reference yet: at least refuse absurd magnitudes.
         low, high = _reference_bounds(*ranges[column], settings.range_margin) if column in ranges else (-1e300, 1e300)
         spec = declared[column]
         low = low if spec.min is None else max(low, spec.min)
@@ -154,7 +157,7 @@ def quality_requirements(model: ModelSettings, reference: dict | None = None, *,
         f"{settings.range_mostly:.0%} of values within the production data's range +/- {settings.range_margin:g} x its "
         "span (beyond: a unit or sentinel error; new values inside are drift, not errors)"
     )
-    finite = f"{settings.range_mostly:.0%} of numeric values finite"
+    finite = "every numeric value finite"
     bounds = [f"{f.name} in [{f.min if f.min is not None else '-inf'}, {f.max if f.max is not None else 'inf'}]"
               for f in model.features if f.min is not None or f.max is not None]
     bounds += [f"{f.name} among {list(f.values)}" for f in model.features if f.values is not None]
@@ -176,6 +179,9 @@ def quality_requirements(model: ModelSettings, reference: dict | None = None, *,
         "labels": labels,
         "freshness": f"newest row <= {settings.max_age_hours:g} h old",
         "min_rows": f">= {settings.min_samples} rows",
+        "leakage": (f"no feature alone predicts {model.target!r} with cross-validated "
+                    f"{'R2' if model.task == 'regression' else 'balanced accuracy'} >= {settings.leakage_threshold:g} "
+                    "(a small tree on that one column)"),
     }
 
 
@@ -202,6 +208,9 @@ def validate_training_data(
     expected = quality_requirements(model, reference)
     results = []
     for name in QUALITY_CHECKS:
+        if name == "leakage":
+            results.append(leakage_check(data, model, expected[name]))
+            continue
         mine = [row for row in rows if row[0] == name]
         failures = [text for _, ok, text, _ in mine if not ok]
         observed = _observed(name, data, model, mine)
@@ -213,6 +222,60 @@ def validate_training_data(
             passed, message = True, f"{name} passed ({len(mine)} expectations)"
         results.append(QualityResult(name, passed, observed, expected[name], message, failures))
     return results
+
+
+def single_feature_scores(frame: pd.DataFrame, model: ModelSettings, seed: int = 0) -> dict[str, float]:
+    """How well each feature alone predicts the target: 3-fold cross-validated balanced accuracy
+    (classification) or R2 (regression) of a small decision tree (at most 32 leaves) on that one column.
+
+    Cross-validated, so an identifier that a tree could memorize scores nothing; a small tree, so any
+    monotone or non-monotone function of the target is found. Rows with a missing target are left out.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    data = frame[frame[model.target].notna()] if model.target in frame.columns else frame.iloc[0:0]
+    if len(data) > LEAKAGE_MAX_ROWS:
+        data = data.sample(LEAKAGE_MAX_ROWS, random_state=seed)
+    y = data[model.target]
+    classification = model.task == "classification"
+    if len(data) < 30 or (classification and (y.nunique() < 2 or y.value_counts().min() < 3)):
+        return {}
+    if classification:
+        y = y.astype(str)
+        estimator = DecisionTreeClassifier(max_leaf_nodes=32, min_samples_leaf=5, random_state=seed)
+        folds, scoring = StratifiedKFold(3, shuffle=True, random_state=seed), "balanced_accuracy"
+    else:
+        y = pd.to_numeric(y, errors="coerce")
+        estimator = DecisionTreeRegressor(max_leaf_nodes=32, min_samples_leaf=5, random_state=seed)
+        folds, scoring = KFold(3, shuffle=True, random_state=seed), "r2"
+    scores = {}
+    for column in model.feature_names:
+        if column not in data.columns:
+            continue
+        if column in model.numeric_features:
+            values = pd.to_numeric(data[column], errors="coerce").replace([np.inf, -np.inf], np.nan)
+            x = values.fillna(values.median() if values.notna().any() else 0.0).to_numpy(dtype=float)
+        else:
+            x = pd.factorize(data[column].astype(str))[0].astype(float)
+        scores[column] = float(np.mean(cross_val_score(estimator, x.reshape(-1, 1), y, cv=folds, scoring=scoring)))
+    return scores
+
+
+def leakage_check(frame: pd.DataFrame, model: ModelSettings, expected: str) -> QualityResult:
+    """A feature that alone predicts the target almost perfectly is the target in disguise (a label copied
+    into a feature, a field filled in after the outcome): the model would score 1.0 on every test and be
+    useless in production, so the dataset is refused, naming the feature."""
+    limit = model.dataset.leakage_threshold
+    scores = single_feature_scores(frame, model, model.training.seed)
+    leaked = {c: round(v, 4) for c, v in scores.items() if v >= limit}
+    observed = {c: round(v, 4) for c, v in sorted(scores.items(), key=lambda item: -item[1])[:3]} or "not enough rows"
+    if leaked:
+        metric = "R2" if model.task == "regression" else "balanced accuracy"
+        message = (f"leakage failed: {', '.join(f'{c} alone predicts {model.target} with {metric} {v}' for c, v in leaked.items())} "
+                   f"(>= {limit}): remove it from the features or fix how it is filled")
+        return QualityResult("leakage", False, observed, expected, message, [message])
+    return QualityResult("leakage", True, observed, expected, f"leakage passed ({len(scores)} features checked)")
 
 
 def _observed(name: str, data: pd.DataFrame, model: ModelSettings, rows: list) -> Any:

@@ -56,6 +56,11 @@ class DatasetSettings(_Strict):
         ),
     )
     range_mostly: float = Field(0.99, gt=0, le=1, description="Value-range check: share of rows that must pass.")
+    leakage_threshold: float = Field(
+        0.99, gt=0.5, le=1,
+        description="Leakage check: a feature that alone predicts the target with this cross-validated balanced "
+                    "accuracy (regression: R2) is the target in disguise and fails the dataset.",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self):

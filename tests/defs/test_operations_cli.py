@@ -102,3 +102,65 @@ def test_rollback_command(tmp_path, home, capsys):
     assert "production model is v1 again" in capsys.readouterr().out
     assert store.registry.production("churn").version == 1
     assert store.events.recent("churn")[0]["trigger_reason"] == "bad week"
+
+
+def test_a_failing_in_process_trigger_says_one_line_and_closes_its_event(tmp_path, home, capsys):
+    config = write_config(tmp_path, data_source={"kind": "sql_table", "table": "churn_scored",
+                                                  "url": f"sqlite:///{tmp_path}/empty.db"})
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path}/empty.db")
+    with engine.begin() as conn:  # the table exists, no row is labeled yet
+        columns = ", ".join(f"{f['name']} {'REAL' if f['type'] == 'numeric' else 'TEXT'}" for f in model_config()["features"])
+        conn.execute(text(f"CREATE TABLE churn_scored (id INTEGER, timestamp TEXT, {columns}, churned REAL)"))
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "no labels yet"]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no labeled rows for model churn" in lines[0] and "Traceback" not in captured.err + captured.out
+    event = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db").events.recent("churn")[0]
+    assert event["execution_successful"] is False and "no labeled rows" in event["execution_metrics"]["error"]
+
+
+def test_a_manual_trigger_never_joins_a_retrain_in_flight_unless_forced(tmp_path, home, capsys):
+    config = write_config(tmp_path)
+    store = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db")
+    pending = store.events.record_trigger("churn", trigger_type="drift", severity="HIGH", reason="the sensor's claim")
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "now please"]) == 2
+    error = capsys.readouterr().err
+    assert f"already in flight (event #{pending}, drift" in error and "--force" in error
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "now please", "--force"]) == 0
+    released = store.events.get(pending)
+    assert released["execution_successful"] is False and "forced manual trigger" in released["execution_metrics"]["error"]
+    forced = store.events.recent("churn")[0]
+    assert forced["trigger_metrics"]["forced"] is True and forced["execution_successful"] is True
+
+
+def test_a_claim_whose_run_died_is_released_not_held_for_ever(tmp_path, home, capsys):
+    import dagster as dg
+
+    config = write_config(tmp_path)
+    store = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db")
+    with dg.DagsterInstance.get() as instance:  # a run that failed without recording its event's outcome
+        run = instance.create_run_for_job(_job(config), tags={"retrain/model": "churn"})
+        instance.report_run_failed(run)
+    dead = store.events.record_trigger("churn", trigger_type="drift", severity="HIGH", reason="x", run_id=run.run_id)
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "after the crash"]) == 0
+    assert "ended FAILURE without recording an outcome" in store.events.get(dead)["execution_metrics"]["error"]
+
+
+def _job(config):
+    from retrain_assets.defs.definitions import build_definitions
+    from retrain_assets.settings import load_settings
+
+    return build_definitions(load_settings(config)).resolve_job_def("churn_retrain")
+
+
+def test_a_submission_the_webserver_refuses_marks_its_event_failed(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "x", "--url", "http://127.0.0.1:9"]) == 2
+    assert "could not submit the retrain to the Dagster webserver at http://127.0.0.1:9" in capsys.readouterr().err
+    event = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db").events.recent("churn")[0]
+    assert event["execution_successful"] is False and "could not submit" in event["execution_metrics"]["error"]
+    # ...so the next trigger is not blocked by an open claim nobody will ever complete
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "y", "--url", "http://127.0.0.1:9"]) == 2
+    assert "already in flight" not in capsys.readouterr().err

@@ -87,13 +87,18 @@ def test_medium_waits_for_the_quiet_window_without_moving_its_cursor(tmp_path, h
 
     hour = dt.datetime.now(dt.timezone.utc).hour
     closed = {"cooldown_hours": 0, "quiet_start_hour": (hour + 2) % 24, "quiet_end_hour": (hour + 3) % 24 or 24}
-    # A model older than its age limit retrains anyway: MEDIUM, in the quiet window.
+    # A model unchecked for longer than its age limit retrains anyway (MEDIUM, in the quiet window): no label
+    # has verified it since its promotion.
     h = with_production(harness_for, make_settings(tmp_path, triggers=closed, decision={"max_model_age_days": 1e-9}))
-    decision = monitor(h, 1000)
+    h.traffic(1000, serve=True, label=False)
+    assert h.run(monitor_job_name("churn")).success
+    decision = h.instance.get_latest_materialization_event(asset_key("churn", "retrain_decision")).asset_materialization.metadata
     assert decision["trigger"].value == "model_age" and decision["severity"].value == "MEDIUM"
     tick = h.sensor_tick(SENSOR)
     assert not tick.run_requests and "waits for the quiet window" in tick.skip_message
     assert tick.cursor is None  # looked at again on the next evaluation
+    verified = monitor(h, 1000)  # a fresh labeled batch judged it: the age clock restarts, no retrain
+    assert verified["verified_at"].value and verified["trigger"].value == "none"
 
 
 def test_seed_label_bands_are_refreshed_between_monitoring_runs(tmp_path, harness_for):
@@ -107,6 +112,9 @@ def test_seed_label_bands_are_refreshed_between_monitoring_runs(tmp_path, harnes
     assert [(r.tags[TAG_TRIGGER], r.tags[TAG_SEVERITY]) for r in medium.run_requests] == [("data_volume", "MEDIUM")]
     assert h.sensor_tick(SENSOR, cursor=medium.cursor).skip_message.endswith("already acted on")
     h.traffic(500)
+    claimed = h.sensor_tick(SENSOR, cursor=medium.cursor)  # the MEDIUM retrain holds the model's one claim
+    assert not claimed.run_requests and "already in flight" in claimed.skip_message
+    h.store.events.complete(int(medium.run_requests[0].tags[TAG_EVENT_ID]), successful=False)  # its run ended
     high = h.sensor_tick(SENSOR, cursor=medium.cursor)
     assert [r.tags[TAG_SEVERITY] for r in high.run_requests] == ["HIGH"]
     assert high.run_requests[0].tags[TAG_REASON].startswith("1,000 new labels")

@@ -209,3 +209,16 @@ def test_assess_then_fuse_is_decide(trained):
     evidence = evidence_for(trained, rows(500, seed=11, shift={"x0": 0.4}), rows(800, seed=12), newest=400,
                             new_labels=900, training_rows=4000, model_age_days=3.0)
     assert fuse(assess(evidence, model), model).to_dict() == decide(evidence, model).to_dict()
+
+
+def test_the_age_limit_is_a_safety_net_for_models_no_label_verifies(trained):
+    model = model_settings(max_model_age_days=30)
+    args = dict(recent=rows(500, seed=13, task=trained[0].task))
+    unlabeled = evidence_for(trained, model_age_days=45.0, **args)  # 45 days, nothing verified it
+    old = decide(unlabeled, trained[0].model_copy(update={"decision": model.decision}))
+    assert old.retrain and old.trigger == "model_age" and old.severity == "MEDIUM"
+    verified = evidence_for(trained, labeled=rows(400, seed=14, task=trained[0].task), newest=400, model_age_days=45.0,
+                            **args)  # a fresh labeled batch judged it now
+    assert not decide(verified, trained[0].model_copy(update={"decision": model.decision})).signal("model_age").status == "retrain"
+    recently = evidence_for(trained, model_age_days=45.0, days_since_verified=3.0, **args)
+    assert decide(recently, trained[0].model_copy(update={"decision": model.decision})).signal("model_age").value == 3.0

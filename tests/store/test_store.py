@@ -178,7 +178,7 @@ def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
         for column in ("proven_at", "baseline_metrics", "reference_key", "reference_sha256"):
             conn.exec_driver_sql(f"ALTER TABLE model_versions DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version >= 4")
-    assert migrate(store.engine) == [4, 5, 6]
+    assert migrate(store.engine) == [4, 5, 6, 7]
     assert {"proven_at", "baseline_metrics", "reference_key", "reference_sha256"} <= {
         c["name"] for c in inspect(store.engine).get_columns("model_versions")}
     assert store.registry.version("m", 1).reference_key is None  # trained before packs: decisions say so
@@ -228,3 +228,70 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path, backend):
 def test_an_object_store_without_its_filesystem_package_says_what_to_install():
     with pytest.raises(StoreError, match="s3:// needs s3fs"):
         ArtifactStore("s3://models-bucket/retrain")
+
+
+def test_two_simultaneous_triggers_claim_one_retrain(store):
+    """Threads with their own connections insert at the same moment: the database lets exactly one win."""
+    import threading
+
+    from retrain_assets.store.events import ClaimTaken
+
+    barrier, outcomes = threading.Barrier(4), []
+
+    def trigger(kind):
+        barrier.wait()
+        try:
+            outcomes.append(store.events.record_trigger("m", trigger_type=kind, severity="HIGH", reason=kind))
+        except ClaimTaken as taken:
+            outcomes.append(taken)
+
+    threads = [threading.Thread(target=trigger, args=(k,)) for k in ("drift", "performance", "schedule", "manual")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    won = [o for o in outcomes if isinstance(o, int)]
+    assert len(won) == 1 and len(outcomes) == 4
+    assert all(isinstance(o, ClaimTaken) and f"event #{won[0]}" in str(o) for o in outcomes if o not in won)
+    assert store.events.record_trigger("m", trigger_type="drift", severity="LOW", reason="blocked", attempted=False)
+    assert store.events.record_trigger("other", trigger_type="drift", severity="HIGH", reason="another model")
+    store.events.complete(won[0], successful=True)
+    assert store.events.record_trigger("m", trigger_type="drift", severity="HIGH", reason="after it ended")
+
+
+def test_migration_7_closes_duplicate_open_claims_before_making_them_unique(store):
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX uq_retraining_events_one_open_claim")
+        conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version = 7")
+    first = store.events.record_trigger("m", trigger_type="drift", severity="HIGH", reason="old, its run died")
+    second = store.events.record_trigger("m", trigger_type="manual", severity="MEDIUM", reason="newer")
+    assert migrate(store.engine) == [7]
+    assert store.events.get(first)["execution_successful"] is False and store.events.get(second)["execution_completed_at"] is None
+    assert store.events.open_claim("m")["id"] == second
+
+
+def test_promotion_and_its_event_outcome_commit_together(store, monkeypatch):
+    """A kill between the promotion and the event's outcome used to leave the event open; now the event
+    update is the transaction's last statement: a crash there rolls the promotion back too."""
+    import retrain_assets.store.registry as registry_module
+    from retrain_assets.store.events import completion
+
+    v1 = _candidate(store, 1)
+    event = store.events.record_trigger("m", trigger_type="drift", severity="HIGH", reason="x")
+    real_update, calls = registry_module.update, []
+
+    def crashing_update(table):
+        calls.append(table)
+        if table.name == "model_retraining_events":
+            raise RuntimeError("killed before the event's outcome")
+        return real_update(table)
+
+    monkeypatch.setattr(registry_module, "update", crashing_update)
+    with pytest.raises(RuntimeError, match="killed"):
+        store.registry.promote("m", v1.version, event_id=event, event_outcome=completion(True, retraining_model_version="v1"))
+    monkeypatch.setattr(registry_module, "update", real_update)
+    assert store.registry.production("m") is None and store.events.get(event)["execution_completed_at"] is None
+    store.registry.promote("m", v1.version, event_id=event, event_outcome=completion(True, retraining_model_version="v1"))
+    assert store.registry.production("m").version == 1
+    outcome = store.events.get(event)
+    assert outcome["execution_successful"] is True and outcome["retraining_model_version"] == "v1"

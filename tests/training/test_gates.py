@@ -198,7 +198,7 @@ def test_every_gate_and_quality_check_states_its_rule_with_the_models_thresholds
     assert "MAE and RMSE <= production x 1.02" in gate_requirements(regressor)["relative_to_production"]
     assert tuple(quality_requirements(classifier, generic=True)) == QUALITY_CHECKS
     assert "once a model is in production" in quality_requirements(classifier, generic=True)["value_ranges"]
-    assert quality_requirements(classifier, None)["value_ranges"] == "99% of numeric values finite (no production reference yet)"
+    assert quality_requirements(classifier, None)["value_ranges"] == "every numeric value finite (no production reference yet)"
     assert "at least two classes, among [0, 1]" in quality_requirements(classifier, {"classes": [0, 1]})["labels"]
     assert quality_requirements(regressor, None)["labels"].endswith("never null, numeric")
 

@@ -108,3 +108,32 @@ def test_null_labels_fail_the_labels_check(model):
     frame.loc[:9, "churned"] = np.nan
     result = verdicts(frame, model)["labels"]
     assert not result.passed and "churned" in result.message
+
+
+def test_a_feature_that_is_the_target_in_disguise_fails_the_leakage_check(model):
+    frame = labeled_traffic(2000)
+    assert verdicts(frame, model)["leakage"].passed  # the real features each predict churn only partly
+    leaked = frame.assign(support_calls=frame["churned"] * 3 + 1)  # a field filled in after the outcome
+    result = verdicts(leaked, model)["leakage"]
+    assert not result.passed and "support_calls alone predicts churned" in result.message
+    assert result.observed["support_calls"] >= 0.99 and "0.99" in result.expected
+
+
+def test_leakage_is_judged_on_held_out_folds_not_memorized_ids():
+    import pandas as pd
+
+    from retrain_assets.training.quality import single_feature_scores
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"customer_id": np.arange(3000) * 7919 % 3001, "x": rng.normal(size=3000)})
+    frame["y"] = (frame["x"] + rng.normal(0, 1, 3000) > 0).astype(int)
+    model = churn_model(target="y", features=[{"name": "customer_id", "type": "numeric"}, {"name": "x", "type": "numeric"}])
+    scores = single_feature_scores(frame, model)
+    assert scores["customer_id"] < 0.6 and 0.6 < scores["x"] < 0.9  # an id predicts nothing on unseen rows
+
+
+def test_a_few_infinities_fail_whatever_the_tolerance(model):
+    frame = labeled_traffic(1000)
+    frame.loc[:2, "monthly_charges"] = np.inf  # 0.3 %: under range_mostly's 1 %, but training would crash
+    result = verdicts(frame, model)["value_ranges"]
+    assert not result.passed and "monthly_charges" in result.message

@@ -9,6 +9,7 @@ import dagster as dg
 from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ModelVersion, MonitoringStore
+from retrain_assets.store.events import completion
 
 
 def improvement_over_production(gate_results: list[dict]) -> dict:
@@ -37,22 +38,21 @@ def promote_candidate(
     store: MonitoringStore, model: ModelSettings, candidate: ModelVersion, run_id: str, event_id: str | int | None,
     trigger: str, reason: str,
 ) -> tuple[ModelVersion | None, dict]:
-    """Promote ``candidate`` (the previous production model becomes the standby), complete its retraining
-    event, and return (previous, metadata for the production_model materialization)."""
-    previous = store.registry.promote(model.name, candidate.version, run_id=run_id)
+    """Promote ``candidate`` (the previous production model becomes the standby) and complete its retraining
+    event in the same transaction; return (previous, metadata for the production_model materialization)."""
     gates = candidate.gate_results or []
-    if event_id:
-        store.events.complete(
-            int(event_id),
-            successful=True,
-            retraining_model_version=candidate.label,
-            retraining_accuracy=candidate.metrics.get("accuracy"),
-            retraining_r2=candidate.metrics.get("r2"),
-            retraining_rmse=candidate.metrics.get("rmse"),
-            gate_summary={g["name"]: g["passed"] for g in gates},
-            execution_metrics={"run_id": run_id, "metrics": candidate.metrics},
-            **improvement_over_production(gates),
-        )
+    outcome = completion(
+        True,
+        retraining_model_version=candidate.label,
+        retraining_accuracy=candidate.metrics.get("accuracy"),
+        retraining_r2=candidate.metrics.get("r2"),
+        retraining_rmse=candidate.metrics.get("rmse"),
+        gate_summary={g["name"]: g["passed"] for g in gates},
+        execution_metrics={"run_id": run_id, "metrics": candidate.metrics},
+        **improvement_over_production(gates),
+    )
+    previous = store.registry.promote(model.name, candidate.version, run_id=run_id,
+                                      event_id=int(event_id) if event_id else None, event_outcome=outcome)
     metadata = {
         "promoted_version": candidate.label,
         "previous_version": previous.label if previous else "none",

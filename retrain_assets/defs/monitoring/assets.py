@@ -89,16 +89,25 @@ def gather(store, artifacts, source, model: ModelSettings, production, previous_
     recent = source.recent_inputs(model.monitoring.window_rows, model.monitoring.window_hours)
     cap = max(worthwhile_labels(dataset.rows, model), model.triggers.new_labels_now)
     new_labels = source.count_labels_after(dataset.max_label_id, cap=cap)
-    previous_warnings = ()
-    if previous_decision is not None and marks.previous is not None:
-        previous_warnings = tuple(_value(previous_decision.asset_materialization.metadata, "warnings", []) or [])
+    previous_warnings, verified_at = (), None
+    if previous_decision is not None and marks.previous is not None:  # the previous decision judged this model
+        metadata = previous_decision.asset_materialization.metadata
+        previous_warnings = tuple(_value(metadata, "warnings", []) or [])
+        verified_at = verified_time(metadata)
     evidence = gather_evidence(
         model, pipeline=pipeline, profile=profile, pack=pack, recent=recent, labeled=labeled, newest_batch=newest,
         baseline=production.baseline, new_labels=new_labels, training_rows=dataset.rows,
         model_age_days=(now - marks.challenged_at) / dt.timedelta(days=1), previous_warnings=previous_warnings,
+        days_since_verified=None if verified_at is None else (now - verified_at) / dt.timedelta(days=1),
     )
     watermark = int(labeled["label_id"].max()) if len(labeled) else marks.previous
-    return evidence, profile, recent, dataset, marks, watermark
+    return evidence, profile, recent, dataset, marks, watermark, verified_at
+
+
+def verified_time(metadata) -> dt.datetime | None:
+    """When a decision last judged the production model on a fresh labeled batch (its age clock)."""
+    stamp = _value(metadata, "verified_at")
+    return dt.datetime.fromisoformat(stamp) if stamp else None
 
 
 def signals_table(decision: Decision) -> str:
@@ -258,9 +267,11 @@ def build_monitoring_assets(model: ModelSettings) -> list:
         store, artifacts, source = monitoring_store.get(), artifact_store.get(), data_source.for_model(model)
         production = _production(store, model)
         previous = context.instance.get_latest_materialization_event(asset_key(model.name, DECISION))
-        evidence, profile, recent, dataset, marks, watermark = gather(
-            store, artifacts, source, model, production, previous, dt.datetime.now(dt.timezone.utc))
+        now = dt.datetime.now(dt.timezone.utc)
+        evidence, profile, recent, dataset, marks, watermark, verified_at = gather(
+            store, artifacts, source, model, production, previous, now)
         decision = decide(evidence, model)
+        verified_at = now if decision.verified else verified_at
         context.log.info(f"{model.name}: {'RETRAIN' if decision.retrain else 'no retrain'} ({decision.severity}): "
                          f"{decision.reason}")
         drift = _drift_result(context, store, artifacts, model, evidence, decision, profile, recent, dataset, production)
@@ -273,6 +284,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
                 **decision_metadata(decision),
                 "production_version": production.label,
                 "label_watermark": watermark,
+                "verified_at": verified_at.isoformat() if verified_at else "",
                 "evidence_since_label": marks.since,
                 "last_failed_retrain": dg.MetadataValue.json(marks.failure),
                 "unavailable": dg.MetadataValue.json(evidence.unavailable),

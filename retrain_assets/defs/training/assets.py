@@ -129,7 +129,7 @@ def build_training_assets(model: ModelSettings) -> list:
         data_source: DataSourceResource,
     ) -> dg.MaterializeResult:
         store, artifacts = monitoring_store.get(), artifact_store.get()
-        open_run_event(store, model, context.run, config.reason, config.requester)
+        open_run_event(context.instance, store, model, context.run, config.reason, config.requester)
         source = data_source.for_model(model)
         raw = source.labeled_rows()
         if raw.empty:

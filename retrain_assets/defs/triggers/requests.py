@@ -6,6 +6,9 @@ with counts and small lookups, so a sensor evaluation stays cheap however large 
 """
 
 import datetime as dt
+import os
+import re
+from pathlib import Path
 
 import dagster as dg
 
@@ -21,9 +24,14 @@ from retrain_assets.defs.keys import (
 )
 from retrain_assets.datasource import DataSource
 from retrain_assets.monitoring.guards import TriggerFacts, blocking_guards, timing
+from retrain_assets.errors import RetrainError
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import MonitoringStore
+from retrain_assets.store.events import ClaimTaken
+
+# A claim whose run never started (the daemon was down, the request was dropped) stops counting after this.
+PENDING_CLAIM_LIMIT = dt.timedelta(minutes=10)
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -33,6 +41,109 @@ IN_FLIGHT = [
 ]
 
 
+WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
+
+
+def dead_local_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """Why a started run's worker is gone, or None while it lives (or cannot be told).
+
+    The default run launcher starts each run as a process on this machine and logs its pid; a worker killed
+    with ``kill -9`` (or by the OOM killer) emits no failure, and run monitoring cannot ask this launcher
+    about worker health, so the run would stay STARTED until its ``dagster/max_runtime``. Other launchers
+    (Kubernetes, Docker) report worker health to run monitoring themselves.
+    """
+    if run.status != dg.DagsterRunStatus.STARTED or not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+        return None
+    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        match = WORKER_PID.search(record.message or "")
+        if match:
+            pid = int(match.group(1))
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return f"its worker process {pid} is gone (killed?)"
+            except PermissionError:
+                return None  # it exists, under another user
+            try:  # the pid may have been reused by an unrelated process
+                if b"dagster" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return f"its worker process {pid} is gone (the pid now belongs to another program)"
+            except OSError:
+                pass
+            return None
+    return None
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, model: ModelSettings) -> list[str]:
+    """Fail the model's retrain runs whose local worker died, so the failure sensor records their outcome
+    and nothing waits on them; returns what was reaped."""
+    reaped = []
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=retrain_job_name(model.name), statuses=[dg.DagsterRunStatus.STARTED]), limit=5)
+    for record in records:
+        why = dead_local_worker(instance, record.dagster_run)
+        if why:
+            instance.report_run_failed(record.dagster_run, f"retrain-assets: run {record.dagster_run.run_id[:8]} failed: {why}")
+            reaped.append(f"{record.dagster_run.run_id[:8]}: {why}")
+    return reaped
+
+
+def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, model: ModelSettings, event: dict,
+                now: dt.datetime) -> str | None:
+    """Why the model's open retrain event no longer stands, or None while it does.
+
+    It stands while its run is queued or running (within ``run_timeout_minutes``), while its candidate is
+    in shadow, and for ``PENDING_CLAIM_LIMIT`` while no run carries it yet. Without an instance (a trigger
+    sent to a remote webserver) only time can tell.
+    """
+    run_ids = [event["run_id"]] if event.get("run_id") else []
+    if instance is not None and not run_ids:
+        tagged = instance.get_run_records(dg.RunsFilter(tags={TAG_EVENT_ID: str(event["id"])}), limit=1)
+        run_ids = [r.dagster_run.run_id for r in tagged]
+    if instance is None or not run_ids:
+        if now - event["triggered_at"] > (dt.timedelta(minutes=model.triggers.run_timeout_minutes) if run_ids
+                                          else PENDING_CLAIM_LIMIT):
+            return "no run took it up in time"
+        return None
+    record = instance.get_run_record_by_id(run_ids[0])
+    if record is None:
+        return f"its run {run_ids[0][:8]} is not in this Dagster instance"
+    dead = dead_local_worker(instance, record.dagster_run)
+    if dead:
+        instance.report_run_failed(record.dagster_run, f"retrain-assets: run {run_ids[0][:8]} failed: {dead}")
+        return f"its run {run_ids[0][:8]} died: {dead}"
+    if record.dagster_run.status in IN_FLIGHT:
+        if now - _created(record) > dt.timedelta(minutes=model.triggers.run_timeout_minutes):
+            return f"its run {run_ids[0][:8]} has been in flight past run_timeout_minutes (its worker is presumed dead)"
+        return None
+    shadow = store.registry.with_status(model.name, "shadow")
+    if shadow is not None and shadow.run_id == run_ids[0]:
+        return None  # the candidate is still being judged in shadow
+    return f"its run {run_ids[0][:8]} ended {record.dagster_run.status.value} without recording an outcome"
+
+
+def claim_retrain(instance: dg.DagsterInstance | None, store: MonitoringStore, model: ModelSettings, *,
+                  forced_by: str | None = None, now: dt.datetime | None = None, **fields) -> int:
+    """Record an attempted retrain trigger, which claims the model's one open retrain in the database.
+
+    A claim that no longer stands (see :func:`stale_claim`) is released with the reason first; a forced
+    manual trigger releases a live one and says so. Otherwise :class:`ClaimTaken` tells who holds it.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    for _ in range(3):
+        try:
+            return store.events.record_trigger(model.name, attempted=True, **fields)
+        except ClaimTaken as taken:
+            if taken.event["id"] == "?":
+                continue  # released meanwhile: claim again
+            why = stale_claim(instance, store, model, taken.event, now)
+            if why is None and forced_by is None:
+                raise
+            why = why or f"superseded by a forced manual trigger of {forced_by}"
+            store.events.complete(int(taken.event["id"]), successful=False,
+                                  execution_metrics={"error": f"claim released: {why}"})
+    return store.events.record_trigger(model.name, attempted=True, **fields)
+
+
 def event_of_run(store: MonitoringStore, run: dg.DagsterRun) -> int | None:
     """The retraining event a run completes: the one its trigger recorded (tag), else the one the run
     opened for itself (schedule, launchpad)."""
@@ -40,20 +151,25 @@ def event_of_run(store: MonitoringStore, run: dg.DagsterRun) -> int | None:
     return int(tagged) if tagged else store.events.for_run(run.run_id)
 
 
-def open_run_event(store: MonitoringStore, model: ModelSettings, run: dg.DagsterRun, reason: str, requester: str) -> int:
+def open_run_event(instance: dg.DagsterInstance, store: MonitoringStore, model: ModelSettings, run: dg.DagsterRun,
+                   reason: str, requester: str) -> int:
     """Make sure this retrain run has its event row, and that the row names the run.
 
     Sensor-triggered runs carry the event their trigger recorded; a scheduled run or one launched from
     the launchpad gets its event here, at its first step, so every retrain leaves a row in the audit
-    table whatever started it.
+    table whatever started it. That row is the run's claim: while another retrain of the model is open,
+    this run stops here with a message naming it.
     """
     event_id = event_of_run(store, run)
     if event_id is None:
         trigger, tag_reason = run_trigger(run.tags)
-        return store.events.record_trigger(
-            model.name, trigger_type=trigger, severity=run.tags.get(TAG_SEVERITY, "LOW"),
-            reason=reason or tag_reason, metrics={"requester": requester} if requester else None, run_id=run.run_id,
-        )
+        try:
+            return claim_retrain(
+                instance, store, model, trigger_type=trigger, severity=run.tags.get(TAG_SEVERITY, "LOW"),
+                reason=reason or tag_reason, metrics={"requester": requester} if requester else None, run_id=run.run_id,
+            )
+        except ClaimTaken as taken:
+            raise RetrainError(f"{taken}: this run stops here; one retrain per model runs at a time") from None
     store.events.attach_run(event_id, run.run_id)
     return event_id
 
@@ -72,6 +188,7 @@ def gather_facts(
     instance: dg.DagsterInstance, store: MonitoringStore, source: DataSource, model: ModelSettings, severity: str,
     now: dt.datetime,
 ) -> TriggerFacts:
+    reap_dead_runs(instance, model)
     in_flight = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(model.name), statuses=IN_FLIGHT), limit=5)
     # A run in flight for longer than its timeout has a dead worker (run monitoring fails it when the daemon
     # runs it): it must not block every later trigger for ever.
@@ -124,9 +241,11 @@ def request_retrain(
             metrics={**(metrics or {}), "blocked_by": blocked}, attempted=False,
         )
         return dg.SkipReason(f"{trigger} trigger ({severity}) blocked: {'; '.join(blocked)}. Signal: {reason}"), True
-    event_id = store.events.record_trigger(
-        model.name, trigger_type=trigger, severity=severity, reason=reason, drift_type=drift_type, metrics=metrics,
-    )
+    try:
+        event_id = claim_retrain(instance, store, model, now=now, trigger_type=trigger, severity=severity, reason=reason,
+                                 drift_type=drift_type, metrics=metrics)
+    except ClaimTaken as taken:
+        return dg.SkipReason(f"{trigger} trigger ({severity}) not requested: {taken}. Signal: {reason}"), True
     (notifier or Notifier()).notify(
         f"{model.name}: {trigger} trigger ({severity}) requested a retrain: {reason}",
         model=model.name, trigger=trigger, severity=severity, event_id=event_id,

@@ -13,9 +13,9 @@ import dagster as dg
 
 from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
-from retrain_assets.defs.monitoring.assets import DECISION
+from retrain_assets.defs.monitoring.assets import DECISION, verified_time
 from retrain_assets.defs.resources import DataSourceResource, MonitoringStoreResource
-from retrain_assets.defs.triggers.requests import event_of_run, request_retrain
+from retrain_assets.defs.triggers.requests import event_of_run, reap_dead_runs, request_retrain
 from retrain_assets.monitoring.decision import (
     Decision,
     SignalEvidence,
@@ -48,8 +48,10 @@ def refreshed_decision(store, source, model: ModelSettings, production, metadata
     failed = store.registry.last_failed_retrain(model.name)
     if failed is not None:
         challenged = max(challenged, failed[0].created_at)
+    verified_at = verified_time(metadata)
     fresh = {"data_volume": label_volume_signal(new_labels, dataset.rows, model),
-             "model_age": age_signal((now - challenged) / dt.timedelta(days=1), model)}
+             "model_age": age_signal((now - challenged) / dt.timedelta(days=1), model,
+                                     None if verified_at is None else (now - verified_at) / dt.timedelta(days=1))}
     signals = [fresh.pop(s.kind, s) for s in signals] + list(fresh.values())
     return fuse(signals, model)
 
@@ -70,6 +72,8 @@ def build_retrain_sensor(model: ModelSettings) -> dg.SensorDefinition:
     def retrain_sensor(
         context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource, data_source: DataSourceResource
     ):
+        for reaped in reap_dead_runs(context.instance, model):  # a killed worker never wedges the model
+            context.log.warning(f"failed retrain run {reaped}")
         entry = context.instance.get_latest_materialization_event(asset_key(model.name, DECISION))
         if entry is None:
             return dg.SkipReason(f"no {DECISION} yet: the {monitor_job_name(model.name)} job produces it on its schedule")

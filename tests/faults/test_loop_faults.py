@@ -1,0 +1,66 @@
+"""Faults in the retraining loop, in real in-process Dagster runs over a real monitoring store.
+
+Each test injects one fault an operator meets in production and asserts the promise of docs/reliability.md:
+production stays on the last good model, the event gets its outcome, and the message says what to fix.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from retrain_assets.defs.keys import TAG_EVENT_ID, monitor_job_name, retrain_job_name
+from retrain_assets.defs.metadata import root_cause
+from retrain_assets.simulate import TrafficScenario, generate_traffic
+from tests.conftest import make_settings
+from tests.defs.conftest import Harness
+
+IMMEDIATE = {"cooldown_hours": 0, "quiet_start_hour": 0, "quiet_end_hour": 24}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def harness(request, tmp_path):
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_db")[0]
+    with dg.DagsterInstance.ephemeral() as instance:  # the newest 3,000 labeled rows train each model
+        yield Harness(make_settings(tmp_path, database_url=url, triggers=IMMEDIATE,
+                                    dataset={"strategy": "sliding", "window_rows": 3000}), instance)
+
+
+def production(h) -> str:
+    return h.store.registry.production("churn").label
+
+
+def test_a_feature_that_leaks_the_label_never_reaches_training(harness):
+    h = harness
+    h.traffic(3000)
+    assert h.retrain().success
+    frame = generate_traffic(3000, start=h.clock, interval=dt.timedelta(seconds=5), seed=99, id_prefix="leak")
+    frame["support_calls"] = frame["churned"] * 3 + 1  # a field filled in after the outcome
+    h.store.predictions.log_predictions("churn", frame, h.model.feature_names)
+    h.store.predictions.log_labels("churn", frame["request_id"].tolist(), frame["churned"].tolist())
+    result = h.retrain(reason="with a leaked feature", event=True)
+    assert not result.success
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [e.check_name for e in failed] == ["leakage"] and "support_calls alone predicts churned" in failed[0].description
+    assert production(h) == "v1" and h.store.registry.latest_dataset("churn").quality
+    event = h.store.events.recent("churn")[0]
+    assert event["execution_successful"] is False and event["execution_metrics"]["failed_quality_checks"] == ["leakage"]
+
+
+def test_concurrent_triggers_of_one_model_start_one_retrain(harness):
+    """The sensor, the schedule and a person at once: one claim wins in the database, the others say why."""
+    h = harness
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(3000, scenario=TrafficScenario(covariate_drift=0.6, concept_drift=True), serve=True)
+    assert h.run(monitor_job_name("churn")).success
+    tick = h.sensor_tick("churn_retrain_sensor")
+    assert len(tick.run_requests) == 1
+    claim = int(tick.run_requests[0].tags[TAG_EVENT_ID])
+    scheduled = h.run(retrain_job_name("churn"), tags={"dagster/schedule_name": "churn_scheduled_retrain"})
+    assert not scheduled.success  # a scheduled run that starts meanwhile stops at its first step, naming the claim
+    failure = next(e for e in scheduled.all_events if e.is_step_failure)
+    assert f"already in flight (event #{claim}" in root_cause(failure.step_failure_data.error)
+    assert production(h) == "v1" and h.store.events.open_claim("churn")["id"] == claim
+    triggered = h.run(retrain_job_name("churn"), tags=tick.run_requests[0].tags)  # the sensor's run goes ahead
+    assert triggered.success and production(h) == "v2" and h.store.events.open_claim("churn") is None
