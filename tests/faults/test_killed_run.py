@@ -2,8 +2,9 @@
 
 No failure event is ever emitted for such a run. Before the fix it stayed STARTED for ever, its event stayed
 open, and the "already running" guard and the per-model queue limit blocked every later retrain of the model.
-Now the retrain sensor finds the worker gone, fails the run, the failure sensor records the outcome in the
-event, and the next trigger claims the model again.
+Now the run is failed (by the code server that watches its child process, or else by the retrain sensor,
+which finds the worker's pid gone), the failure sensor records the outcome in the event, and the next trigger
+claims the model again.
 """
 
 import datetime as dt
@@ -95,7 +96,8 @@ def test_a_killed_retrain_run_is_failed_recorded_and_does_not_wedge_the_model(tm
         assert event_id is not None
         event = wait_for(lambda: (lambda e: e if e["execution_completed_at"] else None)(store.events.get(event_id)),
                          120, "the failure sensor to record the outcome")
-        assert event["execution_successful"] is False and "gone" in str(event["execution_metrics"])
+        # Failed by whoever noticed first (the code server watching its child, or the retrain sensor's pid check).
+        assert event["execution_successful"] is False and event["execution_metrics"]["error"]
         second = submitted("the model is not wedged")  # the claim is free again: no "already in flight"
         assert second is not None
     finally:

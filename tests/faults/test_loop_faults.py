@@ -64,3 +64,32 @@ def test_concurrent_triggers_of_one_model_start_one_retrain(harness):
     assert production(h) == "v1" and h.store.events.open_claim("churn")["id"] == claim
     triggered = h.run(retrain_job_name("churn"), tags=tick.run_requests[0].tags)  # the sensor's run goes ahead
     assert triggered.success and production(h) == "v2" and h.store.events.open_claim("churn") is None
+
+
+def test_a_started_run_whose_local_worker_is_gone_is_reaped(tmp_path):
+    """The code server that watched the worker may be gone too (dagster dev restarted): the run would stay
+    STARTED until its max runtime. The retrain sensor checks the worker's pid and fails the run."""
+    import subprocess
+    import sys
+
+    from retrain_assets.defs.triggers.requests import dead_local_worker, reap_dead_runs
+
+    (tmp_path / "home").mkdir()
+    settings = make_settings(tmp_path)
+    with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+        h = Harness(settings, instance)
+        job = h.defs.resolve_job_def(retrain_job_name("churn"))
+        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        dead_pid = int(finished.stdout)
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # a dagster run worker"])
+        alive = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+        instance.report_engine_event(f"Started process for run (pid: {worker.pid}).", alive)
+        dead = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+        instance.report_engine_event(f"Started process for run (pid: {dead_pid}).", dead)
+        assert dead_local_worker(instance, instance.get_run_by_id(alive.run_id)) is None
+        reaped = reap_dead_runs(instance, settings.models[0])
+        assert len(reaped) == 1 and reaped[0].startswith(dead.run_id[:8]) and f"process {dead_pid} is gone" in reaped[0]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+        worker.kill()
+        worker.wait()
