@@ -10,19 +10,23 @@ urgency, a confidence, one plain-words reason, and every signal with its statist
 1. **Realized performance**, whenever labels have arrived. The production model's per-row losses since its
    deployment (or since the last failed retrain: evidence already acted on does not count twice) are
    tested against the loss it showed on its own held-out rows: Page-Hinkley over all of them, and a
-   one-sided test of the newest labeled batch (:mod:`~retrain_assets.monitoring.sequential`). Either alarm
-   retrains now (HIGH). The design documents' thresholds (accuracy -10 %, F1 -0.05, AUC -0.05, MAE +20 %,
-   RMSE +10 %, R2 -5 % against the baseline) stay as the "large drop" arm: HIGH, CRITICAL beyond
-   ``urgent_drop`` (20 %).
-2. **Drift that matters.** Each feature's PSI is weighted by its permutation importance to the model and
-   compared with the threshold calibrated on the training window's own chunks. At ``drift_alone_multiple``
-   (2x) the threshold it retrains alone (HIGH); above 1x it is an early warning that needs confirmation:
-   the estimated accuracy from the model's confidence (CBPE) or windowed concept drift (HIGH when
-   confirmed).
-3. **Weak signals made worthwhile by labels.** A warning (drift, CBPE, concept drift) retrains when enough
-   new labels arrived to train on something new (``worthwhile_labels_fraction`` of the production
-   model's training rows): MEDIUM, in the quiet window. New labels alone never retrain.
-4. **Age.** A model older than ``max_model_age_days`` retrains anyway (MEDIUM).
+   one-sided test of the newest labeled batch (:mod:`~retrain_assets.monitoring.sequential`), both with the
+   errors' dependence in time. Either alarm retrains now (HIGH). The design documents' thresholds (accuracy
+   -10 %, F1 -0.05, MAE +20 %, RMSE +10 %, R2 -5 % against the baseline) stay as the "large drop" arm when
+   the loss increase is significant too: HIGH, CRITICAL beyond ``urgent_drop`` (20 %).
+2. **Concept drift** (windowed error growth) significant at ``sequential_alpha`` retrains (HIGH); at the
+   documents' ``concept_p_value`` it is a warning.
+3. **Drift that matters.** Each feature's PSI is weighted by its permutation importance to the model and
+   compared with the larger of the threshold calibrated on the training window's own chunks and PSI's
+   sampling noise at ``drift_alpha``. At ``drift_alone_multiple`` (2x) the threshold it retrains alone
+   (HIGH); above 1x it is an early warning that needs confirmation: the estimated accuracy from the model's
+   confidence (CBPE) confirms it while labels are late (HIGH).
+4. **Weak signals made worthwhile by labels.** A warning (drift, CBPE, concept drift) that was already
+   there at the previous decision retrains once enough new labels arrived to train on something new
+   (``worthwhile_labels_fraction`` of the production model's training rows): MEDIUM, in the quiet window.
+   New labels alone never retrain.
+5. **Age, the safety net.** A model neither promoted, challenged nor verified on a fresh labeled batch for
+   ``max_model_age_days`` retrains anyway (MEDIUM).
 
 Otherwise no retrain: LOW (monitor) when a warning stands, NONE when nothing does. Evidence that cannot be
 gathered (too few labeled rows, no reference pack, no probabilities, a regression model for CBPE) is listed
