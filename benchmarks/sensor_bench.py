@@ -88,16 +88,21 @@ def production_fixture(store: MonitoringStore, rows: int) -> None:
     store.registry.promote("churn", version.version, run_id="bench")
 
 
-def time_sensor(defs, settings, instance, name: str, repeats: int) -> tuple[float, str]:
+def time_sensor(defs, settings, instance, store: MonitoringStore, name: str, repeats: int) -> tuple[float, str]:
+    """Median of full evaluations; the claim each one takes is closed between them (untimed), so every
+    evaluation walks the whole path to its run request instead of stopping at "already in flight"."""
     sensor = defs.resolve_sensor_def(name)
-    times, outcome = [], ""
+    times, outcomes = [], set()
     for _ in range(repeats):
         with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources_for(settings)) as context:
             started = time.perf_counter()
             data = sensor.evaluate_tick(context)
             times.append(time.perf_counter() - started)
-        outcome = "run requested" if data.run_requests else f"skipped: {data.skip_message[:60]}"
-    return statistics.median(times), outcome
+        outcomes.add("run requested" if data.run_requests else f"skipped: {data.skip_message[:60]}")
+        claim = store.events.open_claim("churn")
+        if claim is not None:
+            store.events.complete(claim["id"], successful=False)
+    return statistics.median(times), "; ".join(sorted(outcomes))
 
 
 def main() -> int:
@@ -125,7 +130,7 @@ def main() -> int:
             instance.report_runless_asset_event(dg.AssetMaterialization(
                 dg.AssetKey(["churn", "retrain_decision"]),
                 metadata={**decision_metadata(fuse(signals, model)), "production_version": "v1"}))
-            results[f"churn_retrain_sensor ({policy} policy)"] = time_sensor(defs, settings, instance,
+            results[f"churn_retrain_sensor ({policy} policy)"] = time_sensor(defs, settings, instance, store,
                                                                             "churn_retrain_sensor", args.repeats)
     started = time.perf_counter()
     with store.engine.connect() as conn:
