@@ -6,25 +6,29 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export RETRAIN_CONFIG ?= $(CURDIR)/retrain.yaml
 UI_PORT ?= 3000
+# Every dependency (runtime, test and bench extras) pinned; each install below takes its versions from it.
+LOCK := constraints.txt
+PIP_INSTALL := $(BIN)/pip install --quiet --constraint $(LOCK)
+UV_VERSION := 0.13.9
 
-.PHONY: install install-test install-bench system-deps demo test test-fast ui bench bench-replay clean
+.PHONY: install install-test install-bench lock system-deps demo test test-fast ui bench bench-replay clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
 # Benchmarks: plots, and the US-census data bundled in NannyML's wheel (files only: never imported, so
 # none of its dependencies are installed).
 $(VENV)/.installed-bench: $(VENV)/.installed-test
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(PIP_INSTALL) -e '.[test,bench]'
 	$(BIN)/pip install --quiet --no-deps nannyml==0.13.1
 	touch $@
 
@@ -43,6 +47,13 @@ system-deps:
 install: $(VENV)/.installed
 install-test: system-deps $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
+
+## lock: re-resolve every dependency of pyproject.toml (runtime, test, bench) into constraints.txt, for any
+## platform, keeping each pin that still fits; `make lock LOCK_FLAGS=--upgrade` moves them all to the newest
+lock: $(BIN)/python
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --universal --python-version 3.11 \
+		--custom-compile-command "make lock" --quiet $(LOCK_FLAGS) --output-file $(LOCK)
 
 ## demo: create .venv, install, play the end-to-end lifecycle on the embedded storage
 demo: install

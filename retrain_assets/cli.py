@@ -7,23 +7,56 @@ says what to fix and exit code 2; tracebacks are for bugs only.
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 from decimal import Decimal
 from pathlib import Path
 
+import yaml
+
 from retrain_assets.errors import ConfigError, RetrainError
 from retrain_assets.monitoring.check_command import add_check_command
 from retrain_assets.replay.command import add_replay_command
-from retrain_assets.settings import load_settings
+from retrain_assets.settings import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_FILE,
+    RetrainSettings,
+    load_settings,
+    settings_from_dict,
+)
 from retrain_assets.text import text_table
+
+# The configuration shipped in the package (links to the repository's retrain.yaml and dagster.yaml, whose
+# content a wheel carries): what `retrain demo` and `retrain config` use where there is none, e.g. after
+# `pip install retrain-assets` outside a checkout.
+PACKAGED_DEFAULTS = Path(__file__).parent / "defaults"
+
+
+def _settings_or_packaged(config: str | None) -> RetrainSettings:
+    """--config, $RETRAIN_CONFIG or ./retrain.yaml as for every command; with none of them, the packaged demo
+    configuration, its relative storage paths under the current directory (where a ./retrain.yaml puts them)."""
+    if config is not None or os.environ.get(CONFIG_ENV_VAR) or Path(DEFAULT_CONFIG_FILE).is_file():
+        return load_settings(config)
+    packaged = PACKAGED_DEFAULTS / DEFAULT_CONFIG_FILE
+    print(f"retrain: no ./{DEFAULT_CONFIG_FILE} and {CONFIG_ENV_VAR} unset: using the packaged demo configuration "
+          f"{packaged} (copy it to ./{DEFAULT_CONFIG_FILE} to change it)", file=sys.stderr)
+    return settings_from_dict(yaml.safe_load(packaged.read_text()), source=str(packaged), base_dir=Path.cwd())
+
+
+def _dagster_yaml(path: str | None) -> Path:
+    """--dagster-yaml, else ./dagster.yaml, else the packaged one."""
+    if path is not None:
+        return Path(path)
+    local = Path("dagster.yaml")
+    return local if local.is_file() else PACKAGED_DEFAULTS / "dagster.yaml"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from retrain_assets.demo import run_demo  # imports Dagster: only when asked for
 
-    settings = load_settings(args.config)
-    return run_demo(settings, Path(args.home).resolve(), Path(args.dagster_yaml), as_json=args.json)
+    settings = _settings_or_packaged(args.config)
+    return run_demo(settings, Path(args.home).resolve(), _dagster_yaml(args.dagster_yaml), as_json=args.json)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -32,7 +65,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
         print(config_reference(), end="")
         return 0
-    settings = load_settings(args.config)
+    settings = _settings_or_packaged(args.config)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
 
@@ -134,12 +167,14 @@ def _cmd_incident(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrain", description="Dagster-native automatic retraining.")
-    parser.add_argument("--config", default=None, help="config file (default: $RETRAIN_CONFIG or ./retrain.yaml)")
+    parser.add_argument("--config", default=None, help="config file (default: $RETRAIN_CONFIG or ./retrain.yaml; "
+                        "demo and config fall back to the packaged demo configuration)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="play the full lifecycle on the embedded storage (wipes the demo state)")
     demo.add_argument("--home", default=".dagster_home", help="Dagster home the demo owns (default .dagster_home)")
-    demo.add_argument("--dagster-yaml", default="dagster.yaml", help="instance config copied into the home")
+    demo.add_argument("--dagster-yaml", default=None,
+                      help="instance config copied into the home (default: ./dagster.yaml, else the packaged one)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     demo.set_defaults(handler=_cmd_demo)
 
