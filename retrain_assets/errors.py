@@ -20,3 +20,7 @@ class DataError(RetrainError):
 
 class StoreError(RetrainError):
     """The monitoring store or artifact store cannot be used (unreachable, corrupt artifact...)."""
+
+
+class RetrainInFlight(RetrainError):
+    """A retrain of this model is already claimed (queued or running): the request would duplicate it."""

@@ -8,6 +8,7 @@ variable ``RETRAIN_CONFIG`` names another.
 Shape of the file::
 
     storage:  {database_url: ..., artifact_root: ...}   # optional; env vars override
+    serving:  {max_rows_per_request: ..., spill_dir: ...} # optional; the HTTP API's limits
     defaults: {drift: {...}, gates: {...}, ...}          # optional; applies to every model
     models:
       - name: churn
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from retrain_assets.errors import ConfigError
 from retrain_assets.monitoring.settings import DecisionSettings, DriftSettings, MonitoringSettings, PerformanceSettings
-from retrain_assets.serving.settings import DeploymentSettings
+from retrain_assets.serving.settings import DeploymentSettings, ServingSettings
 from retrain_assets.training.settings import DatasetSettings, GateSettings, TrainingSettings
 
 CONFIG_ENV_VAR = "RETRAIN_CONFIG"
@@ -271,6 +272,7 @@ class StorageSettings(_Strict):
 
 class RetrainSettings(_Strict):
     storage: StorageSettings = StorageSettings()
+    serving: ServingSettings = ServingSettings()
     models: tuple[ModelSettings, ...] = Field(min_length=1, description="The models to watch (at least one).")
 
     @model_validator(mode="after")
@@ -387,6 +389,9 @@ def settings_from_dict(
     if os.environ.get(ARTIFACT_ROOT_ENV_VAR):
         storage["artifact_root"] = os.environ[ARTIFACT_ROOT_ENV_VAR]
     raw["storage"] = storage
+    serving = raw.get("serving")
+    if isinstance(serving, Mapping) and isinstance(serving.get("spill_dir"), str):
+        raw["serving"] = {**serving, "spill_dir": str((base_dir or Path.cwd()) / Path(serving["spill_dir"]).expanduser())}
     try:
         return RetrainSettings.model_validate(raw)
     except ValidationError as error:

@@ -20,3 +20,37 @@ class DeploymentSettings(BaseModel):
     shadow: bool = Field(False, description="A gated candidate first scores live traffic beside production (shadow) and is "
                                             "promoted only if it does no worse on the same labeled requests.")
     shadow_min_samples: int = Field(200, ge=10, description="Labeled shadowed requests needed before the shadow decision.")
+
+
+class ServingSettings(BaseModel):
+    """The HTTP API's limits and the durable prediction log (``retrain serve``).
+
+    Why these exist: what a client sends is bounded before it costs memory or a model call, and every
+    row served reaches ``prediction_log`` or a file on local disk that says why not, whatever the database
+    does meanwhile (restart, outage, a row it refuses).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rows_per_request: int = Field(10_000, ge=1, description="Rows one /predict/batch request may carry (422 above).")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above), "
+                                                                         "checked before the body is parsed.")
+    max_category_length: int = Field(256, ge=1, description="Longest value of a categorical feature, in characters (422 above).")
+    spill_dir: str | None = Field(None, description="Folder on local disk for rows the monitoring database cannot take now "
+                                                    "(replayed when it is back and when the server starts) and for rows it "
+                                                    "refuses (quarantine files). Default: prediction-spill/ next to the SQLite "
+                                                    "database, else next to a local artifact_root, else ./.retrain/prediction-spill.")
+    log_queue_rows: int = Field(50_000, ge=1, description="Served rows held in memory for the log writer; beyond that a "
+                                                          "request's rows go straight to the spill folder (bounded memory).")
+    log_batch_rows: int = Field(5_000, ge=1, description="Rows written to prediction_log in one transaction (and read back "
+                                                         "from a spill file at a time).")
+    retry_attempts: int = Field(3, ge=0, description="Retries of a write that failed because the database did not answer, "
+                                                     "before its rows go to the spill folder.")
+    retry_initial_seconds: float = Field(0.25, gt=0, description="First wait before a retry; doubles at each retry and at each "
+                                                                  "failed recovery probe.")
+    retry_max_seconds: float = Field(10.0, gt=0, description="Longest wait between two recovery probes while the database is down.")
+    database_timeout_seconds: float = Field(5.0, gt=0, description="How long the log writer waits for a connection "
+                                                                   "(PostgreSQL connect_timeout) or a lock (SQLite busy "
+                                                                   "timeout) before the write counts as failed.")
+    shutdown_seconds: float = Field(10.0, ge=0, description="At shutdown, how long to keep writing queued rows to the "
+                                                            "database before the rest goes to the spill folder.")

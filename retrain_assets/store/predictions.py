@@ -5,12 +5,16 @@ labels arrive later in ``label_feedback`` and are joined by ``(model_name, reque
 labeled rows; monitoring reads the most recent window; sensors only ever ask for counts.
 """
 
+import csv
 import datetime as dt
-from collections.abc import Sequence
+import io
+import json
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, func, select
+from sqlalchemy.exc import DBAPIError
 
 from retrain_assets.errors import DataError
 from retrain_assets.store.schema import label_feedback, prediction_log, shadow_predictions
@@ -35,6 +39,66 @@ def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
 
 def _utc(values) -> list[dt.datetime]:
     return [ts.to_pydatetime() for ts in pd.to_datetime(pd.Series(values), utc=True)]
+
+
+def prediction_rows(
+    model_name: str,
+    request_ids: Sequence,
+    features: Sequence[Mapping],
+    *,
+    ts: dt.datetime | Sequence[dt.datetime],
+    prediction: Sequence | None = None,
+    score: Sequence[float] | None = None,
+    model_version: int | None = None,
+    latency_ms: Sequence[float] | float | None = None,
+    safe_to_send: Sequence | bool | None = True,
+) -> list[dict]:
+    """``prediction_log`` rows, one per served prediction, made of plain JSON values (``features``: one
+    mapping per row of plain values, as the API validated and typed them).
+
+    Why a separate step from inserting: the serving side builds the rows once, and the same rows then go
+    to the database, or to a spill file on local disk while it is unreachable, and back from there.
+    """
+    count = len(request_ids)
+    stamps = [ts] * count if isinstance(ts, dt.datetime) else list(ts)
+    latency = np.broadcast_to(np.asarray(np.nan if latency_ms is None else latency_ms, dtype=float), count)
+    flags = [safe_to_send] * count if safe_to_send is None or isinstance(safe_to_send, bool) else list(safe_to_send)
+    return [
+        {
+            "model_name": model_name,
+            "request_id": str(request_ids[i]),
+            "ts": stamps[i],
+            "features": dict(features[i]),
+            "prediction": None if prediction is None else _json_value(prediction[i]),
+            "score": None if score is None else _json_value(float(score[i])),
+            "model_version": model_version,
+            "safe_to_send": None if flags[i] is None or pd.isna(flags[i]) else bool(flags[i]),
+            "latency_ms": _json_value(float(latency[i])),
+        }
+        for i in range(count)
+    ]
+
+
+_COPY_COLUMNS = ("model_name", "request_id", "ts", "features", "prediction", "score", "model_version",
+                 "safe_to_send", "latency_ms")
+_COPY_SQL = (f"COPY prediction_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, "
+             "FORCE_NULL (score, model_version, safe_to_send, latency_ms))")
+
+
+def _copy_csv(rows: Sequence[Mapping]) -> io.StringIO:
+    """The rows as CSV for COPY: JSON columns as JSON text (None as JSON null, as the JSON type stores it),
+    other missing values as NULL, timestamps with their offset (naive ones refused, as UTCDateTime does)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    for row in rows:
+        ts = row["ts"]
+        if ts.tzinfo is None:
+            raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
+        writer.writerow([row["model_name"], row["request_id"], ts.isoformat(), json.dumps(row["features"]),
+                         json.dumps(row.get("prediction")), row.get("score"), row.get("model_version"),
+                         row.get("safe_to_send"), row.get("latency_ms")])
+    buffer.seek(0)
+    return buffer
 
 
 class PredictionLog:
@@ -63,27 +127,52 @@ class PredictionLog:
             raise DataError(f"cannot log predictions for {model_name}: missing columns {missing}")
         if frame.empty:
             return 0
-        features = _records(frame, feature_names)
-        stamps = _utc(frame[TIMESTAMP])
-        safe = frame["safe_to_send"] if "safe_to_send" in frame.columns else pd.Series([None] * len(frame))
-        latency = np.broadcast_to(np.asarray(np.nan if latency_ms is None else latency_ms, dtype=float), len(frame))
-        rows = [
-            {
-                "model_name": model_name,
-                "request_id": str(request_id),
-                "ts": ts,
-                "features": feats,
-                "prediction": None if prediction is None else _json_value(prediction[i]),
-                "score": None if score is None else _json_value(float(score[i])),
-                "model_version": model_version,
-                "safe_to_send": None if pd.isna(flag) else bool(flag),
-                "latency_ms": _json_value(float(latency[i])),
-            }
-            for i, (request_id, ts, feats, flag) in enumerate(zip(frame[REQUEST_ID], stamps, features, safe))
-        ]
-        with self.engine.begin() as conn:
-            conn.execute(prediction_log.insert(), rows)
+        safe = frame["safe_to_send"].tolist() if "safe_to_send" in frame.columns else None
+        rows = prediction_rows(
+            model_name, frame[REQUEST_ID].tolist(), _records(frame, feature_names), ts=_utc(frame[TIMESTAMP]),
+            prediction=prediction, score=score, model_version=model_version, latency_ms=latency_ms, safe_to_send=safe,
+        )
+        return self.insert_rows(rows)
+
+    def insert_rows(self, rows: Sequence[Mapping]) -> int:
+        """Insert rows made by :func:`prediction_rows` in one transaction: all of them or none."""
+        if not rows:
+            return 0
+        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg2":
+            self._copy_rows(rows)
+        else:
+            with self.engine.begin() as conn:
+                conn.execute(prediction_log.insert(), list(rows))
         return len(rows)
+
+    def _copy_rows(self, rows: Sequence[Mapping]) -> None:
+        """PostgreSQL: ``COPY ... FROM STDIN``, a few times faster than a multi-row INSERT (what the serving
+        log writer can catch up after an outage is bound by it). Errors come out as SQLAlchemy's, like the
+        INSERT's (IntegrityError, DataError, OperationalError...), so callers classify them the same way."""
+        data = _copy_csv(rows)
+        dialect = self.engine.dialect
+        with self.engine.begin() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.copy_expert(_COPY_SQL, data)
+            except dialect.loaded_dbapi.Error as error:
+                raise DBAPIError.instance(_COPY_SQL, None, error, dialect.loaded_dbapi.Error, dialect=dialect) from None
+            finally:
+                cursor.close()
+
+    def logged_requests(self, model_name: str, request_ids: Sequence[str]) -> dict[str, tuple[dt.datetime, int | None]]:
+        """Which of ``request_ids`` the log already holds for ``model_name``: request id -> (served at,
+        model version). Tells a row written before (a replay after an unanswered commit) from a request id
+        that another request reused."""
+        found: dict[str, tuple[dt.datetime, int | None]] = {}
+        ids = list(dict.fromkeys(str(r) for r in request_ids))
+        p = prediction_log
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = select(p.c.request_id, p.c.ts, p.c.model_version).where(
+                    p.c.model_name == model_name, p.c.request_id.in_(ids[start:start + 500]))
+                found.update({row.request_id: (row.ts, row.model_version) for row in conn.execute(query)})
+        return found
 
     def log_shadow(self, model_name: str, model_version: int, request_ids: Sequence, prediction: Sequence,
                    score: Sequence[float] | None = None) -> int:
