@@ -23,7 +23,17 @@ from pathlib import Path
 import dagster as dg
 
 from retrain_assets.defs.definitions import build_definitions, resources_for
-from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, monitor_job_name, retrain_job_name
+from retrain_assets.defs.deployment.promotion import retrain_in_process
+from retrain_assets.defs.keys import (
+    TAG_EVENT_ID,
+    TAG_MODEL,
+    TAG_REASON,
+    TAG_SEVERITY,
+    TAG_TRIGGER,
+    monitor_job_name,
+    promote_job_name,
+    retrain_job_name,
+)
 from retrain_assets.defs.metadata import root_cause
 from retrain_assets.errors import RetrainError
 from retrain_assets.serving.predict import serve_and_log
@@ -103,18 +113,22 @@ class Demo:
         self.say(f"    wrote {rows} rows of {label} traffic ({how}) and their labels")
 
     # Dagster --------------------------------------------------------------------------------------------
-    def _run(self, model: ModelSettings, job_name: str, tags: dict, reason: str = "") -> dg.ExecuteInProcessResult:
-        job = self.defs.resolve_job_def(job_name)
+    def _run(self, model: ModelSettings, job_name: str, tags: dict, reason: str = ""):
         # Dagster's console logger would print every step event here; the progress lines say what matters
         # and every event is still stored in the instance for the UI.
         run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        if job_name == retrain_job_name(model.name):
+        started = time.perf_counter()
+        if job_name == retrain_job_name(model.name):  # and, when its gates pass, the promotion run
             op = f"{model.name}__training_dataset"
             run_config["ops"] = {op: {"config": {"reason": reason, "requester": "retrain demo"}}}
-        started = time.perf_counter()
-        result = job.execute_in_process(instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
-        status = "SUCCESS" if result.success else "FAILURE"
-        self.say(f"    [{model.name}] run {result.run_id[:8]} of {job_name}: {status} ({time.perf_counter() - started:.1f} s)")
+            result = retrain_in_process(self.defs, self.instance, self.store, model, tags=tags, run_config=run_config)
+            runs = [(job_name, result.retrain)] + ([(promote_job_name(model.name), result.promotion)] if result.promotion else [])
+        else:
+            result = self.defs.resolve_job_def(job_name).execute_in_process(
+                instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
+            runs = [(job_name, result)]
+        self.say(f"    [{model.name}] " + "; ".join(f"run {r.run_id[:8]} of {name}: {'SUCCESS' if r.success else 'FAILURE'}"
+                                                  for name, r in runs) + f" ({time.perf_counter() - started:.1f} s)")
         return result
 
     def _monitor(self, model: ModelSettings) -> dict:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from retrain_assets.defs.deployment.promotion import retrain_in_process
 from retrain_assets.defs.definitions import build_definitions
 from retrain_assets.settings import load_settings
 from retrain_assets.simulate import generate_traffic, model_config
@@ -51,7 +52,7 @@ def deployment(tmp_path_factory):
         store.predictions.log_predictions(model.log_key, frame, model.feature_names)
         store.predictions.log_labels(model.log_key, frame["request_id"].tolist(), frame[model.target].tolist())
         with dg.DagsterInstance.ephemeral() as instance:
-            assert defs.resolve_job_def("churn_retrain").execute_in_process(instance=instance).success
+            assert retrain_in_process(defs, instance, store, model, tags={}).success
     assert store.registry.production("churn").version == 2
     port, dagster_port = free_port(), free_port()
     home = root / "dagster_home"
@@ -188,6 +189,17 @@ def test_trigger_queues_a_run_on_a_real_dagster_webserver(deployment):
         assert run is not None and run.job_name == "churn_retrain"
         assert run.tags["retrain/trigger"] == "manual" and run.tags["retrain/event_id"] == str(body["event_id"])
         assert store.events.get(body["event_id"])["trigger_reason"] == "API test"
+        # The run waits in the queue (no daemon here), so the model's claim stands: a second trigger is a
+        # conflict naming the way out, and "force" supersedes the claim and is recorded.
+        again = httpx.post(f"{base}/training/trigger", headers={"Authorization": f"Bearer {TOKEN}"},
+                           json={"model": "churn", "reason": "API test again", "requester": "ci"}, timeout=60)
+        assert again.status_code == 409 and "force" in again.json()["detail"], again.text
+        forced = httpx.post(f"{base}/training/trigger", headers={"Authorization": f"Bearer {TOKEN}"},
+                            json={"model": "churn", "reason": "API test forced", "requester": "ci", "force": True},
+                            timeout=60)
+        assert forced.status_code == 200, forced.text
+        assert store.events.get(forced.json()["event_id"])["trigger_metrics"]["forced"] is True
+        assert "forced manual trigger" in store.events.get(body["event_id"])["execution_metrics"]["error"]
     finally:
         os.killpg(webserver.pid, signal.SIGTERM)
         webserver.wait(timeout=30)
@@ -221,3 +233,12 @@ def test_a_candidate_in_shadow_scores_served_requests_off_the_request_path(deplo
         assert conn.execute(query).scalar_one() == 40
         latencies = conn.execute(select(prediction_log.c.latency_ms).where(prediction_log.c.request_id.in_(ids))).scalars().all()
     assert len(latencies) == 40 and all(value is not None and value > 0 for value in latencies)
+
+
+def test_health_says_where_every_logged_row_is(deployment):
+    base, *_ = deployment
+    body = httpx.get(f"{base}/health").json()
+    assert body["status"] == "ok" and body["serving"]["churn"] in {"v1", "v2"}
+    log = body["prediction_log"]
+    assert log["database"] == "reachable" and log["quarantined"] == 0 and log["spilled"] == 0
+    assert {"accepted", "written", "retried", "pending", "on_disk", "spill_dir"} <= set(log)

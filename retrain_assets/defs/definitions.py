@@ -4,10 +4,11 @@ import dagster as dg
 from sqlalchemy.engine import make_url
 
 from retrain_assets.defs.deployment.assets import build_model_card
+from retrain_assets.defs.deployment.promotion import build_promotion_sensor
 from retrain_assets.defs.deployment.rollback import build_rollback_job
 from retrain_assets.defs.deployment.shadow import build_shadow_job, build_shadow_sensor
 from retrain_assets.defs.deployment.watch import build_watch_sensor
-from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, retrain_job_name
+from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, promote_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import build_monitoring_assets
 from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.defs.schedules import build_schedules
@@ -19,16 +20,24 @@ from retrain_assets.store.database import ENV_PREFIX, normalize_url, resolve_url
 
 def build_jobs(model: ModelSettings) -> list:
     model_name = model.name
+    # dagster/max_runtime: run monitoring stops a run that runs away (a hung step, a lost worker).
+    tags = {TAG_MODEL: model_name, TAG_CONCURRENCY: model_name,
+            "dagster/max_runtime": str(int(model.triggers.run_timeout_minutes * 60))}
     retrain = dg.define_asset_job(
         retrain_job_name(model_name),
-        # Building the job from the asset selection brings the blocking checks along.
-        selection=dg.AssetSelection.assets(
-            *(asset_key(model_name, a) for a in ("training_dataset", "candidate_model", "production_model", "model_card"))
-        ),
-        description=f"Build a dataset, train and gate a candidate, promote it if every gate passes ({model_name}).",
-        # dagster/max_runtime: run monitoring stops a retrain that runs away (a hung step, a lost worker).
-        tags={TAG_MODEL: model_name, TAG_CONCURRENCY: model_name,
-              "dagster/max_runtime": str(int(model.triggers.run_timeout_minutes * 60))},
+        # Building the job from the asset selection brings the blocking checks along: a failed gate fails
+        # this run, and only a run that succeeded is promoted (by the promotion sensor, in a run of its own).
+        selection=dg.AssetSelection.assets(*(asset_key(model_name, a) for a in ("training_dataset", "candidate_model"))),
+        description=f"Build a dataset, train a candidate and gate it against production ({model_name}); "
+                    f"{promote_job_name(model_name)} follows when every gate passes.",
+        tags=tags,
+    )
+    promote = dg.define_asset_job(
+        promote_job_name(model_name),
+        selection=dg.AssetSelection.assets(*(asset_key(model_name, a) for a in ("production_model", "model_card"))),
+        description=f"Promote the gated candidate of a successful {retrain_job_name(model_name)} run (named by its "
+                    "retrain/candidate_run tag) and refresh the model card; launched by the promotion sensor.",
+        tags=tags,
     )
     monitor = dg.define_asset_job(
         monitor_job_name(model_name),
@@ -38,7 +47,7 @@ def build_jobs(model: ModelSettings) -> list:
         description=f"Drift and performance reports of {model_name}'s production model, and the retrain decision.",
         tags={TAG_MODEL: model_name},
     )
-    return [retrain, monitor]
+    return [retrain, promote, monitor]
 
 
 def resources_for(settings: RetrainSettings) -> dict:
@@ -73,10 +82,11 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
         for definition in [*build_training_assets(model), *build_monitoring_assets(model), build_model_card(model)]:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else mine).append(definition)
         assets += label_model_assets(mine, model, kind)
-        retrain, monitor = build_jobs(model)
-        model_jobs = [retrain, monitor, build_rollback_job(model), build_shadow_job(model)]
+        retrain, promote, monitor = build_jobs(model)
+        model_jobs = [retrain, promote, monitor, build_rollback_job(model), build_shadow_job(model)]
         jobs += model_jobs
-        sensors += [*build_trigger_sensors(model, model_jobs), build_watch_sensor(model), build_shadow_sensor(model)]
+        sensors += [*build_trigger_sensors(model, model_jobs), build_promotion_sensor(model, retrain, promote),
+                    build_watch_sensor(model), build_shadow_sensor(model)]
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

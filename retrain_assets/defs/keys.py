@@ -7,7 +7,9 @@ TAG_SEVERITY = "retrain/severity"
 TAG_REASON = "retrain/reason"
 TAG_EVENT_ID = "retrain/event_id"
 TAG_MODEL = "retrain/model"
-# Retrain runs only; dagster.yaml limits it to one queued-to-running run per value (model).
+# The retrain run whose gated candidate a promotion run promotes.
+TAG_CANDIDATE_RUN = "retrain/candidate_run"
+# Retrain and promotion runs only; dagster.yaml limits it to one queued-to-running run per value (model).
 TAG_CONCURRENCY = "retrain/concurrency"
 
 # Dagster limits tag values; reasons are summarized in tags and kept whole in the events table.
@@ -20,6 +22,10 @@ def asset_key(model_name: str, asset: str) -> dg.AssetKey:
 
 def retrain_job_name(model_name: str) -> str:
     return f"{model_name}_retrain"
+
+
+def promote_job_name(model_name: str) -> str:
+    return f"{model_name}_promote"
 
 
 def monitor_job_name(model_name: str) -> str:

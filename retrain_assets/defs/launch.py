@@ -14,9 +14,10 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from retrain_assets.defs.definitions import build_definitions
+from retrain_assets.defs.deployment.promotion import retrain_in_process
 from retrain_assets.defs.metadata import root_cause
 from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, retrain_job_name, short
-from retrain_assets.errors import ConfigError, RetrainError
+from retrain_assets.errors import ConfigError, RetrainError, RetrainInFlight
 from retrain_assets.settings import RetrainSettings
 from retrain_assets.store import MonitoringStore
 
@@ -52,12 +53,11 @@ def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, req
     instance_home()
     with dg.DagsterInstance.get() as instance:
         event_id = _claim(instance, store, model, reason, metrics, forced_by)
-        job = build_definitions(settings).resolve_job_def(retrain_job_name(model.name))
         # Dagster's console logger would print each failed step's traceback; the outcome is one line here and
         # every event stays in the instance for the UI.
         run_config = {**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        result = job.execute_in_process(instance=instance, tags=tags_for(event_id), run_config=run_config,
-                                        raise_on_error=False)
+        result = retrain_in_process(build_definitions(settings), instance, store, model, tags=tags_for(event_id),
+                                    run_config=run_config)
     production = store.registry.production(model.name)
     failed = tuple(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
     if not result.success:
@@ -79,7 +79,7 @@ def _claim(instance, store: MonitoringStore, model, reason: str, metrics: dict, 
         return claim_retrain(instance, store, model, forced_by=forced_by, trigger_type="manual", severity="MEDIUM",
                              reason=reason, metrics=metrics)
     except ClaimTaken as taken:
-        raise RetrainError(f"{taken}: wait for it, or retrain anyway with --force (recorded in the event)") from None
+        raise RetrainInFlight(f"{taken}: wait for it, or retrain anyway with --force (recorded in the event)") from None
 
 
 def _submit(store: MonitoringStore, url: str, model_name: str, run_config: dict, tags: dict, event_id: int) -> TriggerOutcome:

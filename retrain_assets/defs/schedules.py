@@ -1,11 +1,33 @@
 """Time-based triggers per model: the scheduled retrain (`retrain_cron`, weekly by default) and the
 monitoring cadence."""
 
+import datetime as dt
+import itertools
+
 import dagster as dg
 
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, monitor_job_name, retrain_job_name
 from retrain_assets.defs.resources import MonitoringStoreResource
 from retrain_assets.settings import ModelSettings
+
+
+def longest_gap(cron: str, timezone: str, ticks: int = 200) -> dt.timedelta:
+    """The longest time between two consecutive ticks of ``cron`` (weekends and DST included), computed
+    with the cron arithmetic Dagster's scheduler itself uses, so it agrees with the schedule."""
+    from dagster._utils.schedules import schedule_execution_time_iterator  # no public equivalent yet
+
+    times = list(itertools.islice(schedule_execution_time_iterator(dt.datetime.now(dt.timezone.utc).timestamp(), cron,
+                                                                   timezone), ticks))
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
+def monitoring_freshness(model: ModelSettings) -> dg.FreshnessPolicy:
+    """Freshness of the monitoring reports, from the monitoring cadence: a warning once a tick was missed
+    (one and a half periods without a report) and a failure after two (two and a half): "monitoring has
+    stopped" shows on the asset instead of going unnoticed. The half period is the grace for a run that
+    queues or takes long."""
+    period = longest_gap(model.triggers.monitoring_cron, model.triggers.timezone)
+    return dg.FreshnessPolicy.time_window(fail_window=period * 2.5, warn_window=period * 1.5)
 
 
 def build_retrain_schedule(model: ModelSettings) -> dg.ScheduleDefinition:

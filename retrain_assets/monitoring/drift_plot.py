@@ -6,19 +6,15 @@ is the stored profile (fine quantile bins and category counts of the training da
 are reloaded; the current side is the monitoring window itself.
 """
 
-import io
 import math
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # files only: never a display, safe in daemon and run worker processes
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from retrain_assets.monitoring.dataset_drift import DriftReport  # noqa: E402
-from retrain_assets.monitoring.profiles import NumericReference, ReferenceProfile, category_counts  # noqa: E402
+from retrain_assets.monitoring.dataset_drift import DriftReport
+from retrain_assets.monitoring.profiles import NumericReference, ReferenceProfile, category_counts
+from retrain_assets.plotting import drawing, plt, png_of
 
 PLOT_BINS = 30
 MAX_CATEGORIES = 10
@@ -91,7 +87,7 @@ def drift_picture(profile: ReferenceProfile, current: pd.DataFrame, report: Drif
     columns = min(3, max(len(names), 1))
     rows = max(math.ceil(len(names) / columns), 1)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.9 * rows), squeeze=False)
-    try:
+    with drawing(figure):
         for ax in axes.flat[len(names):]:
             ax.axis("off")
         for ax, name in zip(axes.flat, names):
@@ -109,9 +105,4 @@ def drift_picture(profile: ReferenceProfile, current: pd.DataFrame, report: Drif
         if names:
             axes.flat[0].legend(fontsize=8, loc="upper right")
         figure.suptitle(title, fontsize=11)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=72)
-        return buffer.getvalue()
-    finally:
-        plt.close(figure)
+    return png_of(figure)

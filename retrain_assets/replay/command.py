@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sys
 
 from retrain_assets.text import text_table
 
@@ -36,6 +37,8 @@ def add_replay_command(commands) -> None:
                              "default: never, always, periodic:4, ours, seed)")
     replay.add_argument("--tune", action="store_true", help="tune each candidate with Optuna (default: fixed parameters)")
     replay.add_argument("--json", action="store_true", help="print one JSON object per policy (a list)")
+    replay.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr (it never mixes with the results on stdout)")
     replay.set_defaults(handler=_cmd_replay)
 
 
@@ -54,7 +57,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     model = replay_model(table, label_delay=args.label_delay, tune=args.tune, positive_label=positive,
                          overrides_file=args.gates)
     gated = args.gates != NO_GATES
-    results = [r.to_dict() for r in run_replay(table, model, policies, args.label_delay, gated)]
+    from tqdm import tqdm
+
+    # Minutes of work: a bar on stderr (policy, batches done, rate, time left) says it is alive; stdout keeps
+    # only the results, so --json output stays parseable.
+    with tqdm(total=len(policies) * len(table.batches), unit="batch", file=sys.stderr, disable=args.no_progress,
+              dynamic_ncols=True) as bar:
+        def advance(policy: str, row: dict) -> None:
+            bar.set_description(policy, refresh=False)
+            bar.update()
+
+        results = [r.to_dict() for r in run_replay(table, model, policies, args.label_delay, gated, on_batch=advance)]
     if args.json:
         print(json.dumps(results, indent=2, default=str))
         return 0

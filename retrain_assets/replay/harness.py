@@ -17,6 +17,7 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -235,7 +236,8 @@ class Replay:
                 self.failure = None
             self.result.compute_s += time.perf_counter() - started
 
-    def run(self) -> PolicyResult:
+    def run(self, on_batch: Callable[[str, dict], None] | None = None) -> PolicyResult:
+        """Walk the batches; ``on_batch(policy, row)`` hears about each one as it is done (progress)."""
         table, model, result = self.table, self.model, self.result
         first = self._retrain(table.batches[0].start.to_pydatetime())
         if not first["promoted"]:
@@ -269,10 +271,12 @@ class Replay:
             keep = ("accuracy", "f1") if model.task == "classification" else ("mae", "r2")
             row.update({"model_version": f"v{production.version}", **{k: metrics.get(k) for k in keep}})
             result.batches.append(row)
+            if on_batch is not None:
+                on_batch(self.policy.name, row)
         result.final_pipeline = self.production.pipeline
         return result
 
 
 def run_replay(table: ReplayTable, model: ModelSettings, policies: list[Policy], label_delay: int = 1,
-               gated: bool = True) -> list[PolicyResult]:
-    return [Replay(table, model, policy, label_delay, gated).run() for policy in policies]
+               gated: bool = True, on_batch: Callable[[str, dict], None] | None = None) -> list[PolicyResult]:
+    return [Replay(table, model, policy, label_delay, gated).run(on_batch) for policy in policies]

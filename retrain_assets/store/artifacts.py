@@ -70,6 +70,11 @@ class ArtifactStore:
         """Where an artifact lives (for links in the UI; read it through get_bytes, which verifies it)."""
         return f"{self.root}/{key}" if self.remote else str(self._path(key))
 
+    def uri_of(self, key: str) -> str:
+        """The artifact's URI (``file://`` locally, the object store's own scheme otherwise): Dagster's
+        ``dagster/uri`` metadata, which the catalog shows."""
+        return f"{self.root}/{key}" if self.remote else self._path(key).as_uri()
+
     def _holds(self, key: str, data: bytes, digest: str) -> bool:
         """Whether the artifact is already stored whole. Locally its bytes are checked (cheap); an object
         store is asked for its size only (objects are written whole; reads verify the checksum anyway)."""

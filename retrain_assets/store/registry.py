@@ -253,7 +253,8 @@ class Registry:
         mv = model_versions
         of_model = mv.c.model_name == model_name
         with self.engine.begin() as conn:
-            target = conn.execute(select(mv.c.status).where(of_model, mv.c.version == version)).one_or_none()
+            # FOR UPDATE (PostgreSQL): two promotions of one candidate serialize, and the second sees it promoted.
+            target = conn.execute(select(mv.c.status).where(of_model, mv.c.version == version).with_for_update()).one_or_none()
             if target is None:
                 raise StoreError(f"cannot promote {model_name} v{version}: no such version in the registry")
             if target.status not in ("candidate", "shadow", "standby"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TYPE_CHECKING
 
 import numpy as np
@@ -82,7 +83,8 @@ def cross_validate_params(
     return [float(s) for s in result["test_score"]]
 
 
-def _tune(model: ModelSettings, base: dict, data: pd.DataFrame, settings: TrainingSettings, sample_weight):
+def _tune(model: ModelSettings, base: dict, data: pd.DataFrame, settings: TrainingSettings, sample_weight,
+          on_trial: Callable[[dict], None] | None = None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,25 +95,32 @@ def _tune(model: ModelSettings, base: dict, data: pd.DataFrame, settings: Traini
         trial.set_user_attr("cv_scores", scores)
         return float(np.mean(scores))
 
+    def summary(trial) -> dict[str, Any]:
+        seconds = trial.duration.total_seconds() if trial.duration is not None else None
+        return {"number": trial.number, "value": trial.value, "params": trial.params, "seconds": seconds}
+
+    def report(study, trial) -> None:  # called by Optuna as each trial finishes
+        if on_trial is not None and trial.value is not None:
+            on_trial({**summary(trial), "best_value": study.best_value, "of": settings.tuning_trials})
+
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
     study.enqueue_trial({k: v for k, v in base.items() if k in SEARCH_SPACES[model.estimator.type]})  # the configured params first
-    study.optimize(objective, n_trials=settings.tuning_trials, timeout=settings.tuning_timeout_s)
+    study.optimize(objective, n_trials=settings.tuning_trials, timeout=settings.tuning_timeout_s, callbacks=[report])
     best = study.best_trial
-    trials = [
-        {"number": t.number, "value": t.value, "params": t.params}
-        for t in study.trials
-        if t.value is not None
-    ]
+    trials = [summary(t) for t in study.trials if t.value is not None]
     return {**base, **best.params}, best.user_attrs["cv_scores"], trials
 
 
 def train_candidate(
-    split: DatasetSplit, model: ModelSettings, settings: TrainingSettings, sample_weight=None
+    split: DatasetSplit, model: ModelSettings, settings: TrainingSettings, sample_weight=None,
+    on_trial: Callable[[dict], None] | None = None,
 ) -> TrainedCandidate:
     """Tune (``settings.tuning_trials`` Optuna trials, seeded, time-boxed), cross-validate and fit.
 
     ``sample_weight`` is aligned with ``split.train_and_validation`` (train rows, then validation rows).
     With ``tuning_trials = 0`` the configured parameters are cross-validated and fitted as they are.
+    ``on_trial`` hears about each finished trial (number, value, params, seconds, best value so far, of how
+    many): tuning is the long part of a retrain, and a run log that shows it moving says it is alive.
     """
     data = split.train_and_validation
     if len(data) < settings.cv_folds * 2:
@@ -132,7 +141,7 @@ def train_candidate(
     base = default_params(model, settings)
     trials: list[dict] = []
     if settings.tuning_trials > 0:
-        params, scores, trials = _tune(model, base, data, settings, sample_weight)
+        params, scores, trials = _tune(model, base, data, settings, sample_weight, on_trial)
     else:
         params, scores = base, cross_validate_params(model, base, data, settings, sample_weight)
     pipeline = build_pipeline(model, params, settings.seed)

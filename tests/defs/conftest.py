@@ -4,6 +4,7 @@ import dagster as dg
 import pytest
 
 from retrain_assets.defs.definitions import build_definitions, resources_for
+from retrain_assets.defs.deployment.promotion import retrain_in_process
 from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, retrain_job_name
 from retrain_assets.serving.predict import serve_and_log
 from retrain_assets.simulate import TrafficScenario, generate_traffic
@@ -38,6 +39,11 @@ class Harness:
         return frame
 
     def run(self, job_name, tags=None, run_config=None):
+        """A job in process; the retrain job followed by its promotion run, as the promotion sensor would."""
+        model = next((m for m in self.settings.models if retrain_job_name(m.name) == job_name), None)
+        if model is not None:
+            return retrain_in_process(self.defs, self.instance, self.store, model, tags=tags or {},
+                                      run_config=run_config)
         return self.defs.resolve_job_def(job_name).execute_in_process(
             instance=self.instance, tags=tags or {}, run_config=run_config or {}, raise_on_error=False
         )

@@ -172,7 +172,7 @@ def test_a_retrain_and_the_monitoring_read_a_table_of_yours(tmp_path, harness_fo
     assert harness.store.predictions.count_predictions(name) == 0
     assert harness.run(monitor_job_name(name)).success
     drift = harness.instance.get_latest_materialization_event(asset_key(name, "drift_report"))
-    assert drift.asset_materialization.metadata["rows_current"].value == 1500
+    assert drift.asset_materialization.metadata["dagster/row_count"].value == 1500
     # Labels arrive for the 300 scored rows, all wrong for this model: realized performance reads them
     # from the table, the production model scores them, and the decision retrains on it.
     frame["churned"] = frame["churned"].fillna(1.0)

@@ -36,6 +36,12 @@ def test_rollback_job_restores_the_previous_version_and_is_logged(tmp_path, harn
     assert (event["trigger_type"], event["execution_successful"], event["retraining_model_version"]) == ("rollback", True, "v1")
     history = h.instance.get_latest_materialization_event(h.defs.resolve_assets_def(["churn", "production_model"]).key)
     assert history.asset_materialization.metadata["promoted_version"].value == "v1"
+    assert card_version(h) == "v1"  # the card follows production back
+
+
+def card_version(h) -> str:
+    card = h.instance.get_latest_materialization_event(h.defs.resolve_assets_def(["churn", "model_card"]).key)
+    return card.asset_materialization.metadata["model_version"].value
 
 
 def test_watch_rolls_back_on_a_live_f1_drop_and_leaves_a_healthy_model(tmp_path, harness_for):
@@ -136,6 +142,7 @@ def test_shadow_candidate_is_promoted_only_after_scoring_live_traffic(tmp_path, 
     assert (event["execution_successful"], event["retraining_model_version"]) == (True, "v2")
     materialized = h.instance.get_latest_materialization_event(production_key).asset_materialization
     assert materialized.metadata["promoted_version"].value == "v2" and materialized.metadata["trigger"].value == "shadow"
+    assert card_version(h) == "v2"  # the card describes the model promoted from shadow
 
 
 def test_a_shadow_candidate_that_does_worse_on_the_same_requests_is_rejected(tmp_path, harness_for):

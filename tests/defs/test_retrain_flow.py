@@ -63,6 +63,11 @@ def test_poisoned_labels_fail_the_gates_and_production_stays(tmp_path, harness_f
     assert "absolute_thresholds" in failed
     assert _materialized(result, "production_model") == 0
     assert h.store.registry.production("churn").version == 1
+    # The rejection view: the failed run never planned production_model or the card, so the lineage keeps
+    # them green and unchanged while the candidate shows its failed gates.
+    planned = {e.dagster_event.asset_key.path[-1] for e in h.instance.all_logs(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)}
+    assert planned == {"training_dataset", "candidate_model"} and result.promotion is None
     rejected = h.store.registry.version("churn", 2)
     assert rejected.status == "rejected"
     assert {g["name"] for g in rejected.gate_results if not g["passed"]} == failed
@@ -194,7 +199,7 @@ def test_a_failed_monitor_run_alerts_too(settings, harness_for, caplog):
     assert not result.success
     sensor = h.defs.resolve_sensor_def("churn_retrain_failure_sensor")
     monitored = {job.name for job in sensor._monitored_jobs}  # noqa: SLF001 - what the daemon filters runs by
-    assert monitored == {"churn_retrain", "churn_monitor", "churn_rollback", "churn_shadow_decision"}
+    assert monitored == {"churn_retrain", "churn_promote", "churn_monitor", "churn_rollback", "churn_shadow_decision"}
     failure = h.instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
     context = dg.build_run_status_sensor_context(
         sensor_name=sensor.name, dagster_event=failure, dagster_instance=h.instance,
@@ -234,11 +239,51 @@ def test_materializing_production_model_alone_never_promotes_someone_elses_candi
         "churn", artifact_key=v1.artifact_key, artifact_sha256=v1.artifact_sha256, size_bytes=v1.size_bytes,
         dataset_tag=v1.dataset_tag, dataset_hash=v1.dataset_hash, params={}, metrics={"f1": 0.1}, trigger="manual",
         reason="an old run's candidate", run_id="some-other-run")
-    job = h.defs.resolve_job_def("churn_retrain")
+    job = h.defs.resolve_job_def("churn_promote")
     result = job.execute_in_process(instance=h.instance, raise_on_error=False,
                                     asset_selection=[dg.AssetKey(["churn", "production_model"])])
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "promotes only the candidate its own run trained and gated" in root_cause(failure.step_failure_data.error)
+    assert "promotes only the candidate of the retrain run named by its" in root_cause(failure.step_failure_data.error)
     assert h.store.registry.production("churn").version == v1.version
     assert h.store.registry.version("churn", stale.version).status == "candidate"
+
+
+def promotion_tick(h, run_id: str):
+    """The promotion sensor evaluated on a finished retrain run, as the daemon would."""
+    sensor = h.defs.resolve_sensor_def("churn_promotion_sensor")
+    finished = next(iter(h.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS))).dagster_event
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=finished, dagster_instance=h.instance,
+        dagster_run=h.instance.get_run_by_id(run_id), resources=resources_for(h.settings))
+    return sensor(context)
+
+
+def test_the_promotion_sensor_promotes_a_retrain_that_passed_its_gates_once(settings, harness_for):
+    import pytest
+
+    from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, TAG_EVENT_ID
+    from retrain_assets.defs.triggers.requests import claim_retrain
+    from retrain_assets.store.events import ClaimTaken
+
+    h = harness_for(settings)
+    h.traffic(3000)
+    event_id = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="sensor test",
+                                             attempted=True)
+    retrain = h.defs.resolve_job_def("churn_retrain").execute_in_process(  # the retrain run alone, as the daemon runs it
+        instance=h.instance, tags={TAG_EVENT_ID: str(event_id)}, raise_on_error=False)
+    assert retrain.success and h.store.registry.production("churn") is None
+    # Until it is promoted, the gated candidate's claim stands: no second retrain slips in.
+    with pytest.raises(ClaimTaken):
+        claim_retrain(h.instance, h.store, h.model, trigger_type="manual", severity="LOW", reason="too early")
+    request = promotion_tick(h, retrain.run_id)
+    assert isinstance(request, dg.RunRequest) and request.job_name == "churn_promote"
+    assert request.tags[TAG_CANDIDATE_RUN] == retrain.run_id and request.tags[TAG_EVENT_ID] == str(event_id)
+    assert h.run("churn_promote", tags=request.tags).success
+    assert h.store.registry.production("churn").version == 1
+    event = h.store.events.get(event_id)
+    assert (event["execution_successful"], event["retraining_model_version"]) == (True, "v1")
+    card = h.instance.get_latest_materialization_event(dg.AssetKey(["churn", "model_card"])).asset_materialization
+    assert card.metadata["model_version"].value == "v1"
+    again = promotion_tick(h, retrain.run_id)  # a second look (or a second daemon) promotes nothing
+    assert isinstance(again, dg.SkipReason) and "already production" in again.skip_message

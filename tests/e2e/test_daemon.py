@@ -1,5 +1,6 @@
 """The real daemon: `dagster dev` on a temporary home with PostgreSQL storage launches a drift-triggered
-retrain by itself, the run promotes a new model, and the event row shows the trigger and the outcome."""
+retrain by itself, the promotion sensor launches the promotion of its gated candidate, and the event row
+shows the trigger and the outcome."""
 
 import datetime as dt
 import os
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from retrain_assets.defs.definitions import build_definitions
-from retrain_assets.defs.keys import TAG_TRIGGER, monitor_job_name, retrain_job_name
+from retrain_assets.defs.deployment.promotion import retrain_in_process
+from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, TAG_TRIGGER, monitor_job_name, promote_job_name
 from retrain_assets.serving.predict import serve_and_log
 from retrain_assets.settings import load_settings
 from retrain_assets.simulate import TrafficScenario, generate_traffic, model_config
@@ -68,7 +70,7 @@ def test_daemon_launches_a_drift_retrain_that_promotes(tmp_path, postgres_db, mo
 
     with dg.DagsterInstance.get() as instance:
         write(3000, seed=1)
-        assert defs.resolve_job_def(retrain_job_name("churn")).execute_in_process(instance=instance).success
+        assert retrain_in_process(defs, instance, store, model, tags={}).success
         write(3000, seed=2, scenario=TrafficScenario(covariate_drift=0.6, concept_drift=True), serve=True)
         assert defs.resolve_job_def(monitor_job_name("churn")).execute_in_process(instance=instance).success
 
@@ -81,13 +83,15 @@ def test_daemon_launches_a_drift_retrain_that_promotes(tmp_path, postgres_db, mo
     try:
         def promoted_by_a_sensor():
             with dg.DagsterInstance.get() as instance:
-                runs = instance.get_runs(dg.RunsFilter(job_name=retrain_job_name("churn"),
+                runs = instance.get_runs(dg.RunsFilter(job_name=promote_job_name("churn"),
                                                        statuses=[dg.DagsterRunStatus.SUCCESS]))
-                triggered = [r for r in runs if r.tags.get("dagster/sensor_name") == "churn_retrain_sensor"]
-                return triggered[0] if triggered else None
+                promoted = [r for r in runs if r.tags.get("dagster/sensor_name") == "churn_promotion_sensor"]
+                return (instance.get_run_by_id(promoted[0].tags[TAG_CANDIDATE_RUN]), promoted[0]) if promoted else None
 
-        run = wait_for(promoted_by_a_sensor, 300, "a sensor-launched retrain run to succeed")
+        # The retrain sensor launched the retrain; its gates passed, so the promotion sensor launched the promotion.
+        run, promotion = wait_for(promoted_by_a_sensor, 300, "a sensor-launched retrain run to be promoted")
         assert run.tags["dagster/sensor_name"] == "churn_retrain_sensor"  # acting on the one fused decision
+        assert promotion.tags["retrain/event_id"] == run.tags["retrain/event_id"]
         assert store.registry.production("churn").version == 2
         event = store.events.get(int(run.tags["retrain/event_id"]))
         assert event["trigger_type"] == run.tags[TAG_TRIGGER]

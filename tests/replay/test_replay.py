@@ -117,8 +117,10 @@ def test_json_output_has_one_object_per_policy_with_the_documented_keys(tmp_path
     code = main(["replay", "--data", str(path), "--target", "y", "--time-column", "when", "--batch-size", str(BATCH),
                  "--window", str(FIRST), "--policy", "never", "--policy", "periodic:2", "--json"])
     assert code == 0
-    results = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)  # stdout holds the JSON alone...
     assert [r["policy"] for r in results] == ["never", "periodic:2"]
+    assert "8/8" in captured.err and "periodic:2" in captured.err  # ...the progress (2 policies x 4 batches) is on stderr
     for r in results:
         assert {"policy", "mean_accuracy", "mean_f1", "retrains", "promotions", "rejected_candidates", "compute_s",
                 "batches"} <= set(r)

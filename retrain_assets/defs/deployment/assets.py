@@ -3,7 +3,7 @@
 import dagster as dg
 
 from retrain_assets.defs.keys import asset_key
-from retrain_assets.defs.metadata import md_table
+from retrain_assets.defs.metadata import URI, md_table
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.errors import StoreError
 from retrain_assets.settings import ModelSettings
@@ -54,6 +54,26 @@ def model_card_markdown(model: ModelSettings, production, previous, dataset) -> 
     return "\n".join(lines)
 
 
+def model_card_record(store, artifacts, model: ModelSettings) -> tuple[dict, dg.DataVersion]:
+    """The card of the current production model, stored as an artifact: the model_card materialization's
+    metadata and data version. Every change of production (promotion, rollback, shadow promotion) records
+    one, so the card never describes a model that no longer serves."""
+    production = store.registry.production(model.name)
+    if production is None:
+        raise StoreError(f"model {model.name} has no production model to describe: run {model.name}_retrain first")
+    previous = store.registry.with_status(model.name, "standby")
+    card = model_card_markdown(model, production, previous, store.registry.dataset(model.name, production.dataset_tag))
+    stored = artifacts.put_text(card, ".md")
+    metadata = {"card": dg.MetadataValue.md(card), "model_version": production.label, URI: artifacts.uri_of(stored.key)}
+    return metadata, dg.DataVersion(stored.sha256)
+
+
+def model_card_materialization(store, artifacts, model: ModelSettings, why: str) -> dg.AssetMaterialization:
+    """The card refreshed by a job that changed production outside the model_card asset (rollback, shadow)."""
+    metadata, _ = model_card_record(store, artifacts, model)
+    return dg.AssetMaterialization(asset_key=asset_key(model.name, "model_card"), description=why, metadata=metadata)
+
+
 def build_model_card(model: ModelSettings) -> dg.AssetsDefinition:
     @dg.asset(
         key=asset_key(model.name, "model_card"),
@@ -61,22 +81,12 @@ def build_model_card(model: ModelSettings) -> dg.AssetsDefinition:
         deps=[asset_key(model.name, "production_model")],
         description=f"Model card of the production `{model.name}` model: intended use, data, metrics vs the "
                     "previous model, gates, fairness slices, limitations.",
-        kinds={"markdown"},
         owners=list(model.owners),
         tags={"domain": "deployment"},
     )
     def model_card(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource,
                    artifact_store: ArtifactStoreResource) -> dg.MaterializeResult:
-        store = monitoring_store.get()
-        production = store.registry.production(model.name)
-        if production is None:
-            raise StoreError(f"model {model.name} has no production model to describe: run {model.name}_retrain first")
-        previous = store.registry.with_status(model.name, "standby")
-        card = model_card_markdown(model, production, previous, store.registry.dataset(model.name, production.dataset_tag))
-        stored = artifact_store.get().put_text(card, ".md")
-        return dg.MaterializeResult(
-            metadata={"card": dg.MetadataValue.md(card), "model_version": production.label, "artifact": stored.key},
-            data_version=dg.DataVersion(stored.sha256),
-        )
+        metadata, version = model_card_record(monitoring_store.get(), artifact_store.get(), model)
+        return dg.MaterializeResult(metadata=metadata, data_version=version)
 
     return model_card

@@ -1,13 +1,15 @@
 """Rollback: swap production and standby (launchpad job, `retrain rollback`, or the post-deploy watch).
 
 The swap is one registry transaction; the job then records a production_model materialization so the
-asset's history (the promotion log) shows the rollback, and an event row with its reason.
+asset's history (the promotion log) shows the rollback, the refreshed model card, and an event row with
+its reason.
 """
 
 import dagster as dg
 
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key
-from retrain_assets.defs.resources import MonitoringStoreResource
+from retrain_assets.defs.deployment.assets import model_card_materialization
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
 
@@ -26,7 +28,8 @@ def rollback_job_name(model_name: str) -> str:
 def build_rollback_job(model: ModelSettings) -> dg.JobDefinition:
     @dg.op(name=f"{model.name}_swap_production_and_standby",
            description="Makes the standby model production again and the current one standby, atomically.")
-    def swap(context: dg.OpExecutionContext, config: RollbackRequest, monitoring_store: MonitoringStoreResource):
+    def swap(context: dg.OpExecutionContext, config: RollbackRequest, monitoring_store: MonitoringStoreResource,
+             artifact_store: ArtifactStoreResource):
         store = monitoring_store.get()
         trigger = context.run.tags.get(TAG_TRIGGER, "manual")
         reason = context.run.tags.get(TAG_REASON) or config.reason
@@ -46,6 +49,7 @@ def build_rollback_job(model: ModelSettings) -> dg.JobDefinition:
             metadata={"promoted_version": restored.label, "previous_version": demoted.label, "trigger": "rollback",
                       "reason": dg.MetadataValue.text(reason)},
         )
+        yield model_card_materialization(store, artifact_store.get(), model, f"rollback to {restored.label}")
         yield dg.Output(restored.label)
 
     @dg.job(name=rollback_job_name(model.name), tags={TAG_MODEL: model.name},

@@ -13,7 +13,8 @@ import dagster as dg
 from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.deployment.promotion import promote_candidate
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key, short
-from retrain_assets.defs.resources import MonitoringStoreResource
+from retrain_assets.defs.deployment.assets import model_card_materialization
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.errors import StoreError
 from retrain_assets.monitoring.watch import shadow_verdict
 from retrain_assets.notify import Notifier
@@ -32,7 +33,8 @@ def build_shadow_job(model: ModelSettings) -> dg.JobDefinition:
     @dg.op(name=f"{model.name}_judge_shadow",
            description="Compares the candidate in shadow with production on the same labeled requests; promotes "
                        "it if it does no worse, rejects it otherwise.")
-    def judge_shadow(context: dg.OpExecutionContext, monitoring_store: MonitoringStoreResource):
+    def judge_shadow(context: dg.OpExecutionContext, monitoring_store: MonitoringStoreResource,
+                     artifact_store: ArtifactStoreResource):
         store = monitoring_store.get()
         shadow = store.registry.with_status(model.name, "shadow")
         if shadow is None:
@@ -67,6 +69,8 @@ def build_shadow_job(model: ModelSettings) -> dg.JobDefinition:
             description=f"promoted {shadow.label} after shadow evaluation",
             metadata={**metadata, "shadow_comparison": dg.MetadataValue.text(verdict.message)},
         ))
+        context.log_event(model_card_materialization(store, artifact_store.get(), model,
+                                                     f"promoted {shadow.label} after shadow evaluation"))
         return dg.Output(f"promoted {shadow.label}", metadata={"verdict": verdict.message})
 
     @dg.job(name=shadow_job_name(model.name), tags={TAG_MODEL: model.name},

@@ -12,7 +12,6 @@ every signal with its statistic and threshold). The trigger sensor reads ``retra
 Heavy statistics run here, inside a run; the sensor only refreshes the cheap signals (label count, age).
 """
 
-import base64
 import datetime as dt
 from dataclasses import dataclass
 
@@ -20,7 +19,8 @@ import dagster as dg
 import numpy as np
 
 from retrain_assets.defs.keys import asset_key, short
-from retrain_assets.defs.metadata import md_table, metric_metadata
+from retrain_assets.defs.schedules import monitoring_freshness
+from retrain_assets.defs.metadata import ROW_COUNT, frame_table, markdown_image, md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.errors import StoreError
 from retrain_assets.monitoring import Decision, ReferencePack, ReferenceProfile, decide, gather_evidence
@@ -172,13 +172,12 @@ def _drift_result(context, store, artifacts, model: ModelSettings, evidence: Evi
             "drifted_features": dg.MetadataValue.json(drifted),
             "drift_share": float(report.drift_share),
             "aggregate_psi": float(report.aggregate_psi),
-            "rows_current": int(report.current_rows),
+            ROW_COUNT: int(report.current_rows),
             "reference_dataset": dataset.tag,
             "production_version": production.label,
-            "features": dg.MetadataValue.md(report.feature_markdown()),
+            "features": frame_table(report.feature_table()),
             # Inline, so the UI opens it from the metadata table without file access; also kept as a file.
-            "distributions": dg.MetadataValue.md(
-                f"![reference vs current distributions](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            "distributions": markdown_image(png, "reference vs current distributions"),
             "distributions_png": dg.MetadataValue.path(str(artifacts.path_of(stored.key))),
         },
     )
@@ -222,12 +221,13 @@ def _performance_result(context, store, model: ModelSettings, evidence: Evidence
 
 
 def build_monitoring_assets(model: ModelSettings) -> list:
-    common = {"group_name": model.name, "owners": list(model.owners), "tags": {"domain": "monitoring"}}
+    common = {"group_name": model.name, "owners": list(model.owners), "tags": {"domain": "monitoring"},
+              "freshness_policy": monitoring_freshness(model)}
     production_key = asset_key(model.name, "production_model")
     drift_key, performance_key = asset_key(model.name, "drift_report"), asset_key(model.name, "performance_report")
     specs = [
         dg.AssetSpec(
-            drift_key, deps=[production_key], skippable=True, kinds={"pandas", "scipy"},
+            drift_key, deps=[production_key], skippable=True, kinds={"pandas", "scipy", "matplotlib"},
             description=(
                 f"Data drift of `{model.name}`: its last {model.monitoring.window_rows} inputs (data source "
                 f"`{model.data_source.kind}`) against the profile of the production model's training data: per-feature "
@@ -237,7 +237,7 @@ def build_monitoring_assets(model: ModelSettings) -> list:
             **common,
         ),
         dg.AssetSpec(
-            performance_key, deps=[production_key], kinds={"pandas", "sklearn"},
+            performance_key, deps=[production_key], kinds={"pandas", "scikitlearn"},
             description=(
                 f"How the production model of `{model.name}` does on the rows labeled since its deployment (scored by "
                 "the model itself), against the error it showed on its held-out rows: Page-Hinkley, the newest labeled "

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.defs.deployment.promotion import promote_candidate
-from retrain_assets.defs.keys import asset_key, run_trigger
+from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, asset_key, promote_job_name, retrain_job_name, run_trigger
 from retrain_assets.defs.triggers.requests import event_of_run, open_run_event
-from retrain_assets.defs.metadata import md_table, metric_metadata
+from retrain_assets.defs.metadata import COLUMN_SCHEMA, ROW_COUNT, URI, markdown_image, md_table, metric_metadata, table_schema
 from retrain_assets.defs.resources import ArtifactStoreResource, DataSourceResource, MonitoringStoreResource
 from retrain_assets.errors import DataError, StoreError
 from retrain_assets.monitoring import ReferencePack, ReferenceProfile, build_reference_pack
@@ -36,6 +36,7 @@ from retrain_assets.training import (
     train_candidate,
     validate_training_data,
 )
+from retrain_assets.training.train import cv_metric
 
 SPLIT_COLUMN = "__split"
 WEIGHT_COLUMN = "__weight"
@@ -46,6 +47,15 @@ class RetrainRequest(dg.Config):
 
     reason: str = ""
     requester: str = ""
+
+
+def column_roles(model: ModelSettings) -> dict[str, str]:
+    """What each stored column is, for the dataset's column schema in the catalog."""
+    roles = {name: "numeric feature" for name in model.numeric_features}
+    roles |= {name: "categorical feature" for name in model.categorical_features}
+    return roles | {model.target: "label (target)", "timestamp": "when the prediction was made",
+                    "request_id": "the prediction's request id", WEIGHT_COLUMN: "training weight (recency)",
+                    SPLIT_COLUMN: "train / validation / test"}
 
 
 def split_frame(frame: pd.DataFrame) -> tuple[DatasetSplit, np.ndarray | None]:
@@ -77,14 +87,26 @@ def reference_of_production(store, artifacts, model: ModelSettings) -> dict | No
 
 
 def own_candidate(store, model: ModelSettings, run: dg.DagsterRun):
-    """The candidate this run trained: of the run itself or, for a re-execution from failure, of the run it
-    re-executes. Never the newest candidate of some other run: that one may be stale or ungated."""
-    for run_id in dict.fromkeys([run.run_id, run.tags.get("dagster/parent_run_id"), run.tags.get("dagster/root_run_id")]):
+    """The candidate this run is about: the one it trained or, for a re-execution from failure, the one the
+    run it re-executes trained; for a promotion run, the one its retrain run trained. Never the newest
+    candidate of some other run: that one may be stale or ungated."""
+    tags = run.tags
+    for run_id in dict.fromkeys([tags.get(TAG_CANDIDATE_RUN), run.run_id, tags.get("dagster/parent_run_id"),
+                                 tags.get("dagster/root_run_id")]):
         if run_id:
             candidate = store.registry.candidate_of_run(model.name, run_id)
             if candidate is not None:
                 return candidate
     return None
+
+
+def candidate_pictures(trained, test: pd.DataFrame, model: ModelSettings, metric: str) -> dict:
+    """The tuning history and the evaluation plot, as pictures in the candidate's metadata."""
+    from retrain_assets.training.plots import evaluation_picture, tuning_picture  # matplotlib: in the run only
+
+    pictures = {"tuning_history": (tuning_picture(trained.trials, metric), f"CV {metric} by tuning trial"),
+                "evaluation": (evaluation_picture(trained.pipeline, test, model), "evaluation on the test rows")}
+    return {name: markdown_image(png, alt) for name, (png, alt) in pictures.items() if png}
 
 
 def reference_metadata(pack: ReferencePack) -> dict:
@@ -117,7 +139,7 @@ def build_training_assets(model: ModelSettings) -> list:
             f"Labeled rows of model `{model.name}` from its data source (`{model.data_source.kind}`; quality-filtered, de-duplicated, "
             f"strategy `{model.dataset.strategy}`), split train/validation/test and versioned by content hash."
         ),
-        kinds={"pandas", "parquet"},
+        kinds={"pandas", "parquet", "greatexpectations"},
         owners=owners,
         tags={"domain": "training"},
     )
@@ -178,12 +200,13 @@ def build_training_assets(model: ModelSettings) -> list:
             metadata={
                 "dataset_version": version.tag,
                 "content_hash": digest,
-                "rows": len(frame),
+                ROW_COUNT: len(frame),
+                COLUMN_SCHEMA: dg.MetadataValue.table_schema(table_schema(frame, column_roles(model))),
                 "rows_removed_by_quality_filter": len(raw) - len(cleaned),
                 "split_rows": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
                 "summary": summary,
                 "source_query": dg.MetadataValue.text(source_query),
-                "artifact": stored.key,
+                URI: artifacts.uri_of(stored.key),
             },
             data_version=dg.DataVersion(digest),
         )
@@ -244,7 +267,7 @@ def build_training_assets(model: ModelSettings) -> list:
             f"{model.training.tuning_trials} Optuna trials) on the newest training_dataset; evaluation gates "
             "decide whether it may replace production."
         ),
-        kinds={"sklearn"},
+        kinds={"scikitlearn", "optuna"} if model.training.tuning_trials else {"scikitlearn"},
         owners=owners,
         tags={"domain": "training"},
     )
@@ -257,7 +280,14 @@ def build_training_assets(model: ModelSettings) -> list:
         dataset, frame = load_dataset(store, artifacts, model, context.run.run_id)
         split, weights = split_frame(frame)
         started = time.perf_counter()
-        trained = train_candidate(split, model, model.training, sample_weight=weights)
+        metric = cv_metric(model)[0]
+
+        def log_trial(trial: dict) -> None:
+            context.log.info(
+                f"tuning trial {trial['number'] + 1}/{trial['of']}: CV {metric} {trial['value']:.4f} "
+                f"(best {trial['best_value']:.4f}) in {trial['seconds'] or 0:.1f} s, params {trial['params']}")
+
+        trained = train_candidate(split, model, model.training, sample_weight=weights, on_trial=log_trial)
         ref = artifacts.put_model(trained.pipeline)
         # Everything later decisions need about this model, computed once: held-out losses, importances,
         # the drift threshold calibrated on its window, the CBPE reference.
@@ -293,7 +323,9 @@ def build_training_assets(model: ModelSettings) -> list:
                 "cv_mean": float(trained.cv_mean) if trained.cv_mean is not None else None,
                 "params": dg.MetadataValue.json(trained.params),
                 "tuning_trials": trained.tuning_trials,
+                **candidate_pictures(trained, split.test, model, metric),
                 "training_seconds": round(time.perf_counter() - started, 2),
+                URI: artifacts.uri_of(ref.key),
                 "artifact_sha256": ref.sha256,
                 "artifact_size_bytes": ref.size_bytes,
                 "trigger": trigger,
@@ -381,7 +413,7 @@ def build_training_assets(model: ModelSettings) -> list:
             + (" Shadow evaluation is on: a gated candidate first scores live traffic beside production and "
                f"the {model.name}_shadow_decision job promotes it if it does no worse." if model.deployment.shadow else "")
         ),
-        kinds={"sklearn"},
+        kinds={"scikitlearn"},
         owners=owners,
         tags={"domain": "deployment"},
         output_required=False,  # nothing materializes while the candidate is in shadow
@@ -394,8 +426,9 @@ def build_training_assets(model: ModelSettings) -> list:
         if candidate is None or candidate.status != "candidate" or not gated:
             raise StoreError(
                 f"this run has no gated candidate of model {model.name} to promote: production_model promotes only the "
-                f"candidate its own run trained and gated, never an older one; launch the {model.name}_retrain job "
-                "(materializing production_model alone never promotes)"
+                f"candidate of the retrain run named by its {TAG_CANDIDATE_RUN} tag, once that candidate passed every "
+                f"gate, never an older one; launch {retrain_job_name(model.name)} (its promotion sensor launches "
+                f"{promote_job_name(model.name)} when the gates pass)"
             )
         if model.deployment.shadow and store.registry.production(model.name) is not None:
             replaced = store.registry.start_shadow(model.name, candidate.version)

@@ -91,8 +91,9 @@ def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, mod
                 now: dt.datetime) -> str | None:
     """Why the model's open retrain event no longer stands, or None while it does.
 
-    It stands while its run is queued or running (within ``run_timeout_minutes``), while its candidate is
-    in shadow, and for ``PENDING_CLAIM_LIMIT`` while no run carries it yet. Without an instance (a trigger
+    It stands while its run is queued or running, while the run's gated candidate waits for its promotion
+    run (both within ``run_timeout_minutes``), while its candidate is in shadow, and for
+    ``PENDING_CLAIM_LIMIT`` while no run carries it yet. Without an instance (a trigger
     sent to a remote webserver) only time can tell.
     """
     run_ids = [event["run_id"]] if event.get("run_id") else []
@@ -115,9 +116,16 @@ def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, mod
         if now - _created(record) > dt.timedelta(minutes=model.triggers.run_timeout_minutes):
             return f"its run {run_ids[0][:8]} has been in flight past run_timeout_minutes (its worker is presumed dead)"
         return None
-    shadow = store.registry.with_status(model.name, "shadow")
-    if shadow is not None and shadow.run_id == run_ids[0]:
+    candidate = store.registry.candidate_of_run(model.name, run_ids[0])
+    if candidate is not None and candidate.status == "shadow":
         return None  # the candidate is still being judged in shadow
+    if (record.dagster_run.status == dg.DagsterRunStatus.SUCCESS and candidate is not None
+            and candidate.status == "candidate"):
+        # Its gates passed and its promotion run is on its way (the promotion sensor), or in flight.
+        if now - _created(record) > dt.timedelta(minutes=model.triggers.run_timeout_minutes):
+            return (f"the candidate {candidate.label} of its run {run_ids[0][:8]} passed its gates but was not promoted "
+                    "within run_timeout_minutes (is the promotion sensor running?)")
+        return None
     return f"its run {run_ids[0][:8]} ended {record.dagster_run.status.value} without recording an outcome"
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import dagster as dg
 
 from retrain_assets.defs.automation import model_sensor
-from retrain_assets.defs.keys import asset_key, monitor_job_name, retrain_job_name
+from retrain_assets.defs.keys import asset_key, monitor_job_name, promote_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import DECISION, verified_time
 from retrain_assets.defs.resources import DataSourceResource, MonitoringStoreResource
 from retrain_assets.defs.triggers.requests import event_of_run, reap_dead_runs, request_retrain
@@ -107,9 +107,24 @@ def build_retrain_sensor(model: ModelSettings) -> dg.SensorDefinition:
     return retrain_sensor
 
 
+def rejection(event: dict | None, run_id: str) -> str:
+    """What the run's checks rejected, from the outcome they recorded in its event ("" for any other failure)."""
+    if event is None or event["execution_successful"] is not False:
+        return ""
+    metrics = event.get("execution_metrics") or {}
+    if metrics.get("run_id") != run_id:
+        return ""
+    if metrics.get("failed_gates"):
+        return f"candidate {event.get('retraining_model_version') or ''}: failed gates {', '.join(metrics['failed_gates'])}"
+    if metrics.get("failed_quality_checks"):
+        return f"dataset {metrics.get('dataset_version', '')}: failed data-quality checks {', '.join(metrics['failed_quality_checks'])}"
+    return ""
+
+
 def build_retrain_failure_sensor(model: ModelSettings, jobs: list) -> dg.SensorDefinition:
-    """Alerts on every failed run of the model's jobs (retrain, monitor, rollback, shadow decision) and
-    closes the retraining event of a failed retrain run, so no trigger is left without an outcome.
+    """Alerts on every failed run of the model's jobs (retrain, promote, monitor, rollback, shadow decision)
+    and closes the retraining event of a failed retrain or promotion run, so no trigger is left without an
+    outcome. A retrain run failed by its blocking checks is reported as the rejection it is.
 
     Gate and data-quality failures complete their event themselves (with the failing checks); this
     sensor catches everything else: a crash, bad input raised by an asset, a cancelled run, or a killed
@@ -127,17 +142,22 @@ def build_retrain_failure_sensor(model: ModelSettings, jobs: list) -> dg.SensorD
         run = context.dagster_run
         message = context.failure_event.message if context.failure_event else "run failed"
         store = monitoring_store.get()
-        if run.job_name != retrain_job_name(model.name):
+        if run.job_name not in (retrain_job_name(model.name), promote_job_name(model.name)):
             Notifier().notify(f"{model.name}: {run.job_name} run {run.run_id[:8]} failed: {message}",
                               model=model.name, run_id=run.run_id, job=run.job_name)
             return dg.SkipReason(f"alerted on the failure of {run.job_name} run {run.run_id[:8]}")
         event_id = event_of_run(store, run)
-        Notifier().notify(f"{model.name}: retrain run {run.run_id[:8]} failed: {message}",
+        event = store.events.get(int(event_id)) if event_id is not None else None
+        rejected = rejection(event, run.run_id)
+        if rejected:  # the gates or the data-quality checks did their job: say so, not "failed"
+            Notifier().notify(f"{model.name}: retrain run {run.run_id[:8]} rejected its {rejected}",
+                              model=model.name, run_id=run.run_id, event_id=event_id)
+            return dg.SkipReason(f"run {run.run_id[:8]} rejected its {rejected} (event {event_id})")
+        Notifier().notify(f"{model.name}: {run.job_name} run {run.run_id[:8]} failed: {message}",
                           model=model.name, run_id=run.run_id, event_id=event_id)
-        if event_id is None:
+        if event is None:
             return dg.SkipReason(f"run {run.run_id[:8]} failed before it recorded a retraining event")
-        event = store.events.get(int(event_id))
-        if event is None or event["execution_completed_at"] is not None:
+        if event["execution_completed_at"] is not None:
             return dg.SkipReason(f"event {event_id} of run {run.run_id[:8]} already has its outcome")
         store.events.complete(int(event_id), successful=False, execution_metrics={"run_id": run.run_id, "error": message})
         return dg.SkipReason(f"recorded the failure of run {run.run_id[:8]} in event {event_id}")
