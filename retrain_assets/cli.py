@@ -92,15 +92,29 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
-    from retrain_assets.serving.api import create_app
+    from retrain_assets.serving.metrics import MULTIPROC_ENV
 
-    # Requests are served in parallel; one OpenMP/BLAS thread per prediction avoids oversubscribing cores.
-    threadpool_limits(1)
-    app = create_app(load_settings(args.config), dagster_url=args.dagster_url)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    load_settings(args.config)  # a bad config is one line on stderr here, not a traceback in every worker
+    # Every worker builds its own app from the environment (retrain_assets.serving.app).
+    if args.config is not None:
+        os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
+    if args.dagster_url:
+        os.environ["RETRAIN_DAGSTER_URL"] = args.dagster_url
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):  # /metrics adds up every worker's values
+        metrics_dir = tempfile.mkdtemp(prefix="retrain-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        uvicorn.run("retrain_assets.serving.app:create_from_environment", factory=True, host=args.host,
+                    port=args.port, workers=args.workers, log_level=args.log_level)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -199,11 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--requester", default="", help="who asks (default: $USER)")
     rollback.set_defaults(handler=_cmd_rollback)
 
-    serve = commands.add_parser("serve", help="the HTTP API: /predict/batch, /model/reload, /training/* (docs at /docs)")
+    serve = commands.add_parser("serve", help="the HTTP API: /predict/batch, /labels, /readyz, /metrics, /training/* (docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--dagster-url", default=None, help="Dagster webserver for /training/trigger "
                        "(default: $RETRAIN_DAGSTER_URL)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes on one port (uvicorn workers); each "
+                       "loads the models and follows the registry on its own (default 1)")
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(handler=_cmd_serve)
 

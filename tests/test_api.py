@@ -41,6 +41,7 @@ def deployment(tmp_path_factory):
     config.write_text(yaml.safe_dump({
         "storage": {"database_url": f"sqlite:///{root}/monitoring.db", "artifact_root": str(root / "artifacts")},
         "models": [{**model_config(), "training": {"tuning_trials": 0}, "gates": LOOSE}],
+        "serving": {"registry_poll_seconds": 0.5},
     }))
     settings = load_settings(str(config))
     model = settings.models[0]
@@ -128,7 +129,10 @@ def test_status_reports_the_newest_retrain(deployment):
     assert body["last_retrain"]["successful"] is True
 
 
-def test_reload_under_load_never_fails_a_request_and_refuses_a_corrupt_artifact(deployment):
+def test_a_registry_rollback_reaches_traffic_by_itself_and_a_corrupt_artifact_is_refused(deployment):
+    """No reload call: the server follows the registry. Under load, a rollback in the registry swaps the
+    served version with no failed request, each answer's X-Model-Version header naming the version that
+    answered; a promoted version whose artifact fails its checksum is refused while the current one serves."""
     base, store, settings, frame, _ = deployment
     auth = {"Authorization": f"Bearer {TOKEN}"}
     failures, served = [], []
@@ -138,29 +142,51 @@ def test_reload_under_load_never_fails_a_request_and_refuses_a_corrupt_artifact(
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
                 r = client.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(50))})
-                (served if r.status_code == 200 else failures).append(r.json().get("model_version", r.text))
+                if r.status_code == 200:
+                    served.append((r.json()["model_version"], r.headers["X-Model-Version"]))
+                else:
+                    failures.append(r.text)
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1)
-    store.registry.rollback("churn")  # the registry now says v1
-    reloaded = httpx.post(f"{base}/model/reload", headers=auth)
-    time.sleep(1)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert reloaded.status_code == 200 and reloaded.json()["churn"] == {"serving": "v1", "previous": "v2"}
-    assert failures == [] and {"v1", "v2"} <= set(served)
+    try:
+        deadline = time.monotonic() + 30
+        while not served and time.monotonic() < deadline:
+            time.sleep(0.05)
+        store.registry.rollback("churn")  # the registry now says v1; nobody tells the server
+        while time.monotonic() < deadline and (not served or served[-1][0] != "v1"):
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == [] and {"v1", "v2"} == {version for version, _ in served}
+    assert all(version == header for version, header in served)
+    first_v1 = [version for version, _ in served].index("v1")
+    assert all(version == "v1" for version, _ in served[first_v1 + 4:])  # 4 clients: at most 3 in flight on v2
+    assert httpx.post(f"{base}/model/reload", headers=auth).json()["churn"] == {"serving": "v1", "previous": "v1"}
 
-    store.registry.rollback("churn")  # back to v2 in the registry, but its file is tampered with
-    v2 = store.registry.production("churn")
-    path = Path(settings.storage.artifact_root) / v2.artifact_key
-    path.write_bytes(path.read_bytes()[:-10] + b"tampered!!")
+    v2 = store.registry.version("churn", 2)  # promote a v3 whose artifact was tampered with after training
+    source = Path(settings.storage.artifact_root) / v2.artifact_key
+    tampered = source.with_name("tampered-" + source.name)
+    tampered.write_bytes(source.read_bytes()[:-10] + b"tampered!!")
+    v3 = store.registry.register_candidate(  # its recorded checksum: that of the file before tampering
+        "churn", artifact_key=str(tampered.relative_to(settings.storage.artifact_root)), artifact_sha256="e" * 64,
+        size_bytes=v2.size_bytes, dataset_tag=v2.dataset_tag, dataset_hash=v2.dataset_hash, params={}, metrics=v2.metrics)
+    store.registry.promote("churn", v3.version)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not httpx.get(f"{base}/readyz").json()["models"]["churn"]["problem"]:
+        time.sleep(0.1)
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200 and ready.json()["models"]["churn"]["serving"] == "v1"
+    assert "production v3 not loaded" in ready.json()["models"]["churn"]["problem"]
+    assert "corrupt" in ready.json()["models"]["churn"]["problem"]
     refused = httpx.post(f"{base}/model/reload", headers=auth)
     assert refused.status_code == 409 and "still serving v1" in refused.json()["detail"]
     still = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(3))})
-    assert still.status_code == 200 and still.json()["model_version"] == "v1"
+    assert still.status_code == 200 and still.json()["model_version"] == "v1" and still.headers["X-Model-Version"] == "v1"
 
 
 def test_trigger_queues_a_run_on_a_real_dagster_webserver(deployment):
@@ -211,7 +237,7 @@ def test_a_candidate_in_shadow_scores_served_requests_off_the_request_path(deplo
     from retrain_assets.store.schema import prediction_log, shadow_predictions
 
     base, store, _, frame, _ = deployment
-    store.registry.rollback("churn")  # production v1 again (the tampered v2 is standby)
+    store.registry.rollback("churn")  # production v1 again (the tampered v3 is standby)
     v1 = store.registry.production("churn")
     candidate = store.registry.register_candidate(
         "churn", artifact_key=v1.artifact_key, artifact_sha256=v1.artifact_sha256, size_bytes=v1.size_bytes,

@@ -1,19 +1,23 @@
-"""The HTTP API: predictions, hot reload, training trigger and status (`retrain serve`).
+"""The HTTP API: predictions, labels, registry-following model slots, health, metrics, training
+trigger and status (`retrain serve`). The endpoint reference is docs/serving.md.
 
 * ``POST /predict/batch`` validates rows against the model's feature schema (422 naming the field: numeric
   features take JSON numbers only, finite; categorical ones strings up to ``max_category_length``),
-  scores the validated, typed rows with the active model and hands exactly those rows to the durable
+  scores the validated, typed rows with the production model and hands exactly those rows to the durable
   prediction log (:mod:`retrain_assets.serving.log_writer`), which feeds monitoring. It keeps serving
-  from the loaded model while the monitoring database is down.
-* ``POST /model/reload`` loads what the registry says is active into a standby slot (checksum verified
-  before unpickling) and then swaps one reference: requests in flight keep the model they started with,
-  and a corrupt artifact is refused while the current model keeps serving.
+  from the loaded model while the monitoring database is down. ``X-Model-Version`` names the version that
+  answered.
+* The served versions follow the registry by themselves (:mod:`retrain_assets.serving.slots`): a promotion
+  or rollback reaches traffic within ``serving.registry_poll_seconds``; ``POST /model/reload`` syncs at once.
+* ``POST /labels`` records true outcomes for served requests, per item (recorded, unchanged, unknown
+  request, conflict, invalid).
 * ``POST /training/trigger`` queues the retrain job on the running Dagster webserver (GraphQL).
-* ``GET /training/status`` reports the newest retrain: event, candidate metrics and gates, comparison.
-* ``GET /health`` says whether the monitoring database answers and where every logged row is.
+* ``GET /training/status`` reports the newest retrain: its run status, candidate vs production.
+* ``GET /healthz`` (process up), ``GET /readyz`` (database reachable, every model served), ``GET /health``
+  (where every logged row is) and ``GET /metrics`` (Prometheus).
 
 Endpoints that need the database answer 503 with what to fix while it is unreachable. Request bodies
-above ``max_body_bytes`` are refused with 413 before they are parsed. Mutating endpoints (reload,
+above ``max_body_bytes`` are refused with 413 before they are parsed. Mutating endpoints (reload, labels,
 trigger) need ``Authorization: Bearer $RETRAIN_API_TOKEN``.
 """
 
@@ -22,17 +26,18 @@ import hmac
 import logging
 import math
 import os
-import threading
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+import httpx
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, create_model
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -46,82 +51,80 @@ from retrain_assets.serving.log_writer import (
     features_frame,
     outage_reason,
 )
+from retrain_assets.serving.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServingMetrics
 from retrain_assets.serving.predict import timed_predict
+from retrain_assets.serving.schemas import (
+    REQUEST_ID_LENGTH,
+    CandidateInfo,
+    ErrorResponse,
+    HealthResponse,
+    LabelResult,
+    LabelsRequest,
+    LabelsResponse,
+    LastRetrain,
+    LiveResponse,
+    ModelReadiness,
+    PredictResponse,
+    ProductionInfo,
+    ReadyResponse,
+    ReloadOutcome,
+    ReloadResponse,
+    RequestId,
+    StatusResponse,
+    TriggerRequest,
+    TriggerResponse,
+    ValidationErrorResponse,
+)
 from retrain_assets.serving.settings import ServingSettings
+from retrain_assets.serving.slots import ModelSlots, RegistryFollower, Slot
 from retrain_assets.settings import ModelSettings, RetrainSettings
-from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
+from retrain_assets.store import ArtifactStore, MonitoringStore
 from retrain_assets.store.predictions import prediction_rows
 from retrain_assets.store.schema import prediction_log
 
 logger = logging.getLogger("retrain_assets.serving")
 TOKEN_ENV = "RETRAIN_API_TOKEN"
 DAGSTER_URL_ENV = "RETRAIN_DAGSTER_URL"
-REQUEST_ID_LENGTH = prediction_log.c.request_id.type.length  # varchar(64): the API refuses what the log cannot hold
+VERSION_HEADER = "X-Model-Version"
 MAX_ERRORS_SHOWN = 20
-__all__ = ["PredictionLogWriter", "create_app"]
+assert REQUEST_ID_LENGTH == prediction_log.c.request_id.type.length
+__all__ = ["ModelSlots", "PredictionLogWriter", "Slot", "create_app"]
+
+_DESCRIPTIONS = {
+    401: "Missing or wrong bearer token.",
+    403: f"The endpoint is disabled: {TOKEN_ENV} is not set on the server.",
+    404: "No such model in the configuration.",
+    409: "Conflict: see detail.",
+    413: "Request body larger than serving.max_body_bytes (refused before parsing).",
+    422: "Invalid request: each error names its field.",
+    502: "The Dagster webserver refused or failed the request.",
+    503: "Not available now (database unreachable, no production model, prediction log full): detail says what "
+         "to fix; Retry-After when waiting helps.",
+}
 
 
-class TriggerRequest(BaseModel):
-    model: str
-    reason: str = Field(min_length=1)
-    requester: str = ""
-    force: bool = Field(False, description="Retrain even while a retrain of this model is in flight (recorded in "
-                                           "the event, as `retrain trigger --force`).")
+def _responses(*codes: int, **overrides: str) -> dict:
+    """OpenAPI entries for the error statuses an endpoint can answer (each with its body's model)."""
+    return {code: {"model": ValidationErrorResponse if code == 422 else ErrorResponse,
+                   "description": overrides.get(f"s{code}", _DESCRIPTIONS[code])} for code in codes}
+
+
+_VERSION_HEADER_DOC = {VERSION_HEADER: {"description": "The registry version that answered (e.g. v3).",
+                                        "schema": {"type": "string"}}}
+_RUN_STATUS = {"QUEUED": "queued", "NOT_STARTED": "queued", "STARTING": "queued", "MANAGED": "queued",
+               "STARTED": "running", "CANCELING": "running", "SUCCESS": "completed", "FAILURE": "failed",
+               "CANCELED": "failed"}
 
 
 def _batch_request_model(serving: ServingSettings) -> type[BaseModel]:
     """The body of /predict/batch with this server's limits (rows per request, request id length)."""
-    request_id = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID_LENGTH)]
     return create_model(
         "BatchRequest",
         model=(str, ...),
         rows=(list[dict[str, Any]], Field(min_length=1, max_length=serving.max_rows_per_request)),
-        request_ids=(list[request_id] | None, Field(None, description="One id per row, unique, 1-64 characters "
-                                                                       "(default: generated)")),
+        request_ids=(list[RequestId] | None, Field(None, description="One id per row, unique, 1-64 characters "
+                                                                      "(default: generated)")),
     )
-
-
-@dataclass(frozen=True)
-class Slot:
-    version: ModelVersion
-    pipeline: Any
-
-
-class ModelSlots:
-    """The serving model of each declared model (and its candidate in shadow, if any); a reload builds
-    the new slot aside, then swaps."""
-
-    def __init__(self, store: MonitoringStore, artifacts: ArtifactStore):
-        self.store, self.artifacts = store, artifacts
-        self.active: dict[str, Slot] = {}
-        self.shadow: dict[str, Slot] = {}
-        self._lock = threading.Lock()  # one reload at a time; readers never take it
-
-    def reload(self, model: ModelSettings) -> tuple[Slot, Slot | None]:
-        with self._lock:
-            self._reload_shadow(model)
-            production = self.store.registry.production(model.name)
-            if production is None:
-                raise RetrainError(f"model {model.name} has no production version in the registry: train one first")
-            current = self.active.get(model.name)
-            if current is not None and current.version.artifact_sha256 == production.artifact_sha256:
-                return current, current
-            pipeline = self.artifacts.load_model(production.artifact_key, production.artifact_sha256)  # verified
-            standby = Slot(production, pipeline)
-            self.active[model.name] = standby  # the swap: one reference assignment
-            return standby, current
-
-    def _reload_shadow(self, model: ModelSettings) -> None:
-        shadow = self.store.registry.with_status(model.name, "shadow")
-        current = self.shadow.get(model.name)
-        if shadow is None:
-            self.shadow.pop(model.name, None)
-        elif current is None or current.version.artifact_sha256 != shadow.artifact_sha256:
-            try:
-                self.shadow[model.name] = Slot(shadow, self.artifacts.load_model(shadow.artifact_key, shadow.artifact_sha256))
-            except RetrainError as error:  # the shadow is an experiment: never a reason to stop serving
-                self.shadow.pop(model.name, None)
-                logger.error("shadow model %s %s not loaded: %s", model.name, shadow.label, error)
 
 
 def _row_adapter(model: ModelSettings, serving: ServingSettings) -> TypeAdapter:
@@ -220,27 +223,89 @@ class BodySizeLimit:
         await JSONResponse({"detail": detail}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
+def _label_errors(model: ModelSettings, slot: Slot | None, labels: list) -> dict[int, str]:
+    """Index -> why, for labels that do not fit the model's target: regression takes finite numbers;
+    classification takes values of the type of the production model's classes, and only those classes
+    (without a loaded model: integers, strings or booleans). Validated in one pass of pydantic."""
+    strict = {"strict": True}
+    classes = getattr(slot.pipeline, "classes_", None) if slot is not None else None
+    if model.task == "regression":
+        kind = Annotated[float, Field(allow_inf_nan=False, **strict)]
+    elif classes is None:
+        kind = Annotated[int, Field(**strict)] | Annotated[str, Field(**strict)] | Annotated[bool, Field(**strict)]
+    else:
+        classes = np.asarray(classes)
+        kind = {"b": Annotated[bool, Field(**strict)], "i": Annotated[int, Field(**strict)],
+                "u": Annotated[int, Field(**strict)], "f": Annotated[float, Field(**strict)]}.get(
+                    classes.dtype.kind, Annotated[str, Field(**strict)])
+    errors: dict[int, str] = {}
+    try:
+        TypeAdapter(list[kind]).validate_python(labels)
+    except ValidationError as error:
+        for e in error.errors(include_url=False):
+            errors.setdefault(e["loc"][0], f"label {_finite(e.get('input'))!r} for {model.name} ({model.task}): {e['msg']}")
+    if classes is not None:
+        valid = [i for i in range(len(labels)) if i not in errors]
+        if valid:
+            known = np.isin(np.asarray([labels[i] for i in valid], dtype=classes.dtype), classes)
+            for i in np.asarray(valid)[~known]:
+                errors[int(i)] = f"label {labels[i]!r} is not one of {model.name}'s classes {classes.tolist()}"
+    return errors
+
+
+def _dagster_run_status(url: str | None, run_id: str | None) -> str | None:
+    """The run's status from the Dagster webserver (queued/running/completed/failed), or None when there
+    is no webserver configured, it does not answer, or it does not know the run."""
+    if not url or not run_id:
+        return None
+    query = "query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"
+    try:
+        answer = httpx.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": {"runId": run_id}},
+                            timeout=3).json()
+        status = answer["data"]["runOrError"].get("status")
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return _RUN_STATUS.get(status)
+
+
+def _event_run_status(event: dict) -> str:
+    """What the event row alone says about its run."""
+    if event["execution_completed_at"] is None:
+        return "running" if event["execution_attempted"] else "queued"
+    return "completed" if event["execution_successful"] else "failed"
+
+
 def create_app(settings: RetrainSettings, token: str | None = None, dagster_url: str | None = None,
                serving: ServingSettings | None = None) -> FastAPI:
-    """The API over ``settings``; ``serving`` (default: the config's ``serving`` block) sets the request limits and the prediction log's spill folder, retries and shutdown."""
+    """The API over ``settings``; ``serving`` (default: the config's ``serving`` block) sets the request
+    limits, the registry poll and the prediction log's spill folder, retries and shutdown."""
     serving = serving or settings.serving
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     dagster_url = dagster_url or os.environ.get(DAGSTER_URL_ENV) or None
     store = MonitoringStore(settings.storage.database_url)
-    slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root))
+    metrics = ServingMetrics()
+    slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root), metrics)
     adapters = {m.name: _row_adapter(m, serving) for m in settings.models}
     BatchRequest = _batch_request_model(serving)
     writer = PredictionLogWriter(store, settings, serving)
+    follower = RegistryFollower(slots, list(settings.models), serving.registry_poll_seconds,
+                                on_tick=lambda: metrics.update_log(writer.stats()))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        follower.start()
         yield
+        follower.stop()
         await anyio.to_thread.run_sync(writer.close)  # written, or kept on disk and reported, before exit
 
     app = FastAPI(title="retrain-assets", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
     app.state.log_writer = writer
     app.state.serving = serving
+    app.state.slots = slots
+    app.state.follower = follower
+    app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=serving.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: 413s are timed and counted too
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -255,11 +320,12 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     for unreachable in (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError):
         app.add_exception_handler(unreachable, database_down)
 
-    for model in settings.models:  # serve what is active at start; a model without one answers 503
+    for model in settings.models:  # serve what is production at start; the follower retries what fails
         try:
-            slots.reload(model)
-        except RetrainError:
-            pass
+            slots.sync(model)
+        except Exception as error:  # noqa: BLE001 - database away at start: serve nothing yet, follow later
+            slots.problems[model.name] = f"registry not read: {str(error).splitlines()[0][:300]}"
+            logger.error("model %s: %s (retrying)", model.name, slots.problems[model.name])
 
     def model_of(name: str) -> ModelSettings:
         try:
@@ -267,19 +333,23 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         except RetrainError as error:
             raise HTTPException(404, str(error)) from None
 
-    def authorized(authorization: str | None = Header(default=None)) -> None:
+    bearer = HTTPBearer(auto_error=False, description=f"The server's {TOKEN_ENV}.")
+
+    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if token is None:
             raise HTTPException(403, f"this endpoint is disabled: set {TOKEN_ENV} on the server to enable it")
-        expected = f"Bearer {token}"
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.post("/predict/batch")
-    def predict_batch(request: BatchRequest) -> dict:
+    @app.post("/predict/batch", response_model=PredictResponse,
+              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(404, 413, 422, 503)})
+    def predict_batch(request: BatchRequest, response: Response):
         model = model_of(request.model)
-        slot = slots.active.get(model.name)  # this request keeps this slot, whatever a reload does meanwhile
+        slot = slots.active.get(model.name)  # this request keeps this slot, whatever a swap does meanwhile
         if slot is None:
-            raise HTTPException(503, f"model {model.name} has no production version yet")
+            raise HTTPException(503, f"model {model.name} has no production version loaded: "
+                                f"{slots.problems.get(model.name, 'train and promote one first')}",
+                                headers={"Retry-After": "10"})
         features, errors = _validated_rows(adapters[model.name], request.rows)
         errors += _request_id_errors(request.request_ids, len(request.rows))
         if errors:
@@ -292,10 +362,90 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             writer.put(LoggedRequest(model.log_key, rows, slots.shadow.get(model.name)))
         except PredictionLogFull as error:  # nothing is served that cannot be kept
             raise HTTPException(503, str(error), headers={"Retry-After": "10"}) from None
-        return {"model": model.name, "model_version": slot.version.label, "request_ids": ids,
+        label = slot.version.label
+        metrics.requests.labels(model.name, label).inc()
+        metrics.rows.labels(model.name, label).inc(len(ids))
+        metrics.model_seconds.labels(model.name, label).observe(latency_ms / 1000)
+        response.headers[VERSION_HEADER] = label
+        return {"model": model.name, "model_version": label, "request_ids": ids,
                 "predictions": predictions, "scores": scores}
 
-    @app.get("/health")
+    @app.post("/labels", dependencies=[Depends(authorized)], response_model=LabelsResponse,
+              responses=_responses(401, 403, 404, 413, 422, 503))
+    def post_labels(request: LabelsRequest) -> LabelsResponse:
+        """Record true outcomes of served requests. Each item is answered on its own (``results``, in the
+        order sent): 201 recorded, 200 the same label was already recorded (retries are harmless), 404 no
+        prediction with that request id in the log (yet: served rows reach it within seconds), 409 a
+        different label was already recorded (kept; never overwritten), 422 wrong type or not one of the
+        model's classes. The call answers 200 when the batch itself is well formed."""
+        model = model_of(request.model)
+        if len(request.labels) > serving.max_rows_per_request:
+            raise RequestValidationError([{"type": "too_long", "loc": ("body", "labels"), "input": len(request.labels),
+                                           "msg": f"at most {serving.max_rows_per_request} labels per request "
+                                                  "(serving.max_rows_per_request)"}])
+        ids = [item.request_id for item in request.labels]
+        values = [item.label for item in request.labels]
+        invalid = _label_errors(model, slots.active.get(model.name), values)
+        keep = [i for i in range(len(ids)) if i not in invalid]
+        outcomes = dict(zip(keep, store.predictions.record_labels(model.log_key, [ids[i] for i in keep],
+                                                                  [values[i] for i in keep]))) if keep else {}
+        results = []
+        for i, request_id in enumerate(ids):
+            if i in invalid:
+                results.append(LabelResult(request_id=request_id, status=422, outcome="invalid", detail=invalid[i]))
+                continue
+            outcome, stored = outcomes[i]
+            status, detail = {
+                "recorded": (201, None),
+                "unchanged": (200, "already recorded with this label"),
+                "unknown_request": (404, f"no prediction of {model.name} with this request id in the log (served "
+                                         "rows reach it within seconds: retry later if it was just served)"),
+                "conflict": (409, f"already recorded with a different label ({stored!r}); labels are never "
+                                  "overwritten"),
+            }[outcome]
+            results.append(LabelResult(request_id=request_id, status=status, outcome=outcome, detail=detail))
+        counts = {outcome: sum(r.outcome == outcome for r in results) for outcome in ("recorded", "unchanged")}
+        for outcome in ("recorded", "unchanged", "unknown_request", "conflict", "invalid"):
+            n = sum(r.outcome == outcome for r in results)
+            if n:
+                metrics.labels.labels(model.name, outcome).inc(n)
+        return LabelsResponse(model=model.name, recorded=counts["recorded"], unchanged=counts["unchanged"],
+                              rejected=len(results) - counts["recorded"] - counts["unchanged"], results=results)
+
+    @app.get("/healthz", response_model=LiveResponse)
+    def healthz() -> LiveResponse:
+        """Liveness: the process answers HTTP (nothing else is checked; restart it if this fails)."""
+        return LiveResponse(status="ok")
+
+    def database_state() -> str:
+        try:
+            with writer.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as error:  # noqa: BLE001 - any failure to answer is "not reachable", said in one line
+            return f"unreachable: {outage_reason(error, store.engine.url)}"
+        return "reachable"
+
+    @app.get("/readyz", response_model=ReadyResponse,
+             responses={503: {"model": ReadyResponse, "description": "Not ready: `reasons` says why."}})
+    def readyz():
+        """Readiness: the monitoring database answers and every declared model has a production version
+        loaded in this process. 503 otherwise, with the reasons. A registry pointing at an artifact that
+        cannot be loaded is reported under ``problem`` while the current version keeps serving (still ready)."""
+        database = database_state()
+        reasons = [] if database == "reachable" else [f"monitoring database {database}"]
+        models = {}
+        for model in settings.models:
+            active, standby, shadow = (s.get(model.name) for s in (slots.active, slots.standby, slots.shadow))
+            problem = slots.problems.get(model.name)
+            if active is None:
+                reasons.append(f"model {model.name}: no production version loaded ({problem or 'none in the registry'})")
+            models[model.name] = ModelReadiness(serving=active.version.label if active else None,
+                                                standby=standby.version.label if standby else None,
+                                                shadow=shadow.version.label if shadow else None, problem=problem)
+        body = ReadyResponse(ready=not reasons, database=database, reasons=reasons, models=models)
+        return JSONResponse(body.model_dump(mode="json"), status_code=503 if reasons else 200)
+
+    @app.get("/health", response_model=HealthResponse)
     def health() -> dict:
         """Always 200 while the process serves: "degraded" when the monitoring database does not answer
         (predictions still work; their rows wait on disk). ``prediction_log``: the writer's counters."""
@@ -304,19 +454,30 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
                 "serving": {name: slot.version.label for name, slot in slots.active.items()},
                 "prediction_log": log}
 
-    @app.post("/model/reload", dependencies=[Depends(authorized)])
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format (see docs/serving.md for the names)."}})
+    def prometheus_metrics() -> Response:
+        metrics.update_log(writer.stats())
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/model/reload", dependencies=[Depends(authorized)], response_model=ReloadResponse,
+              responses=_responses(401, 403, 404, 409, 422, 503, s409="The registry's production version cannot be "
+                                   "loaded (missing or corrupt artifact, or none): the current one keeps serving."))
     def reload(model: str | None = Query(default=None)) -> dict:
+        """Sync with the registry now, instead of at the next poll (``serving.registry_poll_seconds``)."""
         out = {}
         for each in [model_of(model)] if model else settings.models:
-            try:
-                new, old = slots.reload(each)
-            except RetrainError as error:  # corrupt artifact, no production: keep serving what we have
-                current = slots.active.get(each.name)
-                raise HTTPException(409, f"{error}; still serving {current.version.label if current else 'nothing'}") from None
-            out[each.name] = {"serving": new.version.label, "previous": old.version.label if old else None}
+            new, old = slots.sync(each)
+            problem = slots.production_problems.get(each.name)
+            if new is None or problem:
+                raise HTTPException(409, problem or f"model {each.name}: nothing to serve")
+            out[each.name] = ReloadOutcome(serving=new.version.label, previous=old.version.label if old else None)
         return out
 
-    @app.post("/training/trigger", dependencies=[Depends(authorized)])
+    @app.post("/training/trigger", dependencies=[Depends(authorized)], response_model=TriggerResponse,
+              responses=_responses(401, 403, 404, 409, 413, 422, 502, 503, s409="A retrain of this model is in "
+                                   "flight: send \"force\": true to supersede it."))
     def trigger(request: TriggerRequest) -> dict:
         model = model_of(request.model)
         if not dagster_url:
@@ -332,8 +493,11 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             raise HTTPException(502, str(error)) from None
         return {"model": model.name, "run_id": outcome.run_id, "event_id": outcome.event_id, "status": outcome.status}
 
-    @app.get("/training/status")
-    def status(model: str = Query(...)) -> dict:
+    @app.get("/training/status", response_model=StatusResponse,
+             responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(404, 422, 503)})
+    def status(response: Response, model: str = Query(...)) -> StatusResponse:
+        """The newest retrain of ``model`` (its run's status from Dagster when the webserver knows it), the
+        newest candidate against production (metric deltas), and what this process serves."""
         declared = model_of(model)
         events = [e for e in store.events.recent(declared.name, limit=20) if e["trigger_type"] != "rollback"]
         versions = store.registry.versions(declared.name)
@@ -342,21 +506,31 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         relative = next((g for g in (candidate.gate_results or []) if g["name"] == "relative_to_production"), None) \
             if candidate else None
         last = events[0] if events else None
-        return {
-            "model": declared.name,
-            "last_retrain": None if last is None else {
-                "event_id": last["id"], "trigger": last["trigger_type"], "reason": last["trigger_reason"],
-                "run_id": last["run_id"], "attempted": last["execution_attempted"],
-                "successful": last["execution_successful"], "triggered_at": last["triggered_at"],
-                "completed_at": last["execution_completed_at"],
-            },
-            "candidate": None if candidate is None else {
-                "version": candidate.label, "status": candidate.status, "metrics": candidate.metrics,
-                "gates": candidate.gate_results, "dataset": candidate.dataset_tag,
-            },
-            "production": None if production is None else {"version": production.label, "metrics": production.metrics},
-            "serving": slots.active[declared.name].version.label if declared.name in slots.active else None,
-            "comparison_with_production": None if relative is None else relative["value"],
-        }
+        run_status = _dagster_run_status(dagster_url, last["run_id"]) if last else None
+        deltas = {}
+        if candidate is not None and production is not None and candidate.version != production.version:
+            deltas = {k: float(candidate.metrics[k]) - float(production.metrics[k])
+                      for k in sorted(set(candidate.metrics) & set(production.metrics))
+                      if isinstance(candidate.metrics[k], (int, float)) and isinstance(production.metrics[k], (int, float))}
+        active, standby = slots.active.get(declared.name), slots.standby.get(declared.name)
+        if active is not None:
+            response.headers[VERSION_HEADER] = active.version.label
+        return StatusResponse(
+            model=declared.name,
+            last_retrain=None if last is None else LastRetrain(
+                event_id=last["id"], trigger=last["trigger_type"], reason=last["trigger_reason"], run_id=last["run_id"],
+                status=run_status or _event_run_status(last), status_source="dagster" if run_status else "event",
+                attempted=last["execution_attempted"], successful=last["execution_successful"],
+                triggered_at=last["triggered_at"], completed_at=last["execution_completed_at"]),
+            candidate=None if candidate is None else CandidateInfo(
+                version=candidate.label, status=candidate.status, metrics=candidate.metrics,
+                gates=candidate.gate_results, dataset=candidate.dataset_tag),
+            production=None if production is None else ProductionInfo(version=production.label,
+                                                                        metrics=production.metrics),
+            serving=active.version.label if active else None,
+            standby=standby.version.label if standby else None,
+            deltas=deltas,
+            comparison_with_production=None if relative is None else relative["value"],
+        )
 
     return app

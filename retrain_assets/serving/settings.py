@@ -54,3 +54,8 @@ class ServingSettings(BaseModel):
                                                                    "timeout) before the write counts as failed.")
     shutdown_seconds: float = Field(10.0, ge=0, description="At shutdown, how long to keep writing queued rows to the "
                                                             "database before the rest goes to the spill folder.")
+    registry_poll_seconds: float = Field(2.0, gt=0, le=300, description="How often each server process asks the registry "
+                                                                        "(one small query) whether production, standby or "
+                                                                        "shadow changed, and swaps to what it says: a "
+                                                                        "promotion or rollback reaches traffic within about "
+                                                                        "this delay, with no reload call.")

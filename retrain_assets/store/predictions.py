@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from retrain_assets.errors import DataError
 from retrain_assets.store.schema import label_feedback, prediction_log, shadow_predictions
@@ -202,6 +202,63 @@ class PredictionLog:
         with self.engine.begin() as conn:
             conn.execute(label_feedback.insert(), rows)
         return len(rows)
+
+    def record_labels(self, model_name: str, request_ids: Sequence, labels: Sequence,
+                      labeled_at: dt.datetime | None = None) -> list[tuple[str, object]]:
+        """Record labels that arrive over the API, idempotently; one ``(outcome, stored label)`` per item:
+
+        * ``recorded``: stored now;
+        * ``unchanged``: the request already had this label (a client's retry costs nothing);
+        * ``conflict``: the request already has a different label (returned; it is never overwritten:
+          training data does not change under a dataset's recorded hash);
+        * ``unknown_request``: no prediction with this request id in the log (yet: served rows reach the
+          log within seconds), so nothing to join it to.
+
+        Why not ``log_labels``: that one trusts its caller (the simulator, SQL loads); an HTTP client
+        retries, sends duplicates and mistakes, and must hear back about each item. Concurrent calls
+        labeling the same request are serialized by the table's unique key: the loser re-reads and reports
+        ``unchanged`` or ``conflict``.
+        """
+        ids = [str(r) for r in request_ids]
+        values = [_json_value(y) for y in labels]
+        if len(ids) != len(values):
+            raise DataError("record_labels: request_ids and labels differ in length")
+        stamp = labeled_at or dt.datetime.now(dt.timezone.utc)
+        unique = list(dict.fromkeys(ids))
+        p, lab = prediction_log, label_feedback
+        for attempt in range(3):
+            served: set[str] = set()
+            stored: dict[str, object] = {}
+            with self.engine.connect() as conn:
+                for start in range(0, len(unique), 500):
+                    chunk = unique[start:start + 500]
+                    served.update(conn.execute(select(p.c.request_id).where(
+                        p.c.model_name == model_name, p.c.request_id.in_(chunk))).scalars())
+                    stored.update((row.request_id, row.label) for row in conn.execute(select(
+                        lab.c.request_id, lab.c.label).where(lab.c.model_name == model_name, lab.c.request_id.in_(chunk))))
+            outcomes: list[tuple[str, object]] = []
+            new_rows: list[dict] = []
+            for request_id, value in zip(ids, values):
+                if request_id in stored:
+                    same = stored[request_id] == value
+                    outcomes.append(("unchanged" if same else "conflict", stored[request_id]))
+                elif request_id not in served:
+                    outcomes.append(("unknown_request", None))
+                else:
+                    stored[request_id] = value  # a second item for the same id is judged against this one
+                    outcomes.append(("recorded", value))
+                    new_rows.append({"model_name": model_name, "request_id": request_id, "label": value,
+                                     "labeled_at": stamp})
+            if not new_rows:
+                return outcomes
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(label_feedback.insert(), new_rows)
+                return outcomes
+            except IntegrityError:  # another call labeled one of these meanwhile: judge again against it
+                if attempt == 2:
+                    raise
+        return outcomes
 
     # Reading -------------------------------------------------------------------------------------------
     def _frame(self, rows, feature_names: Sequence[str], extra: Sequence[str]) -> pd.DataFrame:

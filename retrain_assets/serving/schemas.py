@@ -1,0 +1,170 @@
+"""The HTTP API's request and response shapes: one pydantic model per body, so ``/docs`` shows every
+shape and FastAPI serializes responses with pydantic (in Rust) instead of walking dicts in Python."""
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, RootModel, StringConstraints
+
+REQUEST_ID_LENGTH = 64  # prediction_log.request_id is varchar(64): the API refuses what the log cannot hold
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID_LENGTH)]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong and what to do about it, in one line.")
+
+
+class ValidationErrorItem(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="Where: e.g. [\"body\", \"rows\", 3, \"region\"].")
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[ValidationErrorItem] = Field(description="The first 20 errors (each naming its field), then one "
+                                                          "line counting the others.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_version: str = Field(description="The registry version that answered (also in the X-Model-Version header).")
+    request_ids: list[str] = Field(description="One per row: the ids sent, or generated ones. Labels refer to them.")
+    predictions: list[Any] = Field(description="One per row: the predicted class (classification) or value.")
+    scores: list[float] | None = Field(description="Classification: the positive class's probability per row.")
+
+
+class LabelItem(BaseModel):
+    request_id: RequestId
+    label: Any = Field(description="The true outcome: one of the model's classes (classification) or a finite "
+                                   "number (regression). Checked per item.")
+
+
+class LabelsRequest(BaseModel):
+    model: str
+    labels: list[LabelItem] = Field(min_length=1, description="One item per labeled request.")
+
+
+class LabelResult(BaseModel):
+    request_id: str
+    status: int = Field(description="Per item: 201 recorded, 200 already recorded with the same label, 404 no "
+                                    "prediction with this request id in the log, 409 already recorded with a "
+                                    "different label, 422 wrong type or not one of the model's classes.")
+    outcome: Literal["recorded", "unchanged", "unknown_request", "conflict", "invalid"]
+    detail: str | None = None
+
+
+class LabelsResponse(BaseModel):
+    model: str
+    recorded: int = Field(description="Items stored now.")
+    unchanged: int = Field(description="Items already stored with the same label (a retry is harmless).")
+    rejected: int = Field(description="Items not stored: unknown request, conflict or invalid (see results).")
+    results: list[LabelResult] = Field(description="One per item, in the order sent.")
+
+
+class PredictionLogStats(BaseModel):
+    accepted: int
+    written: int
+    replayed: int
+    already_logged: int
+    retried: int
+    spilled: int
+    quarantined: int
+    refused: int
+    lost: int
+    shadow_skipped: int
+    queued: int
+    in_flight: int
+    pending: int
+    on_disk: int
+    database: str
+    spill_dir: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    serving: dict[str, str] = Field(description="The version each model serves in this process.")
+    prediction_log: PredictionLogStats
+
+
+class LiveResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ModelReadiness(BaseModel):
+    serving: str | None = Field(description="Production version this process serves (null: none loaded).")
+    standby: str | None = Field(description="The rollback target, loaded in memory.")
+    shadow: str | None = Field(description="The candidate in shadow, if any.")
+    problem: str | None = Field(description="Why this process does not serve what the registry says (retried).")
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    database: str = Field(description="\"reachable\", or why not.")
+    reasons: list[str] = Field(description="Why not ready (empty when ready).")
+    models: dict[str, ModelReadiness]
+
+
+class ReloadOutcome(BaseModel):
+    serving: str
+    previous: str | None
+
+
+class ReloadResponse(RootModel[dict[str, ReloadOutcome]]):
+    pass
+
+
+class TriggerRequest(BaseModel):
+    model: str
+    reason: str = Field(min_length=1)
+    requester: str = ""
+    force: bool = Field(False, description="Retrain even while a retrain of this model is in flight (recorded in "
+                                           "the event, as `retrain trigger --force`).")
+
+
+class TriggerResponse(BaseModel):
+    model: str
+    run_id: str | None
+    event_id: int
+    status: str
+
+
+class LastRetrain(BaseModel):
+    event_id: int
+    trigger: str | None
+    reason: str | None
+    run_id: str | None
+    status: Literal["queued", "running", "completed", "failed", "unknown"] = Field(
+        description="From Dagster when the run is known there (RETRAIN_DAGSTER_URL), else from the event row.")
+    status_source: Literal["dagster", "event"]
+    attempted: bool | None
+    successful: bool | None
+    triggered_at: dt.datetime | None
+    completed_at: dt.datetime | None
+
+
+class CandidateInfo(BaseModel):
+    version: str
+    status: str
+    metrics: dict[str, Any]
+    gates: list[dict[str, Any]] | None
+    dataset: str
+
+
+class ProductionInfo(BaseModel):
+    version: str
+    metrics: dict[str, Any]
+
+
+class StatusResponse(BaseModel):
+    model: str
+    last_retrain: LastRetrain | None
+    candidate: CandidateInfo | None = Field(description="The newest version in the registry.")
+    production: ProductionInfo | None
+    serving: str | None = Field(description="The version this process serves (also in X-Model-Version).")
+    standby: str | None = Field(description="The rollback target this process holds in memory.")
+    deltas: dict[str, float] = Field(description="Candidate metric minus production metric, for every metric "
+                                                 "both have (empty when the candidate is production).")
+    comparison_with_production: dict[str, Any] | None = Field(
+        description="The relative_to_production gate's values, as the candidate's evaluation recorded them.")

@@ -1,0 +1,214 @@
+"""Which model versions a server process holds, and how it follows the registry by itself.
+
+Why: promotion and rollback only write the registry. A server that waits for someone to call
+``/model/reload`` serves the old model forever, so the post-deploy watch judges nothing and an automatic
+rollback never reaches users. Each process therefore polls the registry with one small query (the
+production, standby and shadow versions of every model) every ``serving.registry_poll_seconds`` and swaps
+when it changed. Several processes (``--workers N``, replicas behind a load balancer) each converge on
+their own: the registry is the only coordination.
+
+* The standby (the previous production, the rollback target) stays loaded: a rollback is a swap of two
+  references, no disk read, no unpickling.
+* A swap replaces one dict entry; a request reads its slot once and keeps it, so requests in flight finish
+  on the model they started with.
+* An artifact that is missing or fails its checksum is not served: the current model keeps serving, the
+  reason is logged once and shown by ``/readyz``, and the load is retried with backoff.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from retrain_assets.errors import RetrainError
+from retrain_assets.settings import ModelSettings
+from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
+from retrain_assets.store.schema import model_versions
+
+logger = logging.getLogger("retrain_assets.serving")
+WATCHED = ("production", "standby", "shadow")
+MAX_RETRY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    version: ModelVersion
+    pipeline: Any
+
+
+def _same(slot: Slot | None, version: ModelVersion | None) -> bool:
+    return slot is not None and version is not None and slot.version.version == version.version \
+        and slot.version.artifact_sha256 == version.artifact_sha256
+
+
+class ModelSlots:
+    """The production model of each declared model, its standby and its candidate in shadow (if any).
+
+    ``sync`` builds new slots aside and then swaps references; readers never take the lock. ``problems``
+    says, per model, why what the registry wants is not what this process serves (empty when converged).
+    """
+
+    def __init__(self, store: MonitoringStore, artifacts: ArtifactStore, metrics=None):
+        self.store, self.artifacts, self.metrics = store, artifacts, metrics
+        self.active: dict[str, Slot] = {}
+        self.standby: dict[str, Slot] = {}
+        self.shadow: dict[str, Slot] = {}
+        self.problems: dict[str, str] = {}
+        self.production_problems: dict[str, str] = {}  # the part of problems that concerns production
+        self._lock = threading.Lock()  # one sync at a time; readers never take it
+
+    def registry_state(self) -> dict[str, tuple]:
+        """The cheap poll: (status, version, checksum) of every watched version, per model."""
+        mv = model_versions
+        query = select(mv.c.model_name, mv.c.status, mv.c.version, mv.c.artifact_sha256).where(mv.c.status.in_(WATCHED))
+        state: dict[str, list] = {}
+        with self.store.engine.connect() as conn:
+            for row in conn.execute(query):
+                state.setdefault(row.model_name, []).append((row.status, row.version, row.artifact_sha256))
+        return {name: tuple(sorted(rows)) for name, rows in state.items()}
+
+    def sync(self, model: ModelSettings) -> tuple[Slot | None, Slot | None]:
+        """Serve what the registry says for ``model``; returns (serving now, serving before).
+
+        A pipeline this process already holds (the standby after a rollback, the shadow after its
+        promotion) is reused without reading the artifact store. Raises the database's errors as they are
+        (the caller decides: 503 or retry at the next poll)."""
+        name = model.name
+        with self._lock:
+            registry = self.store.registry
+            wanted = {"production": registry.production(name), "standby": registry.with_status(name, "standby"),
+                      "shadow": registry.with_status(name, "shadow")}
+            held = {s.version.artifact_sha256: s.pipeline
+                    for s in (self.active.get(name), self.standby.get(name), self.shadow.get(name)) if s is not None}
+            before = self.active.get(name)
+            problems = []
+            production = wanted["production"]
+            if production is None:
+                problems.append("no production version in the registry: train and promote one first")
+            elif not _same(before, production):
+                slot, error = self._slot(name, production, held)
+                if slot is None:
+                    problems.append(f"production {production.label} not loaded ({error}); still serving "
+                                    f"{before.version.label if before else 'nothing'}")
+                else:
+                    self.active[name] = slot  # the swap: one reference assignment
+                    self._swapped(name, "production", before, slot)
+            if problems:
+                self.production_problems[name] = problems[0]
+            else:
+                self.production_problems.pop(name, None)
+            for status, slots in (("standby", self.standby), ("shadow", self.shadow)):
+                version = wanted[status]
+                if version is None:
+                    slots.pop(name, None)
+                elif not _same(slots.get(name), version):
+                    slot, error = self._slot(name, version, held)
+                    if slot is None:  # not a reason to stop serving: said, and retried
+                        slots.pop(name, None)
+                        problems.append(f"{status} {version.label} not loaded ({error})")
+                    else:
+                        slots[name] = slot
+            problem = "; ".join(problems)
+            if problem and problem != self.problems.get(name):
+                logger.error("model %s: %s (retrying)", name, problem)
+            elif not problem and name in self.problems:
+                logger.warning("model %s: serving what the registry says again (%s)", name,
+                               self.active[name].version.label)
+            if problem:
+                self.problems[name] = problem
+            else:
+                self.problems.pop(name, None)
+            return self.active.get(name), before
+
+    def _slot(self, name: str, version: ModelVersion, held: dict) -> tuple[Slot | None, str | None]:
+        if version.artifact_sha256 in held:
+            self._count_load(name, version, "reused")
+            return Slot(version, held[version.artifact_sha256]), None
+        try:
+            pipeline = self.artifacts.load_model(version.artifact_key, version.artifact_sha256)  # verified first
+        except (RetrainError, OSError) as error:
+            self._count_load(name, version, "failed")
+            return None, str(error)
+        self._count_load(name, version, "loaded")
+        return Slot(version, pipeline), None
+
+    def _count_load(self, name: str, version: ModelVersion, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_loads.labels(name, version.label, outcome).inc()
+
+    def _swapped(self, name: str, status: str, before: Slot | None, after: Slot) -> None:
+        if before is not None:
+            logger.warning("model %s: now serving %s (was %s)", name, after.version.label, before.version.label)
+        if self.metrics is not None:
+            if before is not None:
+                self.metrics.model_swaps.labels(name, status).inc()
+            self.metrics.serving_version.labels(name).set(after.version.version)
+
+
+class RegistryFollower:
+    """A daemon thread that polls the registry and syncs the models whose versions changed (and retries,
+    with backoff, the ones whose last sync left a problem). ``on_tick`` runs after every poll (the metrics'
+    gauges are refreshed there, so every process's values stay fresh whichever one is scraped)."""
+
+    def __init__(self, slots: ModelSlots, models: list[ModelSettings], poll_seconds: float,
+                 on_tick: Callable[[], None] | None = None):
+        self.slots, self.models, self.poll = slots, models, poll_seconds
+        self.on_tick = on_tick
+        self.database_error: str | None = None
+        self._seen: dict[str, tuple] = {}
+        self._retry_at: dict[str, float] = {}
+        self._retry_delay: dict[str, float] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a bug here must not end the thread: serving goes on, we retry
+                logger.exception("registry follower: poll failed")
+
+    def tick(self) -> None:
+        """One poll: read the registry's state, sync what changed or is due for a retry."""
+        try:
+            state = self.slots.registry_state()
+        except Exception as error:  # noqa: BLE001 - the database is away: keep serving, try at the next poll
+            if self.database_error is None:
+                logger.error("registry follower: the registry does not answer (%s); serving what is loaded",
+                             str(error).splitlines()[0][:300])
+            self.database_error = str(error).splitlines()[0][:300]
+        else:
+            self.database_error = None
+            now = time.monotonic()
+            for model in self.models:
+                current = state.get(model.name, ())
+                changed = current != self._seen.get(model.name)
+                due = model.name in self.slots.problems and now >= self._retry_at.get(model.name, 0.0)
+                if not (changed or due):
+                    continue
+                try:
+                    self.slots.sync(model)
+                except Exception as error:  # noqa: BLE001 - database gone mid-sync: the next poll retries
+                    self.database_error = str(error).splitlines()[0][:300]
+                    return
+                self._seen[model.name] = current
+                if model.name in self.slots.problems:
+                    delay = min(self._retry_delay.get(model.name, self.poll / 2) * 2, MAX_RETRY_SECONDS)
+                    self._retry_delay[model.name] = delay
+                    self._retry_at[model.name] = now + delay
+                else:
+                    self._retry_delay.pop(model.name, None)
+        if self.on_tick is not None:
+            self.on_tick()
