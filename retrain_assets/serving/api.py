@@ -280,7 +280,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     """The API over ``settings``; ``serving`` (default: the config's ``serving`` block) sets the request
     limits, the registry poll and the prediction log's spill folder, retries and shutdown."""
     serving = serving or settings.serving
-    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    token = (token if token is not None else os.environ.get(TOKEN_ENV)) or None  # empty: disabled, never "no secret"
     dagster_url = dagster_url or os.environ.get(DAGSTER_URL_ENV) or None
     store = MonitoringStore(settings.storage.database_url)
     metrics = ServingMetrics()

@@ -1,0 +1,40 @@
+"""The serving tests reuse the fault tests' real parts: a database made per test (SQLite file or a fresh
+PostgreSQL database), real outages on it, a real uvicorn server in a thread, one fitted churn model."""
+
+import copy
+
+import pytest
+
+from retrain_assets.serving.settings import ServingSettings
+from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
+from tests.faults.conftest import backend, churn_pipeline, logs, pg_backend
+
+__all__ = ["auth", "backend", "churn_pipeline", "logs", "pg_backend", "quick", "register"]  # fixtures of this folder
+TOKEN = "serving-token"
+
+
+def quick(tmp_path, **overrides) -> ServingSettings:
+    """Serving settings that follow the registry within a fraction of a second and notice outages fast."""
+    values = {"spill_dir": str(tmp_path / "spill"), "registry_poll_seconds": 0.1, "retry_attempts": 1,
+              "retry_initial_seconds": 0.05, "retry_max_seconds": 0.5, "database_timeout_seconds": 1,
+              "shutdown_seconds": 5}
+    return ServingSettings(**(values | overrides))
+
+
+def register(settings, store: MonitoringStore, pipeline, tag: int, promote: bool = True) -> ModelVersion:
+    """Register a copy of ``pipeline`` made distinct by ``tag`` (so its artifact, and checksum, differ) and
+    promote it unless told not to."""
+    distinct = copy.deepcopy(pipeline)
+    distinct.retrain_test_tag = tag
+    ref = ArtifactStore(settings.storage.artifact_root).put_model(distinct)
+    version = store.registry.register_candidate(
+        "churn", artifact_key=ref.key, artifact_sha256=ref.sha256, size_bytes=ref.size_bytes,
+        dataset_tag=f"v{tag}-serving", dataset_hash="0" * 64, params={}, metrics={"f1": 0.5 + tag / 100})
+    if promote:
+        store.registry.promote("churn", version.version)
+    return version
+
+
+@pytest.fixture
+def auth():
+    return {"Authorization": f"Bearer {TOKEN}"}
