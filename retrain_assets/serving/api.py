@@ -68,8 +68,10 @@ from retrain_assets.serving.schemas import (
     ProductionInfo,
     ReadyResponse,
     ReloadOutcome,
+    ReloadQuery,
     ReloadResponse,
     RequestId,
+    StatusQuery,
     StatusResponse,
     TriggerRequest,
     TriggerResponse,
@@ -91,6 +93,7 @@ assert REQUEST_ID_LENGTH == prediction_log.c.request_id.type.length
 __all__ = ["ModelSlots", "PredictionLogWriter", "Slot", "create_app"]
 
 _DESCRIPTIONS = {
+    400: "The body could not be read (not UTF-8 text).",
     401: "Missing or wrong bearer token.",
     403: f"The endpoint is disabled: {TOKEN_ENV} is not set on the server.",
     404: "No such model in the configuration.",
@@ -342,7 +345,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/predict/batch", response_model=PredictResponse,
-              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(404, 413, 422, 503)})
+              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 503)})
     def predict_batch(request: BatchRequest, response: Response):
         model = model_of(request.model)
         slot = slots.active.get(model.name)  # this request keeps this slot, whatever a swap does meanwhile
@@ -371,7 +374,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
                 "predictions": predictions, "scores": scores}
 
     @app.post("/labels", dependencies=[Depends(authorized)], response_model=LabelsResponse,
-              responses=_responses(401, 403, 404, 413, 422, 503))
+              responses=_responses(400, 401, 403, 404, 413, 422, 503))
     def post_labels(request: LabelsRequest) -> LabelsResponse:
         """Record true outcomes of served requests. Each item is answered on its own (``results``, in the
         order sent): 201 recorded, 200 the same label was already recorded (retries are harmless), 404 no
@@ -464,10 +467,10 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     @app.post("/model/reload", dependencies=[Depends(authorized)], response_model=ReloadResponse,
               responses=_responses(401, 403, 404, 409, 422, 503, s409="The registry's production version cannot be "
                                    "loaded (missing or corrupt artifact, or none): the current one keeps serving."))
-    def reload(model: str | None = Query(default=None)) -> dict:
+    def reload(query: Annotated[ReloadQuery, Query()]) -> dict:
         """Sync with the registry now, instead of at the next poll (``serving.registry_poll_seconds``)."""
         out = {}
-        for each in [model_of(model)] if model else settings.models:
+        for each in [model_of(query.model)] if query.model else settings.models:
             new, old = slots.sync(each)
             problem = slots.production_problems.get(each.name)
             if new is None or problem:
@@ -476,7 +479,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         return out
 
     @app.post("/training/trigger", dependencies=[Depends(authorized)], response_model=TriggerResponse,
-              responses=_responses(401, 403, 404, 409, 413, 422, 502, 503, s409="A retrain of this model is in "
+              responses=_responses(400, 401, 403, 404, 409, 413, 422, 502, 503, s409="A retrain of this model is in "
                                    "flight: send \"force\": true to supersede it."))
     def trigger(request: TriggerRequest) -> dict:
         model = model_of(request.model)
@@ -495,10 +498,10 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
 
     @app.get("/training/status", response_model=StatusResponse,
              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(404, 422, 503)})
-    def status(response: Response, model: str = Query(...)) -> StatusResponse:
+    def status(response: Response, query: Annotated[StatusQuery, Query()]) -> StatusResponse:
         """The newest retrain of ``model`` (its run's status from Dagster when the webserver knows it), the
         newest candidate against production (metric deltas), and what this process serves."""
-        declared = model_of(model)
+        declared = model_of(query.model)
         events = [e for e in store.events.recent(declared.name, limit=20) if e["trigger_type"] != "rollback"]
         versions = store.registry.versions(declared.name)
         candidate = max(versions, key=lambda v: v.version) if versions else None

@@ -4,7 +4,7 @@ shape and FastAPI serializes responses with pydantic (in Rust) instead of walkin
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 REQUEST_ID_LENGTH = 64  # prediction_log.request_id is varchar(64): the API refuses what the log cannot hold
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID_LENGTH)]
@@ -168,3 +168,17 @@ class StatusResponse(BaseModel):
                                                  "both have (empty when the candidate is production).")
     comparison_with_production: dict[str, Any] | None = Field(
         description="The relative_to_production gate's values, as the candidate's evaluation recorded them.")
+
+
+class ReloadQuery(BaseModel):
+    """Query of POST /model/reload; unknown parameters are refused (422), not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, description="Only this model (default: every declared model).")
+
+
+class StatusQuery(BaseModel):
+    """Query of GET /training/status; unknown parameters are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
