@@ -1,0 +1,106 @@
+"""Several server processes converge on the registry each on its own: a `retrain serve --workers 2` and a
+second `retrain serve` (a replica) on one PostgreSQL database, real processes, real HTTP. Nothing but the
+registry tells them about a promotion or a rollback."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from retrain_assets.simulate import model_config
+from tests.faults.conftest import served_settings, traffic_rows, wait_until
+from tests.serving.conftest import register
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(config: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("retrain")), "--config", str(config), "serve", "--port", str(port), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+    return process, f"http://127.0.0.1:{port}"
+
+
+def up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def versions_by_process(base: str) -> dict[str, float]:
+    """pid -> the version it serves, from /metrics (every worker's values, aggregated by the one that answers)."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return {s.labels["pid"]: s.value for f in text_string_to_metric_families(text)
+            if f.name == "retrain_model_serving_version" for s in f.samples}
+
+
+def answers(base: str, n: int = 12) -> set[str]:
+    """The versions that answer ``n`` requests, each on a new connection (spread over the workers)."""
+    found = set()
+    for _ in range(n):
+        with httpx.Client(timeout=30) as http:
+            r = http.post(f"{base}/predict/batch", json={"model": "churn", "rows": traffic_rows(2)})
+            assert r.status_code == 200, r.text
+            found.add(r.headers["X-Model-Version"])
+    return found
+
+
+def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_path, churn_pipeline):
+    settings, store = served_settings(tmp_path, pg_backend, churn_pipeline)
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump({
+        "storage": {"database_url": pg_backend.url, "artifact_root": settings.storage.artifact_root},
+        "models": [{**model_config(), "training": {"tuning_trials": 0}}],
+        "serving": {"registry_poll_seconds": 0.2, "spill_dir": str(tmp_path / "spill")},
+    }))
+    workers, workers_url = serve(config, "--workers", "2")
+    replica, replica_url = serve(config)
+    try:
+        wait_until(lambda: up(workers_url) and up(replica_url), 120, "both servers to be ready")
+        wait_until(lambda: len(versions_by_process(workers_url)) == 2, 60, "both workers in /metrics")
+        assert set(versions_by_process(workers_url).values()) == {1.0}
+        assert answers(workers_url) == answers(replica_url) == {"v1"}
+
+        register(settings, store, churn_pipeline, 2)  # a promotion, written to the registry only
+        wait_until(lambda: set(versions_by_process(workers_url).values()) == {2.0}, 60, "both workers on v2")
+        wait_until(lambda: answers(replica_url, 1) == {"v2"}, 60, "the replica on v2")
+        assert answers(workers_url) == answers(replica_url) == {"v2"}
+
+        store.registry.rollback("churn")
+        wait_until(lambda: set(versions_by_process(workers_url).values()) == {1.0}, 60, "both workers back on v1")
+        wait_until(lambda: answers(replica_url, 1) == {"v1"}, 60, "the replica back on v1")
+        assert answers(workers_url) == {"v1"}
+
+        # /metrics adds up what both workers served (multi-process mode): 12 x 3 batches went to this server.
+        text = httpx.get(f"{workers_url}/metrics", timeout=10).text
+        served = sum(s.value for f in text_string_to_metric_families(text) if f.name == "retrain_predict_requests"
+                     for s in f.samples if s.name == "retrain_predict_requests_total")
+        assert served == 36
+        swaps = sum(s.value for f in text_string_to_metric_families(text) if f.name == "retrain_model_swaps"
+                    for s in f.samples if s.name == "retrain_model_swaps_total")
+        assert swaps == 4  # two swaps in each of the two workers
+    finally:
+        for process in (workers, replica):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in (workers, replica):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
