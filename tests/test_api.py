@@ -129,7 +129,7 @@ def test_status_reports_the_newest_retrain(deployment):
     assert body["last_retrain"]["successful"] is True
 
 
-def test_a_registry_rollback_reaches_traffic_by_itself_and_a_corrupt_artifact_is_refused(deployment):
+def test_reload_under_load_never_fails_a_request_and_refuses_a_corrupt_artifact(deployment):
     """No reload call: the server follows the registry. Under load, a rollback in the registry swaps the
     served version with no failed request, each answer's X-Model-Version header naming the version that
     answered; a promoted version whose artifact fails its checksum is refused while the current one serves."""

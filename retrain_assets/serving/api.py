@@ -26,7 +26,7 @@ import hmac
 import logging
 import math
 import os
-import uuid
+import secrets
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -358,7 +358,11 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         if errors:
             raise RequestValidationError(errors)
         predictions, scores, latency_ms = timed_predict(slot.pipeline, features_frame(model, features), model)
-        ids = request.request_ids or [uuid.uuid4().hex for _ in features]
+        if request.request_ids:
+            ids = request.request_ids
+        else:  # one random 80-bit prefix per request, then the row's index: unique, and 100x cheaper than uuid4 per row
+            prefix = secrets.token_hex(10)
+            ids = [f"{prefix}{index:06x}" for index in range(len(features))]
         rows = prediction_rows(model.log_key, ids, features, ts=dt.datetime.now(dt.timezone.utc), prediction=predictions,
                                score=scores, model_version=slot.version.version, latency_ms=latency_ms)
         try:

@@ -101,6 +101,30 @@ def _copy_csv(rows: Sequence[Mapping]) -> io.StringIO:
     return buffer
 
 
+_SQLITE_INSERT = (f"INSERT INTO prediction_log ({', '.join(_COPY_COLUMNS)}) VALUES ({', '.join('?' * len(_COPY_COLUMNS))})")
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format of DateTime on SQLite (naive UTC, see UTCDateTime)
+
+
+def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
+    """The rows as the SQLite driver's parameters, stored exactly as SQLAlchemy's types store them (JSON
+    text, naive-UTC timestamp text, 0/1 booleans): what the ORM-level insert spent per row in type
+    processing was a third of a request's cost in the serving log writer."""
+    stamps: dict[dt.datetime, str] = {}
+    params = []
+    for row in rows:
+        ts = row["ts"]
+        text = stamps.get(ts)
+        if text is None:
+            if ts.tzinfo is None:
+                raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
+            text = stamps[ts] = ts.astimezone(dt.timezone.utc).strftime(_SQLITE_TS)
+        safe = row.get("safe_to_send")
+        params.append((row["model_name"], row["request_id"], text, json.dumps(row["features"]),
+                       json.dumps(row.get("prediction")), row.get("score"), row.get("model_version"),
+                       None if safe is None else int(bool(safe)), row.get("latency_ms")))
+    return params
+
+
 class PredictionLog:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -140,6 +164,10 @@ class PredictionLog:
             return 0
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg2":
             self._copy_rows(rows)
+        elif self.engine.dialect.name == "sqlite":
+            params = _sqlite_params(rows)
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(_SQLITE_INSERT, params)
         else:
             with self.engine.begin() as conn:
                 conn.execute(prediction_log.insert(), list(rows))
