@@ -16,7 +16,6 @@ from pathlib import Path
 import yaml
 
 from retrain_assets.errors import ConfigError, RetrainError
-from retrain_assets.monitoring.check_command import add_check_command
 from retrain_assets.replay.command import add_replay_command
 from retrain_assets.settings import (
     CONFIG_ENV_VAR,
@@ -64,6 +63,11 @@ def _cmd_config(args: argparse.Namespace) -> int:
         from retrain_assets.config_reference import config_reference
 
         print(config_reference(), end="")
+        return 0
+    if args.schema:
+        from retrain_assets.config_reference import config_schema
+
+        print(json.dumps(config_schema(), indent=2))
         return 0
     settings = _settings_or_packaged(args.config)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
@@ -179,6 +183,30 @@ def _cmd_incident(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from retrain_assets.monitoring.check_command import run_check  # scipy and pandas: only when asked for
+
+    return run_check(args)
+
+
+def _add_check_command(commands) -> None:
+    check = commands.add_parser(
+        "check", help="one-off retrain decision: drift between two CSV/Parquet files (+ performance if given)"
+    )
+    check.add_argument("--reference", required=True, help="training-time data (.csv, .csv.gz or .parquet)")
+    check.add_argument("--current", required=True, help="recent data with the same columns")
+    check.add_argument("--features", help="comma-separated columns to test (default: all shared columns)")
+    check.add_argument("--predictions", help="predictions: .npy, a table's first column, or file.csv:column")
+    check.add_argument("--actuals", help="true values, same forms as --predictions")
+    check.add_argument("--baseline", help="baseline metrics, e.g. accuracy=0.9,f1=0.85 or r2=0.85,rmse=0.35")
+    check.add_argument("--task", choices=["classification", "regression"], default="classification")
+    check.add_argument("--policy", choices=["evidence", "seed"], default="evidence",
+                       help="evidence (default): calibrated, importance-free drift and tests against the baseline; "
+                            "seed: the design documents' fixed rules")
+    check.add_argument("--json", action="store_true", help="print the decision as JSON")
+    check.set_defaults(handler=_cmd_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrain", description="Dagster-native automatic retraining.")
     parser.add_argument("--config", default=None, help="config file (default: $RETRAIN_CONFIG or ./retrain.yaml; "
@@ -195,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="validate the config file and print it with every default")
     config.add_argument("--reference", action="store_true",
                         help="print the reference of every key (markdown: docs/configuration.md) instead")
+    config.add_argument("--schema", action="store_true",
+                        help="print the JSON Schema of retrain.yaml (retrain.schema.json) for editor validation")
     config.set_defaults(handler=_cmd_config)
 
     trigger = commands.add_parser("trigger", help="retrain a model now (manual trigger, recorded in the events table)")
@@ -238,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolved.add_argument("--id", type=int, required=True)
     incident.set_defaults(handler=_cmd_incident)
 
-    add_check_command(commands)
+    _add_check_command(commands)
     add_replay_command(commands)
     return parser
 

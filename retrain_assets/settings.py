@@ -33,9 +33,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrain_assets.errors import ConfigError
-from retrain_assets.monitoring.settings import DecisionSettings, DriftSettings, MonitoringSettings, PerformanceSettings
+from retrain_assets.config.monitoring import DecisionSettings, DriftSettings, MonitoringSettings, PerformanceSettings
 from retrain_assets.serving.settings import DeploymentSettings, ServingSettings
-from retrain_assets.training.settings import DatasetSettings, GateSettings, TrainingSettings
+from retrain_assets.config.training import DatasetSettings, GateSettings, TrainingSettings
 
 CONFIG_ENV_VAR = "RETRAIN_CONFIG"
 DATABASE_URL_ENV_VAR = "RETRAIN_DATABASE_URL"

@@ -155,3 +155,50 @@ def test_a_relative_sqlite_data_source_is_relative_to_the_config_file(tmp_path, 
     monkeypatch.chdir(tmp_path)  # started elsewhere: the path still means the file's folder
     settings = load_settings(folder / "retrain.yaml")
     assert settings.models[0].data_source.url == f"sqlite:///{(folder / 'data' / 'warehouse.db').resolve()}"
+
+
+def test_the_json_schema_is_current_and_judges_as_the_loader_does(tmp_path):
+    """retrain.schema.json is what `retrain config --schema` prints; the repository's retrain.yaml (which
+    names it for editors) passes it, with defaults standing in for a model's blocks, and an unknown key or
+    a bad value fails it as the loader fails them."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from retrain_assets.config_reference import config_schema
+
+    root = Path(__file__).resolve().parents[1]
+    schema = config_schema()
+    assert json.loads((root / "retrain.schema.json").read_text()) == schema, \
+        "regenerate: retrain config --schema > retrain.schema.json"
+    assert (root / "retrain.yaml").read_text().startswith("# yaml-language-server: $schema=retrain.schema.json")
+    validator = jsonschema.Draft202012Validator(schema)
+    repository = yaml.safe_load((root / "retrain.yaml").read_text())
+    assert list(validator.iter_errors(repository)) == []
+    with_defaults = {"defaults": {"gates": {"min_precision": 0.5}}, "serving": {"max_rows_per_request": 100},
+                     "models": [model_config()]}
+    assert list(validator.iter_errors(with_defaults)) == []
+    settings_from_dict(with_defaults)  # the loader agrees
+    for bad in ({"models": [{**model_config(), "gates": {"min_precison": 0.5}}]},
+                {"models": [{**model_config(), "task": "ranking"}]},
+                {"defaults": {"gatez": {}}, "models": [model_config()]},
+                {"serving": {"max_rows_per_request": 0}, "models": [model_config()]}):
+        assert list(validator.iter_errors(bad)), bad
+        with pytest.raises(ConfigError):
+            settings_from_dict(bad)
+
+
+def test_reading_the_configuration_imports_no_heavy_library():
+    """Settings are a leaf: loading them, and `retrain --help`, never import scipy, scikit-learn, pandas
+    or Dagster (they took seconds before every command)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import retrain_assets.settings, retrain_assets.cli as cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('scipy', 'sklearn', 'pandas', 'dagster', 'great_expectations') "
+            "if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr

@@ -84,12 +84,14 @@ def table_schema(frame: pd.DataFrame, descriptions: Mapping[str, str] | None = N
 
 
 def frame_table(frame: pd.DataFrame) -> dg.TableMetadataValue:
-    """A DataFrame as a sortable table in the UI (``MetadataValue.table``); missing values as empty cells."""
+    """A DataFrame as a sortable table in the UI (``MetadataValue.table``); missing values as empty cells,
+    numbers to 4 significant digits (for reading and sorting; the asset's own data keeps full precision)."""
 
     def cell(value):
+        value = value.item() if hasattr(value, "item") else value
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return None
-        return value.item() if hasattr(value, "item") else value
+        return float(f"{value:.4g}") if isinstance(value, float) else value
 
     records = [dg.TableRecord({str(k): cell(v) for k, v in row.items()})
                for row in frame.to_dict(orient="records")]

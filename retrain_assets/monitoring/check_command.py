@@ -162,21 +162,3 @@ def run_check(args: argparse.Namespace) -> int:
     decision = decide(evidence, model)
     print(json.dumps(decision_json(decision), indent=2, default=float) if args.json else render(decision))
     return 0
-
-
-def add_check_command(commands) -> None:
-    check = commands.add_parser(
-        "check", help="one-off retrain decision: drift between two CSV/Parquet files (+ performance if given)"
-    )
-    check.add_argument("--reference", required=True, help="training-time data (.csv, .csv.gz or .parquet)")
-    check.add_argument("--current", required=True, help="recent data with the same columns")
-    check.add_argument("--features", help="comma-separated columns to test (default: all shared columns)")
-    check.add_argument("--predictions", help="predictions: .npy, a table's first column, or file.csv:column")
-    check.add_argument("--actuals", help="true values, same forms as --predictions")
-    check.add_argument("--baseline", help="baseline metrics, e.g. accuracy=0.9,f1=0.85 or r2=0.85,rmse=0.35")
-    check.add_argument("--task", choices=["classification", "regression"], default="classification")
-    check.add_argument("--policy", choices=["evidence", "seed"], default="evidence",
-                       help="evidence (default): calibrated, importance-free drift and tests against the baseline; "
-                            "seed: the design documents' fixed rules")
-    check.add_argument("--json", action="store_true", help="print the decision as JSON")
-    check.set_defaults(handler=run_check)

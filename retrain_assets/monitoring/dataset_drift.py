@@ -17,7 +17,7 @@ from scipy import stats
 from retrain_assets.errors import DataError
 from retrain_assets.monitoring.feature_tests import FeatureDrift, categorical_drift, numeric_drift
 from retrain_assets.monitoring.profiles import ReferenceProfile, WindowProfile
-from retrain_assets.monitoring.settings import DriftSettings
+from retrain_assets.config.monitoring import DriftSettings
 
 TABLE_COLUMNS = ("feature", "type", "test", "statistic", "p_value", "p_adjusted", "psi", "js", "kl",
                  "wasserstein", "outlier_share", "drifted", "note")

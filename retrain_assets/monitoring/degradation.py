@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from retrain_assets.config.monitoring import PerformanceSettings
 from retrain_assets.errors import DataError
-from retrain_assets.monitoring.settings import PerformanceSettings
+from retrain_assets.metrics import compute_metrics
 
 
 @dataclass
@@ -133,8 +134,6 @@ def performance_degradation(
     scores=None, positive_label=1,
 ) -> PerformanceReport:
     """Current metrics against ``baseline`` (the production model's metrics), metric by metric."""
-    from retrain_assets.training.metrics import compute_metrics  # one definition of every metric
-
     settings = settings or PerformanceSettings()
     predictions, actuals = _aligned(predictions, actuals)
     if len(predictions) == 0:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import RetrainError
+from retrain_assets.metrics import positive_column, predict_with_probabilities
 from retrain_assets.monitoring.dataset_drift import detect_drift
 from retrain_assets.monitoring.decision import Evidence, Outcomes
 from retrain_assets.monitoring.profiles import ReferenceProfile
@@ -41,8 +42,6 @@ def gather_evidence(
     labeled since the production model's dataset (or since the last failed retrain), features and target,
     in the order their labels arrived; ``newest_batch``: how many of its last rows arrived since the
     previous decision."""
-    from retrain_assets.training.metrics import positive_column, predict_with_probabilities
-
     features = model.feature_names
     evidence = Evidence(model.task, pack=pack, baseline=baseline, new_labels=new_labels, training_rows=training_rows,
                         model_age_days=model_age_days, previous_warnings=tuple(previous_warnings),

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import DataError
-from retrain_assets.monitoring.settings import DriftSettings
+from retrain_assets.config.monitoring import DriftSettings
 
 OTHER = "__other__"
 MISSING = "__missing__"

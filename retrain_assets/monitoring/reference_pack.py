@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from retrain_assets.metrics import positive_scores
 from retrain_assets.monitoring.cbpe import CbpeReference
 from retrain_assets.monitoring.degradation import per_row_losses
 from retrain_assets.monitoring.feature_tests import pooled_levels, psi
@@ -208,8 +209,6 @@ def build_reference_pack(pipeline, model, window: pd.DataFrame, test: pd.DataFra
     ``profile``: the drift reference built from its training rows; ``settings``: the model's
     DecisionSettings (calibration chunks) - the chunk size is ``model.monitoring.window_rows``.
     """
-    from retrain_assets.training.metrics import positive_scores
-
     min_chunks = settings.calibration_chunks if settings is not None else 4
     if "timestamp" in test.columns:  # held-out losses in time order: their dependence is measured along it
         test = test.sort_values("timestamp", kind="stable")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from retrain_assets.monitoring.dataset_drift import DriftReport
 from retrain_assets.monitoring.degradation import ConceptDrift, PerformanceReport
-from retrain_assets.monitoring.settings import DriftSettings, PerformanceSettings
+from retrain_assets.config.monitoring import DriftSettings, PerformanceSettings
 
 
 class Severity(str, enum.Enum):

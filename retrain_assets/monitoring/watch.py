@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from retrain_assets.metrics import compute_metrics
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -29,8 +31,6 @@ class Verdict:
 def compare_quality(new_pred, new_true, old_pred, old_true, task: str, settings, *, min_samples: int,
                     positive_label=1, new_name: str = "live", old_name: str = "before") -> Verdict:
     """``settings``: DeploymentSettings. The new side needs ``min_samples`` labeled predictions."""
-    from retrain_assets.training.metrics import compute_metrics
-
     new_pred, new_true = np.asarray(new_pred), np.asarray(new_true)
     if len(new_pred) < min_samples:
         return Verdict(False, False, f"{len(new_pred)} labeled {new_name} predictions so far; judging at {min_samples}")

@@ -10,9 +10,9 @@ import time
 import pandas as pd
 
 from retrain_assets.errors import RetrainError, StoreError
+from retrain_assets.metrics import positive_column, predict_with_probabilities
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
-from retrain_assets.training.metrics import positive_column, predict_with_probabilities
 
 logger = logging.getLogger("retrain_assets.serving")
 _loaded: dict[str, object] = {}

@@ -13,7 +13,7 @@ from retrain_assets.training.dataset import (
     split_dataset,
 )
 from retrain_assets.training.gates import GATE_NAMES, GateResult, evaluate_gates, gate_requirements
-from retrain_assets.training.metrics import compute_metrics, score_model
+from retrain_assets.metrics import compute_metrics, score_model
 from retrain_assets.training.pipeline import build_pipeline
 from retrain_assets.training.quality import (
     QUALITY_CHECKS,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from retrain_assets.training.metrics import HIGHER_IS_BETTER
+from retrain_assets.metrics import HIGHER_IS_BETTER
 
 JUDGED = ("accuracy", "f1", "auc", "mae", "rmse", "r2")  # precision and recall: reported, a trade-off
 BLOCK_VALUES = 2_000_000  # resample-count matrix entries per block (bounds memory on large test sets)

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from retrain_assets.errors import DataError
-from retrain_assets.training.settings import DatasetSettings
+from retrain_assets.config.training import DatasetSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
     from retrain_assets.settings import ModelSettings

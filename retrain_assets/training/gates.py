@@ -17,8 +17,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from retrain_assets.training.comparison import metric_shortfalls, paired_loss_test
-from retrain_assets.training.metrics import HIGHER_IS_BETTER, compute_metrics, positive_column, predict_with_probabilities
-from retrain_assets.training.settings import GATE_NAMES, GateSettings
+from retrain_assets.metrics import HIGHER_IS_BETTER, compute_metrics, positive_column, predict_with_probabilities
+from retrain_assets.config.training import GATE_NAMES, GateSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
     from retrain_assets.settings import ModelSettings

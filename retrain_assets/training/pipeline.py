@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from retrain_assets.errors import ConfigError
-from retrain_assets.training.settings import TrainingSettings
+from retrain_assets.config.training import TrainingSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
     from retrain_assets.settings import ModelSettings

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay, PredictionErrorDisplay, RocCurveDisplay
 
 from retrain_assets.plotting import drawing, plt, png_of
-from retrain_assets.training.metrics import positive_scores
+from retrain_assets.metrics import positive_scores
 
 if TYPE_CHECKING:
     from retrain_assets.settings import ModelSettings

@@ -20,9 +20,9 @@ from sklearn.pipeline import Pipeline
 
 from retrain_assets.errors import DataError
 from retrain_assets.training.dataset import DatasetSplit
-from retrain_assets.training.metrics import score_model
+from retrain_assets.metrics import score_model
 from retrain_assets.training.pipeline import SEARCH_SPACES, build_pipeline, default_params, search_space
-from retrain_assets.training.settings import TrainingSettings
+from retrain_assets.config.training import TrainingSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
     from retrain_assets.settings import ModelSettings

@@ -217,26 +217,63 @@ def fit_graph(driver, max_steps: int = 40) -> None:
     raise AssertionError(f"the asset graph does not fit in the window after {max_steps} zoom-outs")
 
 
+def _graph_boxes(driver) -> dict:
+    """The asset graph as drawn: group boxes and asset nodes with their SVG coordinates, and each node's
+    border colour (how the lineage shows an asset's state at a glance)."""
+    return driver.execute_script(r"""
+        const box = fo => ['x', 'y', 'width', 'height'].map(a => parseFloat(fo.getAttribute(a)));
+        const all = [...document.querySelectorAll('[data-svg-viewport] foreignObject')];
+        // Zoomed out, a node is a coloured box whose style names its accent (--minimal-border:
+        // var(--color-accent-red)); zoomed in, the computed border colour says the same.
+        const border = fo => { const b = fo.querySelector('[class*="AssetNodeBox"]');
+                               if (!b) return null;
+                               const accent = (b.getAttribute('style') || '').match(/--minimal-border:\s*var\(--color-accent-(\w+)\)/);
+                               return accent ? accent[1] : getComputedStyle(b).borderTopColor; };
+        const name = fo => { const n = fo.querySelector('[class*="assetName"]');
+                             if (!n) return null;
+                             const t = n.querySelector('[data-tooltip]');
+                             return t ? t.dataset.tooltip : n.textContent.trim() || null; };
+        return {
+          groups: all.filter(fo => fo.classList.contains('group'))
+                     .map(fo => [fo.querySelector('[data-tooltip]')?.dataset.tooltip, box(fo)]),
+          nodes: all.filter(fo => !fo.classList.contains('group')).map(fo => [name(fo), box(fo), border(fo)])
+                    .filter(([name]) => name),
+        };""")
+
+
+def _in_groups(boxes: dict, value) -> dict:
+    """{group: {asset name: value(node)}}, by which group box holds each node; {None: ...} when the graph
+    has a single group (the UI then draws no group box, nor its name anywhere on the page)."""
+    if not boxes["groups"]:
+        return {None: {node[0]: value(node) for node in boxes["nodes"]}} if boxes["nodes"] else {}
+    inside = lambda n, g: g[0] <= n[0] and g[1] <= n[1] and n[0] + n[2] <= g[0] + g[2] and n[1] + n[3] <= g[1] + g[3]
+    return {group: {node[0]: value(node) for node in boxes["nodes"] if inside(node[1], box)}
+            for group, box in boxes["groups"]}
+
+
 def lineage_groups(driver) -> dict[str | None, set[str]]:
     """The asset names drawn inside each group box of the asset graph: {group name: {asset names}}, or
-    {None: {asset names}} when the graph has a single group (the UI then draws no group box).
+    {None: {asset names}} when the graph has a single group.
 
     Read from the graph itself (SVG boxes and their coordinates), not the sidebar's tree of names, so it
     says what the lineage draws where. Nodes scrolled out of view are not drawn (fit the graph first).
     """
-    boxes = driver.execute_script("""
-        const box = fo => ['x', 'y', 'width', 'height'].map(a => parseFloat(fo.getAttribute(a)));
-        const all = [...document.querySelectorAll('[data-svg-viewport] foreignObject')];
-        return {
-          groups: all.filter(fo => fo.classList.contains('group'))
-                     .map(fo => [fo.querySelector('[data-tooltip]')?.dataset.tooltip, box(fo)]),
-          nodes: all.map(fo => [fo.querySelector('[class*="assetName"] [data-tooltip]')?.dataset.tooltip, box(fo)])
-                    .filter(([name]) => name),
-        };""")
-    if not boxes["groups"]:  # a lone group is drawn without its box (nor its name anywhere on the page)
-        return {None: {name for name, _ in boxes["nodes"]}} if boxes["nodes"] else {}
-    inside = lambda n, g: g[0] <= n[0] and g[1] <= n[1] and n[0] + n[2] <= g[0] + g[2] and n[1] + n[3] <= g[1] + g[3]
-    return {group: {name for name, node in boxes["nodes"] if inside(node, box)} for group, box in boxes["groups"]}
+    return {group: set(nodes) for group, nodes in _in_groups(_graph_boxes(driver), lambda node: None).items()}
+
+
+def _hue(css: str | None) -> str:
+    if css in ("green", "red"):  # the accent the node's style names
+        return css
+    if not css or "(" not in css:
+        return "none"
+    red, green, _ = (float(x) for x in css[css.index("(") + 1:].rstrip(")").split(",")[:3])
+    return "green" if green > 1.5 * red else "red" if red > 1.5 * green else "other"
+
+
+def lineage_colors(driver) -> dict[str | None, dict[str, str]]:
+    """{group: {asset name: "green" | "red" | "other"}}: each node's border as the lineage draws it (green:
+    the latest materialization and its checks are fine; red: the latest step or a blocking check failed)."""
+    return _in_groups(_graph_boxes(driver), lambda node: _hue(node[2]))
 
 
 def check_statuses(driver) -> dict[str, str]:

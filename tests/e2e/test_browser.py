@@ -7,6 +7,7 @@ refresh docs/images/lineage.png); on a failure, a screenshot and the page source
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tests.e2e.browser import (
     fit_graph,
     graphql,
     latest_evaluation,
+    lineage_colors,
     lineage_groups,
     save_evidence,
     wait_until,
@@ -94,6 +96,41 @@ def test_lineage_shows_every_model_group_with_its_assets(ui, demo_run):
     publish(save_evidence(driver, "lineage")[0])
 
 
+def test_a_rejected_candidate_reads_as_a_rejection(ui, demo_run):
+    """The demo's last retrain of each model is rightly rejected by its gates. The lineage says so: the
+    candidate red, production and its card green, nothing else red; and production is unchanged, still
+    the version promoted before (the rejected run never planned the promotion)."""
+    url, driver = ui
+    models = model_names(demo_run["config"])
+    summary = demo_run["summary"]
+    rejected = {}
+    for step in summary["steps"]:
+        rejected[step.get("model", models[0])] = step["candidate"] if step["gates"].startswith("FAILED") else None
+    rejected = {model: version for model, version in rejected.items() if version}
+    assert rejected, "the demo left no rejected candidate to look at"
+    with evidence_on_failure(driver, "rejection"):
+        driver.get(f"{url}/asset-groups")
+        expand_all_groups(driver)
+        fit_graph(driver)
+        group_of = (lambda model: model) if len(models) > 1 else (lambda model: None)
+        colors = wait_until(lambda: lineage_colors(driver),
+                            lambda c: all(MODEL_ASSETS <= set(c.get(group_of(m), {})) for m in rejected)
+                            and all(color != "none" for g in c.values() for color in g.values()),
+                            30, "every node drawn with its state")
+        for model in rejected:
+            nodes = colors[group_of(model)]
+            assert nodes["candidate_model"] == "red", (model, nodes)
+            assert nodes["production_model"] == "green" and nodes["model_card"] == "green", (model, nodes)
+            assert {name for name, color in nodes.items() if color == "red"} == {"candidate_model"}, (model, nodes)
+        for model, candidate in rejected.items():
+            driver.get(f"{url}/assets/{model}/production_model")
+            text = wait_until(lambda: driver.find_element(By.TAG_NAME, "body").text,
+                              lambda t: re.search(r"promoted_version\n[^\n]*\n(v\d+)", t), 30,
+                              f"{model}/production_model's latest promotion")
+            promoted = re.search(r"promoted_version\n[^\n]*\n(v\d+)", text).group(1)
+            assert promoted == summary["final_production"][model] != candidate, (model, promoted, candidate)
+
+
 def publish(screenshot: Path) -> None:
     """Copy a screenshot to $RETRAIN_SCREENSHOT_DIR when set (how docs/images/ is refreshed)."""
     if os.environ.get("RETRAIN_SCREENSHOT_DIR"):
@@ -132,7 +169,7 @@ def test_a_drift_report_shows_its_feature_table_and_picture(ui, demo_run):
     model = model_names(demo_run["config"])[0]
     with evidence_on_failure(driver, "drift_report"):
         driver.get(f"{url}/assets/{model}/drift_report")
-        # The feature table is rendered markdown: one row per declared feature, with its test.
+        # The feature table is a (sortable) table entry: one row per declared feature, with its test.
         features = {f["name"] for m in yaml.safe_load(demo_run["config"].read_text())["models"]
                     if m["name"] == model for f in m["features"]}
         rows = wait_until(lambda: {c.text for c in driver.find_elements(By.XPATH, "//td//table//tr/td[1]")},

@@ -7,7 +7,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from retrain_assets.errors import DataError
 from retrain_assets.monitoring import ReferenceProfile, WindowProfile, detect_drift
-from retrain_assets.monitoring.settings import DriftSettings
+from retrain_assets.config.monitoring import DriftSettings
 
 
 def flat(report: dict, prefix="") -> dict:

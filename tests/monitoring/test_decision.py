@@ -7,7 +7,7 @@ import pytest
 
 from retrain_assets.errors import DataError
 from retrain_assets.monitoring import Evidence, Outcomes, concept_drift, decide, detect_drift, performance_degradation
-from retrain_assets.monitoring.settings import PerformanceSettings
+from retrain_assets.config.monitoring import PerformanceSettings
 from retrain_assets.settings import ModelSettings
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from retrain_assets.monitoring import ReferenceProfile, detect_drift
 from retrain_assets.monitoring.drift_plot import _reference_shares, drift_picture, features_to_show
-from retrain_assets.monitoring.settings import DriftSettings
+from retrain_assets.config.monitoring import DriftSettings
 from retrain_assets.simulate import TrafficScenario, generate_traffic
 
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "data_usage_gb"]

@@ -13,7 +13,7 @@ from retrain_assets.monitoring.feature_tests import (
     ks_asymptotic_pvalue,
     psi,
 )
-from retrain_assets.monitoring.settings import DriftSettings
+from retrain_assets.config.monitoring import DriftSettings
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -6,7 +6,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from retrain_assets.errors import DataError
 from retrain_assets.training import clean_labeled_rows, content_hash, dataset_summary, select_window, split_dataset
-from retrain_assets.training.settings import DatasetSettings
+from retrain_assets.config.training import DatasetSettings
 from tests.training.conftest import NOW, labeled_traffic
 
 

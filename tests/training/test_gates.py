@@ -7,7 +7,7 @@ from retrain_assets.simulate import TrafficScenario
 from retrain_assets.training import GATE_NAMES, evaluate_gates, split_dataset, train_candidate
 from retrain_assets.training.comparison import metric_shortfalls, paired_loss_test
 from retrain_assets.training.gates import fairness_gate, group_disparity, significance_gate, size_gate
-from retrain_assets.training.settings import GateSettings
+from retrain_assets.config.training import GateSettings
 from tests.training.conftest import churn_model, labeled_traffic
 
 

@@ -9,7 +9,7 @@ from retrain_assets.defs.deployment.rollback import rollback_job_name
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, short
 from retrain_assets.defs.resources import MonitoringStoreResource
 from retrain_assets.monitoring.watch import post_deploy_verdict
-from retrain_assets.training.metrics import compute_metrics
+from retrain_assets.metrics import compute_metrics
 from retrain_assets.settings import ModelSettings
 
 
