@@ -150,6 +150,12 @@ class TriggerSettings(_Strict):
     timezone: str = Field("UTC", description="IANA time zone of the crons and the quiet window.")
     min_samples: int = Field(100, ge=1, description="Recent labeled rows an automatic trigger needs.")
     cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
+    min_days_between_scheduled: float = Field(
+        3.0, ge=0,
+        description="The scheduled retrain skips a model trained (by any trigger) within this many days, recorded as a "
+                    "skipped schedule event: a drift retrain on Friday makes Sunday's calendar retrain redundant (seed "
+                    "001's 'days since last training'; its 7-day interval is the weekly retrain_cron itself). 0: never skip.",
+    )
     run_timeout_minutes: float = Field(
         180.0, gt=0,
         description="A retrain run longer than this is stopped by run monitoring (its dagster/max_runtime tag); a run "

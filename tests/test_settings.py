@@ -202,3 +202,13 @@ def test_reading_the_configuration_imports_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+
+
+def test_a_config_error_names_its_file(tmp_path):
+    path = tmp_path / "team" / "retrain.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"models": [{**model_config(), "task": "classify"}]}))
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert str(error.value).startswith(f"invalid configuration in {path}:")
+    assert "models.0.task: must be one of" in str(error.value)

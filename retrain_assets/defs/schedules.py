@@ -30,9 +30,25 @@ def monitoring_freshness(model: ModelSettings) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(fail_window=period * 2.5, warn_window=period * 1.5)
 
 
+def recently_trained(store, model: ModelSettings, now: dt.datetime) -> str | None:
+    """Why the calendar's retrain is redundant now (the model's newest candidate was trained within
+    ``min_days_between_scheduled``), or None."""
+    limit = dt.timedelta(days=model.triggers.min_days_between_scheduled)
+    versions = store.registry.versions(model.name) if limit else []
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: v.created_at)
+    age = now - newest.created_at
+    if age >= limit:
+        return None
+    return (f"{newest.label} was trained {age.total_seconds() / 86400:.1f} days ago ({newest.trigger or 'manual'} trigger), "
+            f"within min_days_between_scheduled ({model.triggers.min_days_between_scheduled:g} days)")
+
+
 def build_retrain_schedule(model: ModelSettings) -> dg.ScheduleDefinition:
     """The calendar's retrain: whatever the monitors say, but never during an open P1 incident (a person has
-    stopped automatic retraining) and never beside a retrain of this model already queued or running."""
+    stopped automatic retraining), never beside a retrain of this model already queued or running, and not
+    when the model was trained within ``min_days_between_scheduled`` (recorded as a skipped event)."""
     from retrain_assets.defs.triggers.requests import IN_FLIGHT
 
     triggers = model.triggers
@@ -48,7 +64,8 @@ def build_retrain_schedule(model: ModelSettings) -> dg.ScheduleDefinition:
                     "P1 incident is open or a retrain of the model is in flight.",
     )
     def scheduled_retrain(context: dg.ScheduleEvaluationContext, monitoring_store: MonitoringStoreResource):
-        incidents = monitoring_store.get().events.open_p1_incidents(model.name)
+        store = monitoring_store.get()
+        incidents = store.events.open_p1_incidents(model.name)
         if incidents:
             return dg.SkipReason(f"scheduled retrain of {model.name} skipped: open P1 incident {', '.join(incidents)}")
         in_flight = context.instance.get_run_records(
@@ -56,6 +73,11 @@ def build_retrain_schedule(model: ModelSettings) -> dg.ScheduleDefinition:
         if in_flight:
             return dg.SkipReason(f"scheduled retrain of {model.name} skipped: run {in_flight[0].dagster_run.run_id[:8]} "
                                  "is already queued or running")
+        recent = recently_trained(store, model, context.scheduled_execution_time)
+        if recent:
+            store.events.record_trigger(model.name, trigger_type="schedule", severity="LOW", reason=f"scheduled retrain ({when})",
+                                        metrics={"blocked_by": [recent]}, attempted=False)
+            return dg.SkipReason(f"scheduled retrain of {model.name} skipped: {recent}")
         return dg.RunRequest(tags={TAG_MODEL: model.name, TAG_TRIGGER: "schedule", TAG_SEVERITY: "LOW",
                                    TAG_REASON: f"scheduled retrain ({when})"})
 

@@ -50,7 +50,8 @@ LEFT JOIN label_feedback l ON l.model_name = p.model_name AND l.request_id = p.r
 """
 
 # check_retrain_needed(model): the newest metrics row against its baseline and the recent drift alerts.
-# The same rule in Python (retrain_assets.store.audit.check_retrain_needed) serves SQLite.
+# The same rule in Python (retrain_assets.store.history) serves SQLite. Renamed check_retrain_needed_detail
+# by migration 8.
 CHECK_RETRAIN_NEEDED = """
 CREATE OR REPLACE FUNCTION check_retrain_needed(
     p_model_id text,
@@ -79,6 +80,59 @@ CREATE OR REPLACE FUNCTION check_retrain_needed(
     SELECT count(*) > 0, coalesce(string_agg(reason, '; '), 'no retrain needed') FROM reasons
 $$
 """
+
+
+# Migration 8: the view gains prediction_error (prediction - actual for numbers, so AVG(ABS(...)) is the MAE
+# the design documents compute, and 0/1 for a wrong/right class), and check_retrain_needed takes the
+# documents' boolean form; the table-returning variant above is kept as check_retrain_needed_detail.
+_ERROR = {
+    "postgresql": """CASE WHEN jsonb_typeof(p.prediction) = 'number' AND jsonb_typeof(l.label) = 'number'
+                 THEN (p.prediction #>> '{}')::double precision - (l.label #>> '{}')::double precision
+                 WHEN p.prediction IS NOT NULL AND l.label IS NOT NULL
+                 THEN CASE WHEN p.prediction = l.label THEN 0.0 ELSE 1.0 END END""",
+    "sqlite": """CASE WHEN json_type(p.prediction) IN ('integer', 'real') AND json_type(l.label) IN ('integer', 'real')
+                 THEN json_extract(p.prediction, '$') - json_extract(l.label, '$')
+                 WHEN p.prediction IS NOT NULL AND l.label IS NOT NULL
+                 THEN CASE WHEN json(p.prediction) = json(l.label) THEN 0.0 ELSE 1.0 END END""",
+}
+PREDICTIONS_VIEW_WITH_ERROR = """
+CREATE VIEW ml_model_predictions AS
+SELECT p.id, p.model_name AS model_id, p.model_version, p.request_id, p.features, p.prediction, p.score,
+       l.label AS actual, {error} AS prediction_error, p.ts AS predicted_at, l.labeled_at, p.safe_to_send
+FROM prediction_log p
+LEFT JOIN label_feedback l ON l.model_name = p.model_name AND l.request_id = p.request_id
+"""
+
+CHECK_RETRAIN_NEEDED_BOOLEAN = """
+CREATE OR REPLACE FUNCTION check_retrain_needed(
+    p_model_id text,
+    p_days integer DEFAULT 7,
+    p_mae_increase double precision DEFAULT 0.20,
+    p_accuracy_drop double precision DEFAULT 0.10,
+    p_alert_hours integer DEFAULT 24
+) RETURNS boolean LANGUAGE sql STABLE AS $$
+    WITH recent AS (
+        SELECT avg(mae) AS mae, avg(baseline_mae) AS baseline_mae,
+               avg(accuracy) AS accuracy, avg(baseline_accuracy) AS baseline_accuracy
+        FROM ml_model_metrics
+        WHERE model_id = p_model_id AND measured_at > now() - make_interval(days => p_days)
+    )
+    SELECT coalesce(r.mae > r.baseline_mae * (1 + p_mae_increase), false)
+        OR coalesce(r.accuracy < r.baseline_accuracy * (1 - p_accuracy_drop), false)
+        OR EXISTS (SELECT 1 FROM ml_drift_alerts
+                   WHERE model_id = p_model_id AND detected_at > now() - make_interval(hours => p_alert_hours))
+    FROM recent r
+$$
+"""
+
+
+def _prediction_error_and_boolean_check(conn: Connection) -> None:
+    conn.exec_driver_sql("DROP VIEW IF EXISTS ml_model_predictions")
+    conn.exec_driver_sql(PREDICTIONS_VIEW_WITH_ERROR.format(error=_ERROR[conn.dialect.name]))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER FUNCTION check_retrain_needed(text, double precision, double precision, "
+                             "double precision, integer) RENAME TO check_retrain_needed_detail")
+        conn.exec_driver_sql(CHECK_RETRAIN_NEEDED_BOOLEAN)
 
 
 def _monitoring_history(conn: Connection) -> None:
@@ -138,6 +192,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "model_versions.reference_key and reference_sha256 (the evidence policy's reference pack)",
               _reference_packs),
     Migration(7, "one open retrain per model: a unique claim on model_retraining_events", _one_open_claim),
+    Migration(8, "ml_model_predictions.prediction_error; check_retrain_needed() in the design documents' boolean "
+                 "form, the table variant renamed check_retrain_needed_detail()", _prediction_error_and_boolean_check),
 )
 
 

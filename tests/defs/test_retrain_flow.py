@@ -1,9 +1,11 @@
 """The foundation slice in real in-process Dagster runs: dataset -> candidate -> blocking gates -> production."""
 
+import datetime as dt
+
 import dagster as dg
 
 from retrain_assets.defs.keys import TAG_REASON, TAG_TRIGGER, monitor_job_name
-from retrain_assets.defs.definitions import resources_for
+from retrain_assets.defs.definitions import build_definitions, resources_for
 from retrain_assets.defs.metadata import root_cause
 from retrain_assets.simulate import TrafficScenario
 from tests.conftest import make_settings
@@ -157,7 +159,8 @@ def test_weekly_schedule_requests_a_tagged_retrain_unless_a_p1_or_a_run_stops_it
     schedule = h.defs.resolve_schedule_def("churn_scheduled_retrain")
 
     def tick():
-        with dg.build_schedule_context(instance=h.instance, resources=resources_for(settings)) as context:
+        with dg.build_schedule_context(instance=h.instance, resources=resources_for(settings),
+                                       scheduled_execution_time=dt.datetime.now(dt.timezone.utc)) as context:
             return schedule.evaluate_tick(context)
 
     assert tick().run_requests[0].tags[TAG_TRIGGER] == "schedule"
@@ -167,6 +170,33 @@ def test_weekly_schedule_requests_a_tagged_retrain_unless_a_p1_or_a_run_stops_it
     h.store.events.resolve_incident(incident)
     h.instance.create_run_for_job(h.defs.resolve_job_def("churn_retrain"))  # queued, as the daemon would
     assert not tick().run_requests and "already queued or running" in tick().skip_message
+    instance.dispose()
+
+
+def test_the_scheduled_retrain_skips_a_model_trained_within_min_days(tmp_path, harness_for):
+    """Seed 001's "days since last training": a model a trigger retrained two days ago needs no calendar
+    retrain; the skip says why and is an event row. With min_days_between_scheduled 0 it always runs."""
+    (tmp_path / "home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
+    h = harness_for(make_settings(tmp_path), instance=instance)
+    h.traffic(2000)
+    assert h.retrain(reason="drift, two days ago").success
+
+    def tick(settings, days_later):
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days_later)
+        with dg.build_schedule_context(instance=h.instance, resources=resources_for(settings),
+                                       scheduled_execution_time=when) as context:
+            return build_definitions(settings).resolve_schedule_def("churn_scheduled_retrain").evaluate_tick(context)
+
+    skipped = tick(h.settings, 2)
+    assert not skipped.run_requests and "within min_days_between_scheduled (3 days)" in skipped.skip_message
+    assert "v1 was trained 2.0 days ago (manual trigger)" in skipped.skip_message
+    event = h.store.events.recent("churn")[0]
+    assert event["trigger_type"] == "schedule" and event["execution_attempted"] is False
+    assert "min_days_between_scheduled" in event["trigger_metrics"]["blocked_by"][0]
+    assert tick(h.settings, 3.5).run_requests  # older than the limit: the calendar retrains
+    always = make_settings(tmp_path, triggers={"min_days_between_scheduled": 0, "cooldown_hours": 0})
+    assert tick(always, 0).run_requests
     instance.dispose()
 
 

@@ -46,3 +46,47 @@ def test_predictions_view_joins_labels(store):
                                  "WHERE model_id = 'm' ORDER BY request_id")).all()
     assert [(r[0], r[1]) for r in rows] == [("a", 3), ("b", 3)]
     assert rows[1][3] is None
+
+
+def test_check_retrain_needed_in_the_design_documents_boolean_form(store, request):
+    """The 7-day average of the metrics against the baseline (not the newest row alone), or any drift alert
+    in 24 h; on PostgreSQL the shell check of the documents prints t/f."""
+    import subprocess
+
+    history = store.history
+    assert history.retrain_needed("load") is False
+    history.record_metrics("load", 1, 800, {"mae": 1.5}, {"mae": 1.0}, concept_drift=False, degraded=True)
+    history.record_metrics("load", 1, 800, {"mae": 1.0}, {"mae": 1.0}, concept_drift=False, degraded=False)
+    assert history.check_retrain_needed("load")[0] is False  # the newest row is fine...
+    assert history.retrain_needed("load") is True  # ...the week's average (1.25 > 1.2) is not
+    assert history.retrain_needed("load", mae_increase=0.3) is False
+    history.record_metrics("churn", 1, 500, {"accuracy": 0.88}, {"accuracy": 0.9}, concept_drift=False, degraded=False)
+    assert history.retrain_needed("churn") is False
+    history.record_drift_alerts("churn", [{"feature": "x", "test": "ks", "statistic": 0.3, "p_value": 1e-9,
+                                           "psi": 0.1, "effect": 0.3}], severity="MEDIUM")
+    assert history.retrain_needed("churn") is True
+    if store.engine.dialect.name == "postgresql":
+        url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        printed = [subprocess.run(["psql", url, "-tAc", f"SELECT check_retrain_needed('{m}')"], capture_output=True,
+                                  text=True, timeout=60).stdout.strip() for m in ("load", "other")]
+        assert printed == ["t", "f"]
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT needs_retrain FROM check_retrain_needed_detail('load')")).scalar_one() is False
+
+
+def test_the_predictions_view_carries_the_prediction_error(store):
+    import pandas as pd
+
+    now = dt.datetime.now(dt.timezone.utc)
+    frame = pd.DataFrame({"request_id": ["r1", "r2", "r3"], "timestamp": [now] * 3, "x": [1.0, 2.0, 3.0]})
+    store.predictions.log_predictions("demand", frame, ["x"], prediction=[3.0, 1.0, 2.0], model_version=1)
+    store.predictions.log_labels("demand", ["r1", "r2"], [2.5, 1.0])
+    store.predictions.log_predictions("churn", frame, ["x"], prediction=["yes", "no", "no"], model_version=1)
+    store.predictions.log_labels("churn", ["r1", "r2"], ["no", "no"])
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT model_id, request_id, prediction_error FROM ml_model_predictions "
+                                 "ORDER BY model_id, request_id")).all()
+    errors = {(m, r): e for m, r, e in rows}
+    assert errors[("demand", "r1")] == pytest.approx(0.5) and errors[("demand", "r2")] == 0
+    assert errors[("churn", "r1")] == 1 and errors[("churn", "r2")] == 0
+    assert errors[("demand", "r3")] is None and errors[("churn", "r3")] is None  # no label yet
