@@ -150,6 +150,12 @@ class TriggerSettings(_Strict):
     timezone: str = Field("UTC", description="IANA time zone of the crons and the quiet window.")
     min_samples: int = Field(100, ge=1, description="Recent labeled rows an automatic trigger needs.")
     cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
+    incident_after_failures: int = Field(
+        3, ge=0,
+        description="After this many consecutive failed retrains of a model (run failure, data quality, gates), a P1 "
+                    "incident is opened for it, which blocks its automatic retraining until resolved (seed 004: 'if "
+                    "repeated failures -> create incident, investigate data quality'). 0: never.",
+    )
     min_days_between_scheduled: float = Field(
         3.0, ge=0,
         description="The scheduled retrain skips a model trained (by any trigger) within this many days, recorded as a "

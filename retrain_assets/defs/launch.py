@@ -17,6 +17,7 @@ from retrain_assets.defs.definitions import build_definitions
 from retrain_assets.defs.deployment.promotion import retrain_in_process
 from retrain_assets.defs.metadata import root_cause
 from retrain_assets.defs.keys import TAG_EVENT_ID, TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, retrain_job_name, short
+from retrain_assets.defs.triggers.requests import fail_retrain
 from retrain_assets.errors import ConfigError, RetrainError, RetrainInFlight
 from retrain_assets.settings import RetrainSettings
 from retrain_assets.store import MonitoringStore
@@ -64,7 +65,7 @@ def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, req
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         cause = root_cause(failure.step_failure_data.error) if failure else "the run failed"
         # In process there is no daemon to run the failure sensor: the event gets its outcome here.
-        store.events.complete(event_id, successful=False, execution_metrics={"run_id": result.run_id, "error": cause})
+        fail_retrain(store, model, event_id, execution_metrics={"run_id": result.run_id, "error": cause})
         if not failed:
             raise RetrainError(f"retrain run {result.run_id[:8]} of {model.name} failed: {cause} (event #{event_id})")
     return TriggerOutcome(result.run_id, event_id, "SUCCESS" if result.success else "FAILURE",

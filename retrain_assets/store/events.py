@@ -113,6 +113,16 @@ class EventLog:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
+    def recent_outcomes(self, model_name: str, limit: int) -> list[bool]:
+        """The outcomes of the model's newest completed retrains (rollbacks aside), newest first."""
+        e = model_retraining_events
+        query = (select(e.c.execution_successful)
+                 .where(e.c.model_name == model_name, e.c.execution_attempted.is_(True),
+                        e.c.execution_completed_at.is_not(None), e.c.trigger_type != "rollback")
+                 .order_by(e.c.execution_completed_at.desc(), e.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [bool(v) for v in conn.execute(query).scalars()]
+
     def for_run(self, run_id: str) -> int | None:
         """The event a run completes (newest first, should a run ever have been attached twice)."""
         e = model_retraining_events

@@ -75,6 +75,39 @@ def test_poisoned_labels_fail_the_gates_and_production_stays(tmp_path, harness_f
     assert {g["name"] for g in rejected.gate_results if not g["passed"]} == failed
     event = h.store.events.recent("churn")[0]
     assert event["execution_successful"] is False and event["retraining_model_version"] == "v2"
+    assert h.store.events.open_p1_incidents("churn") == []  # one failure is not yet a pattern (default 3)
+
+
+def test_repeated_failed_retrains_open_a_p1_incident_that_blocks_retraining(tmp_path, harness_for):
+    """Seed 004: "if repeated failures -> create incident". The Nth failed retrain in a row opens a P1 for
+    the model (once), whatever failed: here the gates, then the data quality."""
+    from retrain_assets.defs.triggers.requests import fail_retrain, gather_facts
+    from retrain_assets.monitoring.guards import blocking_guards
+
+    settings = make_settings(tmp_path, triggers={"incident_after_failures": 2, "cooldown_hours": 0,
+                                                 "quiet_start_hour": 0, "quiet_end_hour": 24})
+    h = harness_for(settings)
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(3000, TrafficScenario(poison_fraction=1.0))
+    assert not h.retrain(reason="poisoned batch", event=True).success  # rejected by the gates: 1 failure
+    assert h.store.events.open_p1_incidents("churn") == []
+    quiet = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="second")
+    assert fail_retrain(h.store, h.model, quiet, execution_metrics={"failed_quality_checks": ["labels"]})
+    [incident] = h.store.events.open_p1_incidents("churn")
+    assert "2 retrains failed in a row" in incident and f"event #{quiet}" in incident
+    source = resources_for(settings)["data_source"].for_model(h.model)  # the open P1 blocks automatic triggers
+    facts = gather_facts(h.instance, h.store, source, h.model, "HIGH", dt.datetime.now(dt.timezone.utc))
+    assert f"open P1 incident {incident}" in blocking_guards(facts, h.model.triggers)
+    third = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="third")
+    assert fail_retrain(h.store, h.model, third, execution_metrics={"error": "boom"}) is None  # one incident
+    assert len(h.store.events.open_p1_incidents("churn")) == 1
+    h.store.events.resolve_incident(int(incident[1:].split()[0]))
+    succeeded = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="fixed")
+    h.store.events.complete(succeeded, successful=True)
+    after = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="after")
+    assert fail_retrain(h.store, h.model, after, execution_metrics={"error": "boom"}) is None  # a success resets
+    assert h.store.events.open_p1_incidents("churn") == []
 
 
 def test_quality_check_stops_the_run_before_training(tmp_path, harness_for):

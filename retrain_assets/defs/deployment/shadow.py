@@ -15,6 +15,7 @@ from retrain_assets.defs.deployment.promotion import promote_candidate
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key, short
 from retrain_assets.defs.deployment.assets import model_card_materialization
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.defs.triggers.requests import fail_retrain
 from retrain_assets.errors import StoreError
 from retrain_assets.monitoring.watch import shadow_verdict
 from retrain_assets.notify import Notifier
@@ -54,8 +55,8 @@ def build_shadow_job(model: ModelSettings) -> dg.JobDefinition:
         event_id = store.events.for_run(shadow.run_id) if shadow.run_id else None
         if verdict.worse:
             if event_id:
-                store.events.complete(event_id, successful=False, retraining_model_version=shadow.label,
-                                      execution_metrics={"failed_gates": [SHADOW_GATE], "shadow": verdict.message})
+                fail_retrain(store, model, event_id, retraining_model_version=shadow.label,
+                             execution_metrics={"failed_gates": [SHADOW_GATE], "shadow": verdict.message})
             Notifier().notify(f"{model.name}: {shadow.label} rejected after shadow evaluation: {verdict.message}",
                               model=model.name, candidate=shadow.label)
             context.log.warning(f"{model.name} {shadow.label} rejected: {verdict.message}")

@@ -11,7 +11,7 @@ from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, asset_key, run_trigger
 from retrain_assets.defs.metadata import URI, markdown_image, md_table, metric_metadata
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.defs.training.stored import SPLIT_COLUMN, WEIGHT_COLUMN, load_dataset, split_frame
-from retrain_assets.defs.triggers.requests import event_of_run
+from retrain_assets.defs.triggers.requests import event_of_run, fail_retrain
 from retrain_assets.errors import StoreError
 from retrain_assets.monitoring import ReferencePack, ReferenceProfile, build_reference_pack
 from retrain_assets.settings import ModelSettings
@@ -191,9 +191,8 @@ def build_evaluation_gates(model: ModelSettings) -> dg.AssetChecksDefinition:
         event_id = event_of_run(store, context.run)
         if not passed and event_id:
             failed = [r.name for r in results if not r.passed]
-            store.events.complete(
-                int(event_id),
-                successful=False,
+            fail_retrain(
+                store, model, int(event_id),
                 retraining_model_version=candidate.label,
                 gate_summary={r.name: r.passed for r in results},
                 execution_metrics={"failed_gates": failed, "run_id": context.run.run_id},

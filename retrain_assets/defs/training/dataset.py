@@ -16,7 +16,7 @@ from retrain_assets.defs.training.stored import (
     load_dataset,
     reference_of_production,
 )
-from retrain_assets.defs.triggers.requests import event_of_run, open_run_event
+from retrain_assets.defs.triggers.requests import event_of_run, fail_retrain, open_run_event
 from retrain_assets.errors import DataError
 from retrain_assets.monitoring import ReferenceProfile
 from retrain_assets.settings import ModelSettings
@@ -154,9 +154,8 @@ def build_data_quality(model: ModelSettings) -> dg.AssetChecksDefinition:
         failed = [r.name for r in results if not r.passed]
         event_id = event_of_run(store, context.run)
         if failed and event_id:
-            store.events.complete(
-                int(event_id),
-                successful=False,
+            fail_retrain(
+                store, model, int(event_id),
                 execution_metrics={"failed_quality_checks": failed, "dataset_version": dataset.tag,
                                    "run_id": context.run.run_id},
             )

@@ -129,6 +129,28 @@ def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, mod
     return f"its run {run_ids[0][:8]} ended {record.dagster_run.status.value} without recording an outcome"
 
 
+def fail_retrain(store: MonitoringStore, model: ModelSettings, event_id: int, **fields) -> int | None:
+    """Record a retrain's failure in its event and, when it makes ``incident_after_failures`` failed retrains
+    of the model in a row, open a P1 incident for the model: the same failure repeating is a problem a
+    person must look at (seed 004), and the incident stops automatic retraining until they resolve it.
+    Returns the incident opened, if any."""
+    if not store.events.complete(event_id, successful=False, **fields):
+        return None  # the event already had its outcome
+    limit = model.triggers.incident_after_failures
+    if not limit or store.events.open_p1_incidents(model.name):
+        return None
+    outcomes = store.events.recent_outcomes(model.name, limit)
+    if len(outcomes) < limit or any(outcomes):
+        return None
+    incident = store.events.open_incident(
+        f"{model.name}: {limit} retrains failed in a row (the newest: event #{event_id}); investigate the data "
+        "quality and the failed checks in the events; automatic retraining is blocked until this incident is resolved",
+        priority="P1", model_name=model.name)
+    Notifier().notify(f"{model.name}: P1 incident #{incident} opened after {limit} failed retrains in a row",
+                      model=model.name, incident=incident, event_id=event_id)
+    return incident
+
+
 def claim_retrain(instance: dg.DagsterInstance | None, store: MonitoringStore, model: ModelSettings, *,
                   forced_by: str | None = None, now: dt.datetime | None = None, **fields) -> int:
     """Record an attempted retrain trigger, which claims the model's one open retrain in the database.

@@ -15,7 +15,7 @@ from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.keys import asset_key, monitor_job_name, promote_job_name, retrain_job_name
 from retrain_assets.defs.monitoring.assets import DECISION, verified_time
 from retrain_assets.defs.resources import DataSourceResource, MonitoringStoreResource
-from retrain_assets.defs.triggers.requests import event_of_run, reap_dead_runs, request_retrain
+from retrain_assets.defs.triggers.requests import event_of_run, fail_retrain, reap_dead_runs, request_retrain
 from retrain_assets.monitoring.decision import (
     Decision,
     SignalEvidence,
@@ -159,7 +159,7 @@ def build_retrain_failure_sensor(model: ModelSettings, jobs: list) -> dg.SensorD
             return dg.SkipReason(f"run {run.run_id[:8]} failed before it recorded a retraining event")
         if event["execution_completed_at"] is not None:
             return dg.SkipReason(f"event {event_id} of run {run.run_id[:8]} already has its outcome")
-        store.events.complete(int(event_id), successful=False, execution_metrics={"run_id": run.run_id, "error": message})
+        fail_retrain(store, model, int(event_id), execution_metrics={"run_id": run.run_id, "error": message})
         return dg.SkipReason(f"recorded the failure of run {run.run_id[:8]} in event {event_id}")
 
     return retrain_failure_sensor
