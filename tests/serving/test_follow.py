@@ -87,7 +87,8 @@ class Gated:
 
 def test_a_request_in_flight_finishes_on_the_model_it_started_with(tmp_path, churn_pipeline):
     """A request that started on v2 answers with v2 (and is logged as v2) although the registry rolled back
-    to v1 and other requests are served by v1 meanwhile."""
+    to v1 meanwhile; a request that arrived after the swap answers with v1 (it waits for the first one:
+    a process predicts one request at a time, but each keeps the version it arrived on)."""
     from tests.faults.conftest import Backend
 
     path = tmp_path / "monitoring.db"
@@ -97,25 +98,33 @@ def test_a_request_in_flight_finishes_on_the_model_it_started_with(tmp_path, chu
     register(settings, store, Gated(churn_pipeline), 2)
     app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
     with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-        answer = {}
-        ids = [f"in-flight-{i}" for i in range(3)]
-        slow = threading.Thread(target=lambda: answer.update(r=predict(httpx.Client(base_url=base, timeout=90),
-                                                                       traffic_rows(3), request_ids=ids)))
-        slow.start()
+        answers = {}
+
+        def send(name, ids):
+            with httpx.Client(base_url=base, timeout=90) as client:
+                answers[name] = predict(client, traffic_rows(len(ids)), request_ids=ids)
+
+        first_ids, later_ids = [f"in-flight-{i}" for i in range(3)], [f"after-swap-{i}" for i in range(2)]
+        first = threading.Thread(target=send, args=("first", first_ids))
+        later = threading.Thread(target=send, args=("later", later_ids))
+        first.start()
         try:
             assert Gated.started.wait(30), "the request never reached v2"
             store.registry.rollback("churn")
             wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v1", 30,
                        "the rollback while a request is in flight")
-            assert version_served(http) == "v1"  # new requests: v1, while the one in flight still computes on v2
-            assert slow.is_alive()
+            later.start()
+            assert first.is_alive()  # still computing on v2
         finally:
             Gated.go.set()
-            slow.join(60)
-        assert answer["r"].status_code == 200 and answer["r"].json()["model_version"] == "v2"
-        assert answer["r"].headers["X-Model-Version"] == "v2"
-        wait_until(lambda: len(logged(store, ids)) == 3, 30, "the in-flight rows in the log")
-        assert {row["model_version"] for row in logged(store, ids).values()} == {2}
+            first.join(60)
+            later.join(60)
+        assert answers["first"].status_code == 200 and answers["first"].json()["model_version"] == "v2"
+        assert answers["first"].headers["X-Model-Version"] == "v2"
+        assert answers["later"].status_code == 200 and answers["later"].json()["model_version"] == "v1"
+        wait_until(lambda: len(logged(store, first_ids + later_ids)) == 5, 30, "the rows in the log")
+        versions = {rid: row["model_version"] for rid, row in logged(store, first_ids + later_ids).items()}
+        assert versions == {**dict.fromkeys(first_ids, 2), **dict.fromkeys(later_ids, 1)}
 
 
 def test_a_missing_artifact_keeps_the_current_model_says_why_and_is_retried(backend, tmp_path, churn_pipeline, logs):
