@@ -123,8 +123,23 @@ class GateSettings(_Strict):
     )
     # fairness
     sensitive_columns: tuple[str, ...] = Field((), description="Columns whose groups must be treated alike.")
+    fairness_metric: Literal["recall_gap", "demographic_parity", "equalized_odds"] = Field(
+        "recall_gap",
+        description="Fairness: the group metric whose gap between groups is judged (classification; regression "
+                    "always judges the MAE gap relative to the overall MAE). recall_gap: recall of the positive class "
+                    "(equal opportunity); demographic_parity: share predicted positive; equalized_odds: the larger "
+                    "of the recall gap and the false-positive-rate gap.",
+    )
     max_group_disparity: float = Field(
-        0.10, ge=0, le=1, description="Fairness: largest gap of the group metric between groups."
+        0.10, ge=0, le=1,
+        description="Fairness: the candidate's gap between its best and worst group must be below this (the design "
+                    "documents' 'subgroup disparity < 10 %').",
+    )
+    max_disparity_increase: float = Field(
+        0.0, ge=0, le=1,
+        description="Fairness: the candidate's gap must also be at most production's gap on the same test rows plus "
+                    "this (0: the documents' 'fairness maintained or improved'; raise it when groups are small "
+                    "and their gap noisy).",
     )
     # operational
     max_latency_p99_s: float = Field(1.0, gt=0, description="p99 seconds of a single row and of a 100-row batch.")

@@ -199,37 +199,80 @@ def paired_loss_gate(y, candidate_pred, production_pred, model: ModelSettings, g
     return GateResult("significance", True, True, value, threshold, f"not shown worse than production: {text}")
 
 
-def _group_metric(frame: pd.DataFrame, predictions: np.ndarray, model: ModelSettings) -> tuple[str, float]:
-    y = frame[model.target].to_numpy()
-    if model.task == "regression":
-        return "mae", float(np.mean(np.abs(y.astype(float) - predictions.astype(float))))
-    positives = y == model.positive_label
-    if positives.sum() >= 5 and len(np.unique(y)) <= 2:
-        return "recall", float((predictions[positives] == model.positive_label).mean())
-    return "accuracy", float((predictions == y).mean())
+MIN_CLASS_ROWS = 5  # a rate conditioned on a class (recall, false-positive rate) needs this many rows of it
+
+FAIRNESS_METRICS = {  # what each fairness_metric compares between groups, in words
+    "recall_gap": "recall of the positive class (equal opportunity)",
+    "demographic_parity": "share of rows predicted positive (demographic parity)",
+    "equalized_odds": "recall and false-positive rate, the larger of the two gaps (equalized odds)",
+}
 
 
-def group_disparity(test: pd.DataFrame, predictions, model: ModelSettings, column: str) -> tuple[float, dict]:
-    """Largest gap of the group metric between groups of ``column`` (regression: relative to overall MAE).
+@dataclass(frozen=True)
+class GroupDisparity:
+    """The gap of one fairness metric between the groups of one column.
 
-    Classification judges recall of the positive class per group (equal opportunity); regression the MAE
-    per group. Groups with fewer than MIN_GROUP_ROWS rows are reported but not judged.
+    ``groups``: each judged group's rate(s); ``not_judged``: the groups too small to judge, with why (their
+    rates would be noise, so they are reported, never compared).
     """
-    predictions = np.asarray(predictions)
-    per_group = {}
-    for group, rows in test.groupby(column, dropna=False, observed=True).indices.items():
-        if len(rows) >= MIN_GROUP_ROWS:
-            per_group[str(group)] = _group_metric(test.iloc[rows], predictions[rows], model)[1]
-    if len(per_group) < 2:
-        return 0.0, per_group
-    spread = max(per_group.values()) - min(per_group.values())
+
+    metric: str
+    disparity: float
+    groups: dict[str, Any]
+    not_judged: dict[str, str]
+
+
+def _group_counts(test: pd.DataFrame, predictions: np.ndarray, model: ModelSettings, column: str) -> pd.DataFrame:
+    """Per group of ``column``: rows, and (classification, one-vs-rest on ``positive_label``) positives,
+    negatives, true and false positives, predicted positives; (regression) the sum of absolute errors."""
+    y = test[model.target].to_numpy()
+    keys = test[column].astype(object).where(test[column].notna(), "<missing>").astype(str).to_numpy()
     if model.task == "regression":
-        overall = _group_metric(test, predictions, model)[1]
-        spread = spread / max(overall, 1e-12)
-    return float(spread), per_group
+        parts = {"rows": np.ones(len(y)), "abs_error": np.abs(y.astype(float) - predictions.astype(float))}
+    else:
+        truth, guess = y == model.positive_label, predictions == model.positive_label
+        parts = {"rows": np.ones(len(y)), "positives": truth, "negatives": ~truth, "tp": truth & guess,
+                 "fp": ~truth & guess, "selected": guess}
+    return pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in parts.items()}).groupby(keys, sort=True).sum()
+
+
+def group_disparity(test: pd.DataFrame, predictions, model: ModelSettings, column: str,
+                    metric: str = "recall_gap") -> GroupDisparity:
+    """Largest gap of ``metric`` between the groups of ``column`` (regression: the MAE gap relative to the
+    overall MAE, whatever ``metric``), counted for all groups at once.
+
+    A group is judged when it has at least MIN_GROUP_ROWS rows and, for a rate conditioned on the true
+    class (recall; false-positive rate), at least MIN_CLASS_ROWS rows of that class; the others are reported
+    in ``not_judged``. Fewer than two judged groups: no gap to measure (0).
+    """
+    counts = _group_counts(test, np.asarray(predictions), model, column)
+    big = counts["rows"] >= MIN_GROUP_ROWS
+    why = pd.Series(np.where(big, "", [f"{int(n)} rows < {MIN_GROUP_ROWS}" for n in counts["rows"]]), index=counts.index)
+    if model.task == "regression":
+        metric, rates = "relative_mae_gap", pd.DataFrame({"mae": counts["abs_error"] / counts["rows"]})
+        scale = max(float(counts["abs_error"].sum() / counts["rows"].sum()), 1e-12)
+    else:
+        scale = 1.0
+        recall = counts["tp"] / counts["positives"].where(counts["positives"] > 0)
+        fpr = counts["fp"] / counts["negatives"].where(counts["negatives"] > 0)
+        needs = {"recall_gap": ("positives",), "demographic_parity": (), "equalized_odds": ("positives", "negatives")}[metric]
+        for cls in needs:
+            few = big & (why == "") & (counts[cls] < MIN_CLASS_ROWS)
+            why[few] = [f"{int(n)} {cls} < {MIN_CLASS_ROWS}" for n in counts.loc[few, cls]]
+        rates = {"recall_gap": pd.DataFrame({"recall": recall}),
+                 "demographic_parity": pd.DataFrame({"positive_rate": counts["selected"] / counts["rows"]}),
+                 "equalized_odds": pd.DataFrame({"recall": recall, "false_positive_rate": fpr})}[metric]
+    judged = rates[why == ""]
+    gap = float((judged.max() - judged.min()).max()) / scale if len(judged) >= 2 else 0.0
+    groups = {str(g): (round(float(r.iloc[0]), 4) if len(r) == 1 else {k: round(float(v), 4) for k, v in r.items()})
+              for g, r in judged.iterrows()}
+    return GroupDisparity(metric, gap, groups, {str(g): w for g, w in why[why != ""].items()})
 
 
 def fairness_gate(test: pd.DataFrame, predictions, production_predictions, model: ModelSettings, gates: GateSettings) -> GateResult:
+    """Each sensitive column's group disparity must be below ``max_group_disparity`` and at most production's
+    on the same test rows (+ ``max_disparity_increase``): the documents' "subgroup disparity < 10 %" and
+    "fairness maintained or improved". Groups too small to judge are listed in the value, not judged."""
     columns = list(gates.sensitive_columns)
     if not columns:
         return GateResult("fairness", True, False, {}, {}, "no sensitive_columns configured for this model")
@@ -238,20 +281,33 @@ def fairness_gate(test: pd.DataFrame, predictions, production_predictions, model
         return GateResult("fairness", False, True, {}, {"columns": columns},
                           f"sensitive columns {missing} are not in the dataset: add them to the model's features or fix gates.sensitive_columns")
     value: dict[str, Any] = {}
-    failures = []
+    threshold: dict[str, Any] = {}
+    failures, notes = [], []
     for column in columns:
-        disparity, groups = group_disparity(test, predictions, model, column)
-        value[f"{column}_disparity"] = round(disparity, 4)
-        value[f"{column}_groups"] = {k: round(v, 4) for k, v in groups.items()}
+        mine = group_disparity(test, predictions, model, column, gates.fairness_metric)
+        value["metric"] = mine.metric
+        value[f"{column}_disparity"] = round(mine.disparity, 4)
+        value[f"{column}_groups"] = mine.groups
+        if mine.not_judged:
+            value[f"{column}_not_judged"] = mine.not_judged
+            notes.append(f"{column}: {len(mine.not_judged)} group(s) too small to judge ({', '.join(mine.not_judged)})")
+        threshold[f"{column}_disparity"] = f"< {gates.max_group_disparity:g}"
+        if mine.disparity >= gates.max_group_disparity:
+            failures.append(f"{column} disparity {mine.disparity:.3f} >= {gates.max_group_disparity:g}")
         if production_predictions is not None:
-            value[f"{column}_production_disparity"] = round(group_disparity(test, production_predictions, model, column)[0], 4)
-        if disparity > gates.max_group_disparity:
-            failures.append(f"{column} disparity {disparity:.3f}")
-    threshold = {"max_group_disparity": gates.max_group_disparity}
+            theirs = group_disparity(test, production_predictions, model, column, gates.fairness_metric).disparity
+            value[f"{column}_production_disparity"] = round(theirs, 4)
+            limit = theirs + gates.max_disparity_increase
+            threshold[f"{column}_disparity"] += f" and <= {limit:.4f} (production {theirs:.4f} + {gates.max_disparity_increase:g})"
+            if mine.disparity > limit + 1e-12:
+                failures.append(f"{column} disparity {mine.disparity:.3f} worse than production's {theirs:.3f}")
+    suffix = ("; " + "; ".join(notes)) if notes else ""
     if failures:
         return GateResult("fairness", False, True, value, threshold,
-                          "groups treated too differently: " + ", ".join(failures) + f" > {gates.max_group_disparity}")
-    return GateResult("fairness", True, True, value, threshold, f"group disparity within {gates.max_group_disparity} on {columns}")
+                          f"groups treated too differently ({value['metric']}): " + ", ".join(failures) + suffix)
+    against = " and not worse than production" if production_predictions is not None else ""
+    return GateResult("fairness", True, True, value, threshold,
+                      f"{value['metric']} disparity below {gates.max_group_disparity:g}{against} on {columns}{suffix}")
 
 
 def measure_latency(pipeline, rows: pd.DataFrame, batch_rows: int = 100, repeats: int = 30,
@@ -478,15 +534,17 @@ def gate_requirements(model: ModelSettings, gates: GateSettings | None = None) -
         relative = (f"F1 >= production - {gates.max_f1_drop:g}, AUC >= production - {gates.max_auc_drop:g}, "
                     f"accuracy/precision/recall >= production x {1 - gates.max_relative_drop:g}")
         primary = "F1 of the positive class (multiclass: accuracy)"
-        group_metric = "recall of the positive class"
+        group_metric = FAIRNESS_METRICS[gates.fairness_metric]
     else:
         floors = {"MAE <=": gates.max_mae, "RMSE <=": gates.max_rmse, "R2 >=": gates.min_r2}
         absolute = ", ".join(f"{k} {v:g}" for k, v in floors.items() if v is not None)
         relative = f"MAE and RMSE <= production x {gates.max_error_ratio:g}, R2 >= production - {gates.max_r2_drop:g}"
         primary, group_metric = "relative MAE", "MAE relative to the overall MAE"
     fairness = (
-        f"largest gap in {group_metric} between groups of {', '.join(gates.sensitive_columns)} <= "
-        f"{gates.max_group_disparity:g} (production's gap reported alongside)"
+        f"largest gap between groups of {', '.join(gates.sensitive_columns)} in {group_metric} < "
+        f"{gates.max_group_disparity:g}, and <= production's gap on the same test rows + {gates.max_disparity_increase:g}; "
+        f"groups under {MIN_GROUP_ROWS} test rows (or, for a class-conditioned rate, under {MIN_CLASS_ROWS} rows of the "
+        "class) are reported, not judged"
         if gates.sensitive_columns else "no sensitive_columns configured: reported as not applicable"
     )
     if gates.comparison == "significance":

@@ -1,6 +1,7 @@
 """Evaluation gates: a worse model never passes, a good one does, and every verdict says why."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrain_assets.simulate import TrafficScenario
@@ -137,10 +138,72 @@ def test_group_disparity_for_regression_is_relative_to_overall_error():
     model = regression_model()
     frame = regression_frame(600)
     predictions = frame["y"].to_numpy() + np.where(frame["zone"] == "n", 2.0, 1.0)
-    disparity, groups = group_disparity(frame, predictions, model, "zone")
-    assert groups["n"] == pytest.approx(2.0) and groups["s"] == pytest.approx(1.0)
+    result = group_disparity(frame, predictions, model, "zone", "demographic_parity")  # regression: MAE whatever
+    assert result.metric == "relative_mae_gap"
+    assert result.groups["n"] == pytest.approx(2.0) and result.groups["s"] == pytest.approx(1.0)
     overall = np.mean(np.abs(predictions - frame["y"]))
-    assert disparity == pytest.approx(1.0 / overall)
+    assert result.disparity == pytest.approx(1.0 / overall)
+
+
+def groups_frame(spec):
+    """Test rows and predictions from per-group counts: name -> (positives, negatives, true positives,
+    false positives), so every rate below is computed by hand from these numbers."""
+    groups, y, predictions = [], [], []
+    for name, (pos, neg, tp, fp) in spec.items():
+        groups += [name] * (pos + neg)
+        y += [1] * pos + [0] * neg
+        predictions += [1] * tp + [0] * (pos - tp) + [1] * fp + [0] * (neg - fp)
+    return pd.DataFrame({"segment": groups, "churned": y}), np.array(predictions)
+
+
+# A: recall 16/20 = 0.8, FPR 4/20 = 0.2, predicted positive 20/40 = 0.5
+# B: recall 10/20 = 0.5, FPR 12/20 = 0.6, predicted positive 22/40 = 0.55
+# C: 10 rows, too small for anything; D: 40 rows but 3 positives: judged only for demographic parity (20/40)
+HAND = {"A": (20, 20, 16, 4), "B": (20, 20, 10, 12), "C": (5, 5, 5, 0), "D": (3, 37, 3, 17)}
+
+
+@pytest.mark.parametrize("metric, expected, judged", [
+    ("recall_gap", 0.8 - 0.5, {"A": 0.8, "B": 0.5}),
+    ("demographic_parity", 0.55 - 0.5, {"A": 0.5, "B": 0.55, "D": 0.5}),
+    ("equalized_odds", 0.6 - 0.2, {"A": {"recall": 0.8, "false_positive_rate": 0.2},
+                                   "B": {"recall": 0.5, "false_positive_rate": 0.6}}),
+])
+def test_each_fairness_metric_on_hand_counted_groups(metric, expected, judged):
+    model = churn_model()
+    frame, predictions = groups_frame(HAND)
+    result = group_disparity(frame, predictions, model, "segment", metric)
+    assert result.metric == metric and result.disparity == pytest.approx(expected)
+    assert result.groups == pytest.approx(judged) if metric != "equalized_odds" else result.groups == judged
+    assert result.not_judged["C"] == "10 rows < 30"
+    assert ("D" in result.not_judged) == (metric != "demographic_parity")
+    if metric != "demographic_parity":
+        assert result.not_judged["D"] == "3 positives < 5"
+
+
+def test_the_fairness_gate_needs_below_the_limit_and_not_worse_than_production():
+    frame, candidate = groups_frame(HAND)
+    gates = {"sensitive_columns": ["segment"], "fairness_metric": "demographic_parity"}
+    model = churn_model(gates=gates)
+    alone = fairness_gate(frame, candidate, None, model, model.gates)
+    assert alone.passed and alone.value["segment_disparity"] == pytest.approx(0.05)  # 0.05 < 0.10
+    assert alone.value["segment_not_judged"] == {"C": "10 rows < 30"} and "too small to judge (C)" in alone.message
+    # Production selects 20 of B's 40 rows (B: 10 tp, 10 fp): every judged group at 0.5, a gap of 0.
+    _, fairer = groups_frame({**HAND, "B": (20, 20, 10, 10)})
+    worse = fairness_gate(frame, candidate, fairer, model, model.gates)
+    assert not worse.passed and worse.value["segment_production_disparity"] == 0.0
+    assert "worse than production's 0.000" in worse.message
+    tolerant = churn_model(gates={**gates, "max_disparity_increase": 0.06})
+    assert fairness_gate(frame, candidate, fairer, tolerant, tolerant.gates).passed
+    # Production less fair (B selects 26 of 40: a gap of 0.15): the candidate's 0.05 is an improvement.
+    _, unfair = groups_frame({**HAND, "B": (20, 20, 10, 16)})
+    better = fairness_gate(frame, candidate, unfair, model, model.gates)
+    assert better.passed and better.value["segment_production_disparity"] == pytest.approx(0.15)
+    # Below the limit is strict, whatever production does: the recall gap of 0.3 fails, and so does 0.3
+    # against a production model exactly as unfair.
+    by_recall = churn_model(gates={"sensitive_columns": ["segment"]})
+    result = fairness_gate(frame, candidate, candidate, by_recall, by_recall.gates)
+    assert not result.passed and "segment disparity 0.300 >= 0.1" in result.message
+    assert "worse than production" not in result.message and result.value["metric"] == "recall_gap"
 
 
 def test_a_crashing_or_broken_candidate_fails_the_smoke_test(trained):
@@ -211,14 +274,16 @@ def test_the_stated_rules_follow_every_configured_threshold():
 
     odd = {"min_precision": 0.91, "min_recall": 0.77, "max_f1_drop": 0.013, "max_auc_drop": 0.0041,
            "bootstrap_samples": 777, "bootstrap_confidence": 0.9, "significance_tolerance": 0.033,
-           "sensitive_columns": ["region"], "max_group_disparity": 0.07, "max_latency_p99_s": 0.7,
+           "sensitive_columns": ["region"], "max_group_disparity": 0.07, "max_disparity_increase": 0.015,
+           "fairness_metric": "equalized_odds", "max_latency_p99_s": 0.7,
            "max_latency_ratio": 3.5, "max_size_ratio": 2.5, "smoke_rows": 55}
     rules = gate_requirements(settings_from_dict({"models": [{**model_config(), "gates": odd}]}).models[0])
     expected = {
         "absolute_thresholds": ["precision >= 0.91", "recall >= 0.77"],
         "relative_to_production": ["production - 0.013", "production - 0.0041", "777 resamples", "90%"],
         "significance": ["more than 0.033", "90% confidence"],
-        "fairness": ["region", "<= 0.07"],
+        "fairness": ["region", "< 0.07", "production's gap on the same test rows + 0.015", "equalized odds",
+                     "under 30 test rows", "reported, not judged"],
         "latency": ["<= 0.7 s", "3.5x", "single-row"],
         "size": ["2.5x"],
         "smoke_test": ["55 test rows"],
