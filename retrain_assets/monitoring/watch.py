@@ -7,11 +7,14 @@ tolerances (a candidate the watch would roll back must not be promoted out of sh
   MAE grows by more than ``watch_mae_increase`` (relative). The watch compares what each version served
   (the new one since its promotion, the previous one over its last window); the shadow decision compares
   the candidate and production on the *same* labeled requests, which removes traffic differences.
+* absolute criteria (seed 002): live accuracy below ``rollback_min_accuracy`` or p99 request latency above
+  ``rollback_max_latency_ms``, whatever the previous model did; judged in the watch and in the close watch.
 * latency (watch only): p99 request latency more than ``watch_latency_ratio`` x the previous model's and
   above ``watch_latency_floor_ms``, once each has ``watch_latency_min_requests`` timed requests (a single
   slow request, however many rows it carried, is not a spike); labels are not needed.
 """
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,15 +68,74 @@ def compare_latency(live_ms, before_ms, settings) -> Verdict:
                    {"p99_latency_ms": live}, {"p99_latency_ms": before})
 
 
+PHASES = ("watch", "close_watch", "validation", "proven")
+
+
+def deployment_phase(promoted_at: dt.datetime, proven_at: dt.datetime | None, now: dt.datetime,
+                     settings) -> tuple[str, dt.datetime | None]:
+    """Where a promoted model stands and until when (``settings``: DeploymentSettings): the watch (relative
+    and absolute criteria, ``watch_minutes``), the close watch (absolute criteria, until
+    ``close_watch_hours``), the validation period (until ``validation_days``; no automatic rollback), then
+    proven. Seed 002's phases, with seed 004's 30-minute watch first."""
+    if proven_at is not None:
+        return "proven", None
+    ends = {"watch": promoted_at + dt.timedelta(minutes=settings.watch_minutes),
+            "close_watch": promoted_at + dt.timedelta(hours=settings.close_watch_hours),
+            "validation": promoted_at + dt.timedelta(days=settings.validation_days)}
+    for phase in ("watch", "close_watch", "validation"):
+        if now < ends[phase]:
+            return phase, ends[phase]
+    return "validation", ends["validation"]  # over: the watch sensor marks it proven
+
+
+def absolute_verdict(live_pred, live_true, task: str, settings, positive_label=1, live_latency_ms=()) -> Verdict:
+    """Seed 002's rollback criteria, against fixed limits rather than the previous model: live accuracy
+    below ``rollback_min_accuracy`` (classification) and p99 request latency above
+    ``rollback_max_latency_ms``, each judged once it has its evidence (``watch_min_samples`` labeled
+    predictions, ``watch_latency_min_requests`` timed requests)."""
+    failures, parts, judged, values = [], [], [], {}
+    live_pred, live_true = np.asarray(live_pred), np.asarray(live_true)
+    if task == "classification" and settings.rollback_min_accuracy is not None:
+        if len(live_pred) >= settings.watch_min_samples:
+            accuracy = compute_metrics(live_true, live_pred, task, positive_label)["accuracy"]
+            values["accuracy"] = accuracy
+            judged.append(True)
+            parts.append(f"live accuracy {accuracy:.4f} (floor {settings.rollback_min_accuracy})")
+            if accuracy < settings.rollback_min_accuracy:
+                failures.append(f"live accuracy {accuracy:.4f} < {settings.rollback_min_accuracy}")
+        else:
+            judged.append(False)
+            parts.append(f"accuracy: {len(live_pred)} labeled predictions; judging at {settings.watch_min_samples}")
+    latencies = np.asarray(live_latency_ms, dtype=float)
+    if settings.rollback_max_latency_ms is not None:
+        if len(latencies) >= settings.watch_latency_min_requests:
+            p99 = float(np.quantile(latencies, 0.99))
+            values["p99_latency_ms"] = p99
+            judged.append(True)
+            parts.append(f"p99 latency {p99:.1f} ms (ceiling {settings.rollback_max_latency_ms:g} ms)")
+            if p99 > settings.rollback_max_latency_ms:
+                failures.append(f"live p99 latency {p99:.1f} ms > {settings.rollback_max_latency_ms:g} ms")
+        else:
+            judged.append(False)
+            parts.append(f"latency: {len(latencies)} timed requests; judging at {settings.watch_latency_min_requests}")
+    if failures:
+        return Verdict(True, True, "; ".join(failures), values)
+    return Verdict(False, all(judged), "; ".join(parts) or "no absolute criteria set", values)
+
+
 def post_deploy_verdict(live_pred, live_true, before_pred, before_true, task: str, settings, positive_label=1,
                         live_latency_ms=(), before_latency_ms=()) -> Verdict:
-    """Roll back on a quality drop or a latency spike; judged once both have enough evidence."""
+    """The watch: roll back on a quality drop or a latency spike against the previous model, or on an
+    absolute criterion; judged once each has enough evidence."""
     quality = compare_quality(live_pred, live_true, before_pred, before_true, task, settings,
                               min_samples=settings.watch_min_samples, positive_label=positive_label)
     latency = compare_latency(live_latency_ms, before_latency_ms, settings)
-    message = f"{quality.message}; {latency.message}"
-    return Verdict(quality.worse or latency.worse, (quality.judged and latency.judged) or quality.worse or latency.worse,
-                   message, {**quality.new, **latency.new}, {**quality.old, **latency.old})
+    absolute = absolute_verdict(live_pred, live_true, task, settings, positive_label, live_latency_ms)
+    verdicts = (quality, latency, absolute)
+    worse = [v for v in verdicts if v.worse]
+    message = "; ".join(v.message for v in (worse or verdicts))
+    return Verdict(bool(worse), bool(worse) or (quality.judged and latency.judged), message,
+                   {**quality.new, **latency.new, **absolute.new}, {**quality.old, **latency.old})
 
 
 def shadow_verdict(shadow_pred, production_pred, true, task: str, settings, positive_label=1) -> Verdict:

@@ -111,6 +111,40 @@ def test_watch_rolls_back_on_a_live_latency_spike(tmp_path, harness_for):
     assert "p99 latency 252.4 ms vs" in tick.run_requests[0].tags[TAG_REASON]
 
 
+def test_the_close_watch_rolls_back_on_the_absolute_criteria_and_each_phase_is_shown(tmp_path, harness_for):
+    """Past its 30-minute watch, a model is still rolled back when live accuracy falls under the floor
+    (seed 002's close watch), but no longer for doing somewhat worse than its predecessor. Entering a
+    phase is an event row and refreshes the model card, which names the phase."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from retrain_assets.store.schema import model_versions
+
+    settings = make_settings(tmp_path, gates=LOOSE, deployment={"rollback_min_accuracy": 0.8})
+    h = two_versions(harness_for, settings)
+    watched = h.sensor_tick("churn_post_deploy_watch")
+    phase_rows = [e for e in h.store.events.recent("churn") if e["trigger_type"] == "deployment_phase"]
+    assert phase_rows[0]["trigger_metrics"]["phase"] == "watch" and phase_rows[0]["execution_attempted"] is False
+    card = h.instance.get_latest_materialization_event(h.defs.resolve_assets_def(["churn", "model_card"]).key)
+    assert "phase: **watch**" in card.asset_materialization.metadata["card"].value
+    two_hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    with h.store.engine.begin() as conn:
+        conn.execute(update(model_versions).where(model_versions.c.version == 2).values(promoted_at=two_hours_ago))
+    h.traffic(300, serve=True)  # v2 on its own population: accurate
+    calm = h.sensor_tick("churn_post_deploy_watch", cursor=watched.cursor)
+    assert not calm.run_requests and "close watch of v2: live accuracy" in calm.skip_message, calm.skip_message
+    assert [e["trigger_metrics"]["phase"] for e in h.store.events.recent("churn")
+            if e["trigger_type"] == "deployment_phase"][:2] == ["close_watch", "watch"]
+    [card] = calm.asset_events  # the daemon records it as a model_card materialization
+    assert card.asset_key.path == ["churn", "model_card"] and "v2 entered its close watch" in card.description
+    assert "phase: **close watch**" in card.metadata["card"].value
+    h.traffic(1500, scenario=CONCEPT, serve=True)  # behaviour changed: live accuracy falls under the floor
+    tick = h.sensor_tick("churn_post_deploy_watch", cursor=calm.cursor)
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert "post-deploy close watch: v2 live accuracy" in tick.run_requests[0].tags[TAG_REASON]
+
+
 def shadow_settings(tmp_path):
     return make_settings(tmp_path, gates=LOOSE, deployment={"shadow": True, "shadow_min_samples": 100})
 

@@ -51,3 +51,36 @@ def test_shadow_compares_candidate_and_production_on_the_same_requests():
     rejected = shadow_verdict(BAD, GOOD, TRUE, "classification", SETTINGS)
     assert rejected.worse and "vs" in rejected.message and "production" in rejected.message
     assert not shadow_verdict(GOOD[:50], BAD[:50], TRUE[:50], "classification", SETTINGS).judged
+
+
+def test_the_phases_follow_the_promotion_time():
+    import datetime as dt
+
+    from retrain_assets.monitoring.watch import deployment_phase
+
+    promoted = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+    at = lambda **delta: deployment_phase(promoted, None, promoted + dt.timedelta(**delta), SETTINGS)  # noqa: E731
+    assert at(minutes=29) == ("watch", promoted + dt.timedelta(minutes=30))
+    assert at(minutes=30) == ("close_watch", promoted + dt.timedelta(hours=24))
+    assert at(hours=23, minutes=59)[0] == "close_watch"
+    assert at(hours=24) == ("validation", promoted + dt.timedelta(days=7))
+    assert at(days=8)[0] == "validation"  # over: the sensor marks it proven
+    assert deployment_phase(promoted, promoted, promoted + dt.timedelta(days=9), SETTINGS) == ("proven", None)
+
+
+def test_absolute_criteria_roll_back_whatever_the_previous_model_did():
+    """Seed 002: accuracy < 75 % or latency > 5 s. A model as bad as its predecessor still goes."""
+    from retrain_assets.monitoring.watch import absolute_verdict
+
+    bad = absolute_verdict(BAD, TRUE, "classification", SETTINGS)
+    assert bad.worse and "live accuracy 0.59" in bad.message and "< 0.75" in bad.message
+    assert post_deploy_verdict(BAD, TRUE, BAD, TRUE, "classification", SETTINGS).worse  # equal to before: still out
+    fine = absolute_verdict(GOOD, TRUE, "classification", SETTINGS, live_latency_ms=np.full(50, 120.0))
+    assert not fine.worse and fine.judged
+    slow = absolute_verdict(GOOD, TRUE, "classification", SETTINGS, live_latency_ms=np.full(50, 6000.0))
+    assert slow.worse and "p99 latency 6000.0 ms > 5000 ms" in slow.message
+    early = absolute_verdict(BAD[:50], TRUE[:50], "classification", SETTINGS)
+    assert not early.worse and not early.judged  # 50 labeled < watch_min_samples: no verdict yet
+    off = DeploymentSettings(watch_min_samples=100, rollback_min_accuracy=None, rollback_max_latency_ms=None)
+    assert not absolute_verdict(BAD, TRUE, "classification", off).worse
+    assert not absolute_verdict(np.zeros(200), np.ones(200), "regression", SETTINGS).worse  # no accuracy floor

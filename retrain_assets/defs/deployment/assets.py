@@ -1,15 +1,40 @@
 """The model card: what the production model is for, what it was trained on, how it compares, its limits."""
 
+import datetime as dt
+
 import dagster as dg
 
 from retrain_assets.defs.keys import asset_key
 from retrain_assets.defs.metadata import URI, md_table
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.errors import StoreError
+from retrain_assets.monitoring.watch import deployment_phase
 from retrain_assets.settings import ModelSettings
 
 
-def model_card_markdown(model: ModelSettings, production, previous, dataset) -> str:
+def deployment_lines(model: ModelSettings, production, now: dt.datetime) -> list[str]:
+    """Where the model stands after its promotion: its phase, until when, and what can still roll it back."""
+    if production.promoted_at is None:
+        return ["- not promoted"]
+    settings = model.deployment
+    phase, until = deployment_phase(production.promoted_at, production.proven_at, now, settings)
+    criteria = [c for c in (
+        f"live accuracy < {settings.rollback_min_accuracy}" if model.task == "classification" and settings.rollback_min_accuracy else "",
+        f"p99 latency > {settings.rollback_max_latency_ms:g} ms" if settings.rollback_max_latency_ms else "") if c]
+    explain = {
+        "watch": "compared live with the previous model (F1 or MAE, p99 latency) and the absolute criteria "
+                 f"({', '.join(criteria) or 'none'}); a failure rolls it back",
+        "close_watch": f"the absolute criteria ({', '.join(criteria) or 'none'}) roll it back",
+        "validation": "no automatic rollback; proven when the period ends",
+        "proven": f"proven {production.proven_at:%Y-%m-%d %H:%M} UTC; its live metrics are the baseline" if production.proven_at else "",
+    }[phase]
+    return [f"- phase: **{phase.replace('_', ' ')}**" + (f" until {until:%Y-%m-%d %H:%M} UTC" if until else "") + f": {explain}",
+            f"- phases: watch {settings.watch_minutes:g} min, close watch to {settings.close_watch_hours:g} h, "
+            f"validation to {settings.validation_days:g} days after the promotion"]
+
+
+def model_card_markdown(model: ModelSettings, production, previous, dataset,
+                        now: dt.datetime | None = None) -> str:
     gates = production.gate_results or []
     fairness = next((g for g in gates if g["name"] == "fairness"), None)
     lines = [
@@ -25,6 +50,9 @@ def model_card_markdown(model: ModelSettings, production, previous, dataset) -> 
         f"time range {' to '.join(dataset.summary.get('time_range', ['?', '?']))}",
         f"- estimator {model.estimator.type}, parameters {production.params}",
         f"- trigger: {production.trigger or 'manual'} ({production.reason or 'no reason given'})",
+        "",
+        "## Deployment",
+        *deployment_lines(model, production, now or dt.datetime.now(dt.timezone.utc)),
         "",
         "## Metrics (test split of its dataset)",
         md_table({k: round(v, 4) for k, v in production.metrics.items()},

@@ -1,16 +1,35 @@
-"""The post-deploy watch sensor: rolls a freshly promoted model back when it does worse live."""
+"""The post-deploy watch sensor: walks a promoted model through its phases and rolls it back by itself.
+
+Phases (:func:`~retrain_assets.monitoring.watch.deployment_phase`): the watch (``watch_minutes``, the
+new model against the previous one and the absolute criteria), the close watch (until
+``close_watch_hours``, the absolute criteria), the validation period (until ``validation_days``), proven.
+Each change of phase refreshes the model card (which states the phase) and is an event row, so the UI and
+SQL both show where the model stands.
+"""
 
 import datetime as dt
+import json
 
 import dagster as dg
 
 from retrain_assets.defs.automation import model_sensor
+from retrain_assets.defs.deployment.assets import model_card_materialization
 from retrain_assets.defs.deployment.rollback import rollback_job_name
 from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, short
-from retrain_assets.defs.resources import MonitoringStoreResource
-from retrain_assets.monitoring.watch import post_deploy_verdict
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.metrics import compute_metrics
+from retrain_assets.monitoring.watch import absolute_verdict, deployment_phase, post_deploy_verdict
 from retrain_assets.settings import ModelSettings
+
+PHASE_TRIGGER = "deployment_phase"  # trigger_type of the event rows that record a change of phase
+
+
+def _state(cursor: str | None) -> dict:
+    try:
+        state = json.loads(cursor) if cursor else {}
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
@@ -21,52 +40,86 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
         name=f"{model.name}_post_deploy_watch",
         job_name=rollback_job_name(model.name),
         description=(
-            f"For {settings.watch_minutes:g} minutes after a promotion of {model.name}, compares the new model's live "
-            "labeled predictions and request latency with the previous model's and requests a rollback when it does "
-            f"worse; after {settings.validation_days:g} days without rollback marks it proven."
+            f"After a promotion of {model.name}: for {settings.watch_minutes:g} minutes compares the new model's live "
+            "labeled predictions and request latency with the previous model's; until "
+            f"{settings.close_watch_hours:g} hours checks the absolute criteria (accuracy floor, latency ceiling); "
+            f"requests a rollback when either fails; after {settings.validation_days:g} days without rollback marks "
+            "it proven. Each change of phase refreshes the model card and is an event row."
         ),
     )
-    def post_deploy_watch(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource):
+    def post_deploy_watch(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource,
+                          artifact_store: ArtifactStoreResource):
         store = monitoring_store.get()
         production = store.registry.production(model.name)
         if production is None or production.promoted_at is None:
             return dg.SkipReason(f"{model.name} has no promoted model to watch")
-        age = dt.datetime.now(dt.timezone.utc) - production.promoted_at
-        if age > dt.timedelta(days=settings.validation_days) and production.proven_at is None:
+        now = dt.datetime.now(dt.timezone.utc)
+        phase, until = deployment_phase(production.promoted_at, production.proven_at, now, settings)
+        if phase == "validation" and until is not None and now >= until:
             live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=model.monitoring.window_rows)
             live = live.dropna(subset=["prediction", "label"])
             baseline = (compute_metrics(live["label"].to_numpy(), live["prediction"].to_numpy(), model.task,
                                         model.positive_label) if len(live) >= settings.watch_min_samples else production.metrics)
             archived = store.registry.mark_proven(model.name, production.version, baseline, settings.keep_versions)
-            return dg.SkipReason(
-                f"{production.label} served {settings.validation_days:g} days without rollback: proven; its live metrics "
-                f"are the new baseline{'; archived ' + ', '.join(f'v{v}' for v in archived) if archived else ''}"
-            )
-        if age > dt.timedelta(minutes=settings.watch_minutes):
-            return dg.SkipReason(f"{production.label} was promoted {age} ago: past its {settings.watch_minutes:g}-minute watch")
-        if context.cursor == production.label:
-            return dg.SkipReason(f"{production.label} already judged")
-        previous = store.registry.with_status(model.name, "standby")
-        if previous is None:
-            return dg.SkipReason(f"{production.label} has no previous model to compare with or roll back to")
+            production = store.registry.production(model.name)
+            phase, until = "proven", None
+            note = (f"{production.label} served {settings.validation_days:g} days without rollback: proven; its live "
+                    f"metrics are the new baseline{'; archived ' + ', '.join(f'v{v}' for v in archived) if archived else ''}")
+        else:
+            note = None
+        state = _state(context.cursor)
+        if state.get("version") != production.label:
+            state = {"version": production.label}
+        events = []
+        if state.get("phase") != phase:
+            why = f"{production.label} entered its {phase.replace('_', ' ')}" + (f" (until {until:%Y-%m-%d %H:%M} UTC)" if until else "")
+            store.events.record_trigger(model.name, trigger_type=PHASE_TRIGGER, severity="LOW", reason=why, attempted=False,
+                                        metrics={"version": production.label, "phase": phase,
+                                                 "until": until.isoformat() if until else None})
+            events.append(model_card_materialization(store, artifact_store.get(), model, why))
+            state["phase"] = phase
+        context.update_cursor(json.dumps(state))
+
+        def skip(message: str) -> dg.SensorResult:
+            return dg.SensorResult(skip_reason=message, asset_events=events)
+
+        if note:
+            return skip(note)
+        if phase in ("validation", "proven"):
+            return skip(f"{production.label} is in its {phase} phase: no automatic rollback")
         window = model.monitoring.window_rows
         live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=window).dropna(subset=["prediction", "label"])
-        before = store.predictions.served_outcomes(model.log_key, previous.version, last_rows=window).dropna(subset=["prediction", "label"])
-        verdict = post_deploy_verdict(
-            live["prediction"], live["label"], before["prediction"], before["label"], model.task, settings,
-            model.positive_label,
-            live_latency_ms=store.predictions.served_latencies(model.log_key, production.version, last_rows=window),
-            before_latency_ms=store.predictions.served_latencies(model.log_key, previous.version, last_rows=window),
-        )
-        if not verdict.judged or not verdict.worse:
-            if verdict.judged:
-                context.update_cursor(production.label)
-            return dg.SkipReason(f"watching {production.label}: {verdict.message}")
-        context.update_cursor(production.label)
-        reason = f"post-deploy watch: {production.label} {verdict.message}; back to {previous.label}"
-        return dg.RunRequest(
-            run_key=f"rollback-{production.label}-{production.promoted_at:%Y%m%d%H%M%S}",
-            tags={TAG_MODEL: model.name, TAG_TRIGGER: "post_deploy_watch", TAG_SEVERITY: "HIGH", TAG_REASON: short(reason)},
+        live_latency = store.predictions.served_latencies(model.log_key, production.version, last_rows=window)
+        previous = store.registry.with_status(model.name, "standby")
+        if previous is None:
+            return skip(f"{production.label} has no previous model to compare with or roll back to")
+        if phase == "watch":
+            if state.get("judged"):
+                return skip(f"{production.label} already judged in its watch")
+            before = store.predictions.served_outcomes(model.log_key, previous.version, last_rows=window).dropna(subset=["prediction", "label"])
+            verdict = post_deploy_verdict(
+                live["prediction"], live["label"], before["prediction"], before["label"], model.task, settings,
+                model.positive_label, live_latency_ms=live_latency,
+                before_latency_ms=store.predictions.served_latencies(model.log_key, previous.version, last_rows=window),
+            )
+        else:  # the close watch: the absolute criteria, every evaluation
+            verdict = absolute_verdict(live["prediction"], live["label"], model.task, settings, model.positive_label,
+                                       live_latency)
+        if not verdict.worse:
+            if phase == "watch" and verdict.judged:
+                state["judged"] = True
+                context.update_cursor(json.dumps(state))
+            return skip(f"{'watching' if phase == 'watch' else 'close watch of'} {production.label}: {verdict.message}")
+        state["judged"] = True
+        context.update_cursor(json.dumps(state))
+        reason = f"post-deploy {phase.replace('_', ' ')}: {production.label} {verdict.message}; back to {previous.label}"
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(
+                run_key=f"rollback-{production.label}-{production.promoted_at:%Y%m%d%H%M%S}",
+                tags={TAG_MODEL: model.name, TAG_TRIGGER: "post_deploy_watch", TAG_SEVERITY: "HIGH",
+                      TAG_REASON: short(reason)},
+            )],
+            asset_events=events,
         )
 
     return post_deploy_watch
