@@ -127,6 +127,8 @@ def test_status_reports_the_newest_retrain(deployment):
     assert body["serving"] == "v2" and {g["name"] for g in body["candidate"]["gates"]} >= {"smoke_test"}
     assert "candidate_f1" in body["comparison_with_production"]
     assert body["last_retrain"]["successful"] is True
+    assert body["last_retrain"]["status"] == "completed" and body["last_retrain"]["status_source"] == "event"
+    assert body["deltas"] == {}  # the newest candidate is production
 
 
 def test_reload_under_load_never_fails_a_request_and_refuses_a_corrupt_artifact(deployment):
@@ -225,6 +227,10 @@ def test_trigger_queues_a_run_on_a_real_dagster_webserver(deployment):
                             timeout=60)
         assert forced.status_code == 200, forced.text
         assert store.events.get(forced.json()["event_id"])["trigger_metrics"]["forced"] is True
+        # The run waits in Dagster's queue: /training/status asks the webserver, not only the event row.
+        status = httpx.get(f"{base}/training/status", params={"model": "churn"}, timeout=60).json()["last_retrain"]
+        assert status["run_id"] == forced.json()["run_id"]
+        assert (status["status"], status["status_source"]) == ("queued", "dagster")
         assert "forced manual trigger" in store.events.get(body["event_id"])["execution_metrics"]["error"]
     finally:
         os.killpg(webserver.pid, signal.SIGTERM)
@@ -244,6 +250,10 @@ def test_a_candidate_in_shadow_scores_served_requests_off_the_request_path(deplo
         dataset_tag=v1.dataset_tag, dataset_hash=v1.dataset_hash, params={}, metrics=v1.metrics)
     store.registry.start_shadow("churn", candidate.version)
     assert httpx.post(f"{base}/model/reload", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    status = httpx.get(f"{base}/training/status", params={"model": "churn"}).json()
+    assert status["candidate"]["version"] == f"v{candidate.version}" and status["production"]["version"] == "v1"
+    numeric = {k for k, v in v1.metrics.items() if isinstance(v, (int, float))}
+    assert numeric and set(status["deltas"]) == numeric and all(d == 0 for d in status["deltas"].values())
     ids = [f"shadowed-{i}" for i in range(40)]
     response = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(40)), "request_ids": ids})
     assert response.status_code == 200 and response.json()["model_version"] == "v1"  # users get production

@@ -89,6 +89,7 @@ logger = logging.getLogger("retrain_assets.serving")
 TOKEN_ENV = "RETRAIN_API_TOKEN"
 DAGSTER_URL_ENV = "RETRAIN_DAGSTER_URL"
 VERSION_HEADER = "X-Model-Version"
+EVENT_TAG = "retrain/event_id"  # retrain_assets.defs.keys.TAG_EVENT_ID (not imported: serving never loads Dagster)
 MAX_ERRORS_SHOWN = 20
 assert REQUEST_ID_LENGTH == prediction_log.c.request_id.type.length
 __all__ = ["ModelSlots", "PredictionLogWriter", "Slot", "create_app"]
@@ -257,19 +258,25 @@ def _label_errors(model: ModelSettings, slot: Slot | None, labels: list) -> dict
     return errors
 
 
-def _dagster_run_status(url: str | None, run_id: str | None) -> str | None:
-    """The run's status from the Dagster webserver (queued/running/completed/failed), or None when there
-    is no webserver configured, it does not answer, or it does not know the run."""
-    if not url or not run_id:
-        return None
-    query = "query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"
+def _dagster_run(url: str | None, run_id: str | None, event_id: int) -> tuple[str | None, str | None]:
+    """(run id, queued/running/completed/failed) from the Dagster webserver: by run id, or, for a run
+    submitted but not started (its event row has no run id yet), by the event's tag. (None, None) when no
+    webserver is configured, it does not answer, or it does not know the run."""
+    if not url:
+        return None, None
+    if run_id:
+        query = "query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { runId status } } }"
+        variables: dict = {"runId": run_id}
+    else:
+        query = ("query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}, limit: 1) { __typename "
+                 "... on Runs { results { runId status } } } }")
+        variables = {"tags": [{"key": EVENT_TAG, "value": str(event_id)}]}
     try:
-        answer = httpx.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": {"runId": run_id}},
-                            timeout=3).json()
-        status = answer["data"]["runOrError"].get("status")
-    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return _RUN_STATUS.get(status)
+        data = httpx.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables}, timeout=3).json()
+        run = data["data"]["runOrError"] if run_id else (data["data"]["runsOrError"].get("results") or [None])[0]
+        return (run["runId"], _RUN_STATUS.get(run["status"])) if run else (None, None)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None, None
 
 
 def _event_run_status(event: dict) -> str:
@@ -527,7 +534,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         relative = next((g for g in (candidate.gate_results or []) if g["name"] == "relative_to_production"), None) \
             if candidate else None
         last = events[0] if events else None
-        run_status = _dagster_run_status(dagster_url, last["run_id"]) if last else None
+        run_id, run_status = _dagster_run(dagster_url, last["run_id"], last["id"]) if last else (None, None)
         deltas = {}
         if candidate is not None and production is not None and candidate.version != production.version:
             deltas = {k: float(candidate.metrics[k]) - float(production.metrics[k])
@@ -539,7 +546,8 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         return StatusResponse(
             model=declared.name,
             last_retrain=None if last is None else LastRetrain(
-                event_id=last["id"], trigger=last["trigger_type"], reason=last["trigger_reason"], run_id=last["run_id"],
+                event_id=last["id"], trigger=last["trigger_type"], reason=last["trigger_reason"],
+                run_id=last["run_id"] or run_id,
                 status=run_status or _event_run_status(last), status_source="dagster" if run_status else "event",
                 attempted=last["execution_attempted"], successful=last["execution_successful"],
                 triggered_at=last["triggered_at"], completed_at=last["execution_completed_at"]),

@@ -30,3 +30,11 @@ def test_the_kubernetes_example_matches_the_cli_and_the_routes(tmp_path):
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert env["RETRAIN_CONFIG"] in mounts and env["RETRAIN_ARTIFACT_ROOT"] in mounts
     assert kinds["Service"]["spec"]["selector"] == kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+def test_serving_names_the_event_tag_as_the_dagster_definitions_do():
+    """/training/status finds a queued run by its event tag without importing Dagster: the name must agree."""
+    from retrain_assets.defs.keys import TAG_EVENT_ID
+    from retrain_assets.serving.api import EVENT_TAG
+
+    assert EVENT_TAG == TAG_EVENT_ID
