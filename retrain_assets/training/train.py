@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, make_scorer, mean_squared_error
 from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from retrain_assets.errors import DataError
+from retrain_assets.errors import DataError, RetrainError
 from retrain_assets.training.dataset import DatasetSplit
 from retrain_assets.metrics import score_model
 from retrain_assets.training.pipeline import SEARCH_SPACES, build_pipeline, default_params, search_space
@@ -26,6 +26,23 @@ from retrain_assets.config.training import TrainingSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
     from retrain_assets.settings import ModelSettings
+
+
+class TrainingBudgetExceeded(RetrainError):
+    """The whole training (tuning plus final fit) took longer than ``training.training_budget_s``.
+
+    The message names the budget, where it ran out and what to do; ``budget_s``, ``elapsed_s``, ``stage``
+    and ``trials`` say the same as numbers (the candidate step shows them as the failure's metadata).
+    """
+
+    def __init__(self, model: str, budget_s: float, elapsed_s: float, stage: str, trials: int):
+        self.budget_s, self.elapsed_s, self.stage, self.trials = budget_s, elapsed_s, stage, trials
+        super().__init__(
+            f"model {model}: training exceeded its time budget training.training_budget_s = {budget_s:g} s "
+            f"({elapsed_s:.2f} s spent, {stage}, {trials} tuning trial(s) done); run fewer trials "
+            "(training.tuning_trials, training.tuning_timeout_s), train on a smaller window (dataset.strategy: "
+            "sliding with dataset.window_rows / window_days), or raise training.training_budget_s"
+        )
 
 
 @dataclass
@@ -84,7 +101,9 @@ def cross_validate_params(
 
 
 def _tune(model: ModelSettings, base: dict, data: pd.DataFrame, settings: TrainingSettings, sample_weight,
-          on_trial: Callable[[dict], None] | None = None):
+          on_trial: Callable[[dict], None] | None = None, timeout: float | None = None):
+    """Optuna's study: stops starting trials after ``timeout`` seconds (what is left of the training budget,
+    at most ``tuning_timeout_s``). Returns (params, cv scores, finished trials); no finished trial: no params."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -105,9 +124,11 @@ def _tune(model: ModelSettings, base: dict, data: pd.DataFrame, settings: Traini
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
     study.enqueue_trial({k: v for k, v in base.items() if k in SEARCH_SPACES[model.estimator.type]})  # the configured params first
-    study.optimize(objective, n_trials=settings.tuning_trials, timeout=settings.tuning_timeout_s, callbacks=[report])
-    best = study.best_trial
+    study.optimize(objective, n_trials=settings.tuning_trials, timeout=timeout, callbacks=[report])
     trials = [summary(t) for t in study.trials if t.value is not None]
+    if not trials:
+        return None, [], trials
+    best = study.best_trial
     return {**base, **best.params}, best.user_attrs["cv_scores"], trials
 
 
@@ -116,6 +137,11 @@ def train_candidate(
     on_trial: Callable[[dict], None] | None = None,
 ) -> TrainedCandidate:
     """Tune (``settings.tuning_trials`` Optuna trials, seeded, time-boxed), cross-validate and fit.
+
+    The whole of it (tuning plus final fit) must end within ``settings.training_budget_s``: Optuna stops
+    starting trials when the budget is spent (its ``timeout``; a running trial is not interrupted), and the
+    budget is checked before and after the final fit, raising :class:`TrainingBudgetExceeded`. A fit that
+    cannot be interrupted is judged when it ends, so a model trained over budget is never returned.
 
     ``sample_weight`` is aligned with ``split.train_and_validation`` (train rows, then validation rows).
     With ``tuning_trials = 0`` the configured parameters are cross-validated and fitted as they are.
@@ -138,15 +164,25 @@ def train_candidate(
     if sample_weight is not None and len(sample_weight) != len(data):
         raise DataError(f"sample_weight has {len(sample_weight)} values for {len(data)} training rows")
     started = time.perf_counter()
+    budget = settings.training_budget_s
+
+    def within_budget(stage: str, spent: bool = False) -> None:
+        elapsed = time.perf_counter() - started
+        if spent or elapsed > budget:
+            raise TrainingBudgetExceeded(model.name, budget, elapsed, stage, len(trials))
+
     base = default_params(model, settings)
     trials: list[dict] = []
     if settings.tuning_trials > 0:
-        params, scores, trials = _tune(model, base, data, settings, sample_weight, on_trial)
+        timeout = max(min(settings.tuning_timeout_s, budget - (time.perf_counter() - started)), 0.0)
+        params, scores, trials = _tune(model, base, data, settings, sample_weight, on_trial, timeout)
     else:
         params, scores = base, cross_validate_params(model, base, data, settings, sample_weight)
+    within_budget("after tuning and cross-validation, before the final fit", spent=params is None)  # None: no trial could finish
     pipeline = build_pipeline(model, params, settings.seed)
     fit_params = {} if sample_weight is None else {"estimator__sample_weight": np.asarray(sample_weight, dtype=float)}
     pipeline.fit(data[model.feature_names], data[model.target], **fit_params)
+    within_budget("after the final fit")
     seconds = time.perf_counter() - started
     metric_name, _ = cv_metric(model)
     return TrainedCandidate(

@@ -7,6 +7,7 @@ import pytest
 from retrain_assets.errors import ConfigError, DataError
 from retrain_assets.settings import settings_from_dict
 from retrain_assets.training import DatasetSplit, split_dataset, train_candidate
+from retrain_assets.training.train import TrainingBudgetExceeded
 from tests.training.conftest import churn_model, labeled_traffic
 
 
@@ -95,3 +96,27 @@ def test_clear_errors_for_unusable_training_data(model):
     bad = churn_model(estimator={"type": "hist_gradient_boosting", "params": {"no_such_knob": 3}})
     with pytest.raises(ConfigError, match="no_such_knob"):
         train_candidate(split_dataset(labeled_traffic(300), bad, bad.dataset, seed=0), bad, bad.training)
+
+
+def test_a_spent_training_budget_fails_with_a_message_that_names_it_and_the_fixes():
+    """A budget of a nanosecond is spent by any work at all, so the outcome does not depend on the machine's
+    speed: Optuna stops starting trials (at most the one already under way finishes, not the 4 asked for)
+    and no model is fitted or returned; with fixed parameters the check before the final fit stops it."""
+    model = churn_model(training={"tuning_trials": 4, "cv_folds": 3, "training_budget_s": 1e-9})
+    split = split_dataset(labeled_traffic(600), model, model.dataset, seed=0)
+    heard = []
+    with pytest.raises(TrainingBudgetExceeded) as raised:
+        train_candidate(split, model, model.training, on_trial=heard.append)
+    error = raised.value
+    assert error.trials == len(heard) <= 1 and error.budget_s == 1e-9 and error.elapsed_s > error.budget_s
+    assert error.stage == "after tuning and cross-validation, before the final fit"
+    message = str(error)
+    for fragment in ("model churn", "training.training_budget_s = 1e-09 s", "fewer trials", "training.tuning_trials",
+                     "smaller window", "dataset.window_rows", "raise training.training_budget_s"):
+        assert fragment in message, (fragment, message)
+    fixed = churn_model(training={"tuning_trials": 0, "cv_folds": 3, "training_budget_s": 1e-9})
+    with pytest.raises(TrainingBudgetExceeded, match="0 tuning trial"):
+        train_candidate(split, fixed, fixed.training)
+    enough = churn_model(training={"tuning_trials": 2, "cv_folds": 3})
+    assert enough.training.training_budget_s == 3600.0
+    assert train_candidate(split, enough, enough.training).tuning_trials == 2

@@ -16,7 +16,7 @@ from retrain_assets.errors import StoreError
 from retrain_assets.monitoring import ReferencePack, ReferenceProfile, build_reference_pack
 from retrain_assets.settings import ModelSettings
 from retrain_assets.training import evaluate_gates, gate_requirements, train_candidate
-from retrain_assets.training.train import cv_metric
+from retrain_assets.training.train import TrainingBudgetExceeded, cv_metric
 
 
 def own_candidate(store, model: ModelSettings, run: dg.DagsterRun):
@@ -59,6 +59,17 @@ def reference_metadata(pack: ReferencePack) -> dict:
     return out
 
 
+def budget_failure(store, model: ModelSettings, run: dg.DagsterRun, error: TrainingBudgetExceeded) -> dg.Failure:
+    """A spent training budget as the step's failure, its numbers as the failure's metadata, and as the
+    outcome of the run's retraining event, so the event says why (not only "the run failed")."""
+    numbers = {"training_budget_s": error.budget_s, "training_seconds": round(error.elapsed_s, 3),
+               "tuning_trials_done": error.trials, "stage": error.stage}
+    event_id = event_of_run(store, run)
+    if event_id:
+        fail_retrain(store, model, int(event_id), execution_metrics={"run_id": run.run_id, "error": str(error), **numbers})
+    return dg.Failure(description=str(error), metadata=numbers, allow_retries=False)
+
+
 def build_candidate_model(model: ModelSettings) -> dg.AssetsDefinition:
     """The model's candidate_model asset."""
     dataset_key = asset_key(model.name, "training_dataset")
@@ -93,7 +104,10 @@ def build_candidate_model(model: ModelSettings) -> dg.AssetsDefinition:
                 f"tuning trial {trial['number'] + 1}/{trial['of']}: CV {metric} {trial['value']:.4f} "
                 f"(best {trial['best_value']:.4f}) in {trial['seconds'] or 0:.1f} s, params {trial['params']}")
 
-        trained = train_candidate(split, model, model.training, sample_weight=weights, on_trial=log_trial)
+        try:
+            trained = train_candidate(split, model, model.training, sample_weight=weights, on_trial=log_trial)
+        except TrainingBudgetExceeded as error:
+            raise budget_failure(store, model, context.run, error) from error
         ref = artifacts.put_model(trained.pipeline)
         # Everything later decisions need about this model, computed once: held-out losses, importances,
         # the drift threshold calibrated on its window, the CBPE reference.
@@ -128,9 +142,13 @@ def build_candidate_model(model: ModelSettings) -> dg.AssetsDefinition:
                 "cv_scores": [round(float(s), 4) for s in trained.cv_scores],
                 "cv_mean": float(trained.cv_mean) if trained.cv_mean is not None else None,
                 "params": dg.MetadataValue.json(trained.params),
+                "cv_metric": metric,
                 "tuning_trials": trained.tuning_trials,
+                "trials": dg.MetadataValue.json(trained.trials),
                 **candidate_pictures(trained, split.test, model, metric),
-                "training_seconds": round(time.perf_counter() - started, 2),
+                "training_seconds": round(trained.train_seconds, 2),
+                "training_budget_s": model.training.training_budget_s,
+                "step_seconds": round(time.perf_counter() - started, 2),
                 URI: artifacts.uri_of(ref.key),
                 "artifact_sha256": ref.sha256,
                 "artifact_size_bytes": ref.size_bytes,
