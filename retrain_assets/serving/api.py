@@ -22,6 +22,7 @@ trigger) need ``Authorization: Bearer $RETRAIN_API_TOKEN``.
 """
 
 import datetime as dt
+import functools
 import hmac
 import logging
 import math
@@ -228,33 +229,38 @@ class BodySizeLimit:
         await JSONResponse({"detail": detail}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
+_STRICT = {"strict": True}
+_LABEL_TYPES = {"regression": Annotated[float, Field(allow_inf_nan=False, **_STRICT)],
+                "b": Annotated[bool, Field(**_STRICT)], "i": Annotated[int, Field(**_STRICT)],
+                "u": Annotated[int, Field(**_STRICT)], "f": Annotated[float, Field(allow_inf_nan=False, **_STRICT)],
+                "O": Annotated[str, Field(**_STRICT)], "U": Annotated[str, Field(**_STRICT)],
+                None: Annotated[int, Field(**_STRICT)] | Annotated[str, Field(**_STRICT)] | Annotated[bool, Field(**_STRICT)]}
+
+
+@functools.lru_cache(maxsize=None)
+def _label_adapter(kind: str | None) -> TypeAdapter:
+    return TypeAdapter(list[_LABEL_TYPES.get(kind, _LABEL_TYPES["O"])])
+
+
 def _label_errors(model: ModelSettings, slot: Slot | None, labels: list) -> dict[int, str]:
     """Index -> why, for labels that do not fit the model's target: regression takes finite numbers;
     classification takes values of the type of the production model's classes, and only those classes
     (without a loaded model: integers, strings or booleans). Validated in one pass of pydantic."""
-    strict = {"strict": True}
     classes = getattr(slot.pipeline, "classes_", None) if slot is not None else None
-    if model.task == "regression":
-        kind = Annotated[float, Field(allow_inf_nan=False, **strict)]
-    elif classes is None:
-        kind = Annotated[int, Field(**strict)] | Annotated[str, Field(**strict)] | Annotated[bool, Field(**strict)]
-    else:
-        classes = np.asarray(classes)
-        kind = {"b": Annotated[bool, Field(**strict)], "i": Annotated[int, Field(**strict)],
-                "u": Annotated[int, Field(**strict)], "f": Annotated[float, Field(**strict)]}.get(
-                    classes.dtype.kind, Annotated[str, Field(**strict)])
+    classes = None if classes is None or model.task == "regression" else np.asarray(classes)
+    kind = "regression" if model.task == "regression" else (None if classes is None else classes.dtype.kind)
     errors: dict[int, str] = {}
     try:
-        TypeAdapter(list[kind]).validate_python(labels)
+        _label_adapter(kind).validate_python(labels)
     except ValidationError as error:
         for e in error.errors(include_url=False):
             errors.setdefault(e["loc"][0], f"label {_finite(e.get('input'))!r} for {model.name} ({model.task}): {e['msg']}")
     if classes is not None:
-        valid = [i for i in range(len(labels)) if i not in errors]
-        if valid:
-            known = np.isin(np.asarray([labels[i] for i in valid], dtype=classes.dtype), classes)
-            for i in np.asarray(valid)[~known]:
-                errors[int(i)] = f"label {labels[i]!r} is not one of {model.name}'s classes {classes.tolist()}"
+        valid = np.asarray([i for i in range(len(labels)) if i not in errors], dtype=int)
+        # Compared as Python objects: a fixed-width string dtype would truncate a longer label into a class.
+        known = np.isin(np.asarray([labels[i] for i in valid], dtype=object), classes.astype(object))
+        for i in valid[~known]:
+            errors[int(i)] = f"label {labels[i]!r} is not one of {model.name}'s classes {classes.tolist()}"
     return errors
 
 

@@ -93,3 +93,17 @@ def test_regression_labels_take_finite_numbers(tmp_path, labels, expected):
             + "]}").encode(), timeout=60)
         assert body.status_code == 200, body.text
         assert [r["status"] for r in body.json()["results"]] == expected
+
+
+def test_label_checks_for_string_classes_never_truncate():
+    """Classes of a fixed-width string dtype: a longer label is not cut down into one of them."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from retrain_assets.serving.api import _label_errors
+
+    model = SimpleNamespace(task="classification", name="plan")
+    slot = SimpleNamespace(pipeline=SimpleNamespace(classes_=np.array(["no", "yes"])))
+    errors = _label_errors(model, slot, ["yes", "yesss", 1, "no"])
+    assert sorted(errors) == [1, 2] and "not one of plan's classes ['no', 'yes']" in errors[1]
