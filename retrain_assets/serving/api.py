@@ -316,6 +316,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         yield
         follower.stop()
         await anyio.to_thread.run_sync(writer.close)  # written, or kept on disk and reported, before exit
+        metrics.process_exited()  # its gauges leave the multi-process aggregate
 
     app = FastAPI(title="retrain-assets", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
     app.state.log_writer = writer

@@ -68,6 +68,14 @@ class ServingMetrics:
         self.log_unwritten.set(stats["pending"] + stats["on_disk"])
         self.database_up.set(1 if stats["database"] == "reachable" else 0)
 
+    def process_exited(self) -> None:
+        """Multi-process mode: drop this process's live gauges (queue, serving version) from the aggregate,
+        so a worker that exited (or was replaced) no longer counts."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
     def render(self) -> bytes:
         """The text exposition: this app's registry, or every process's values in multi-process mode."""
         if not self.multiprocess:
