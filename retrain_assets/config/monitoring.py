@@ -135,6 +135,12 @@ class DecisionSettings(_Strict):
         description="New labels make a retrain worthwhile at this share of the production model's training rows "
                     "(at least min_labeled_rows); with a warning signal they trigger one.",
     )
+    trend_reports: int = Field(
+        6, ge=3,
+        description="The trend test reads the primary metric of this many latest performance reports of the production "
+                    "model; a significant monotonic decline (Kendall's tau, one-sided) is named as a gradual decline.",
+    )
+    trend_alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance of the trend test's decline.")
     max_model_age_days: float | None = Field(
         30.0, gt=0,
         description="A production model neither promoted, challenged by a candidate nor verified by the realized "

@@ -28,6 +28,11 @@ urgency, a confidence, one plain-words reason, and every signal with its statist
 5. **Age, the safety net.** A model neither promoted, challenged nor verified on a fresh labeled batch for
    ``max_model_age_days`` retrains anyway (MEDIUM).
 
+6. **Notices** (seed 003), reported and never acting: prediction drift (the model's own output on recent
+   inputs against its held-out rows) and the trend of the primary metric over the latest performance
+   reports; a decline is named in the reason when the realized tests retrain
+   (:mod:`~retrain_assets.monitoring.prediction_drift` says why neither acts).
+
 Otherwise no retrain: LOW (monitor) when a warning stands, NONE when nothing does. Evidence that cannot be
 gathered (too few labeled rows, no reference pack, no probabilities, a regression model for CBPE) is listed
 as unavailable with the reason, and the decision rests on the rest; too little data is never drift.
@@ -44,6 +49,7 @@ from retrain_assets.errors import DataError
 from retrain_assets.monitoring.cbpe import estimate_performance
 from retrain_assets.monitoring.dataset_drift import DriftReport
 from retrain_assets.monitoring.degradation import concept_drift_of_losses, per_row_losses, performance_degradation
+from retrain_assets.monitoring.prediction_drift import decline_trend
 from retrain_assets.monitoring.reference_pack import ReferencePack, weighted_drift
 from retrain_assets.monitoring.retrain_decision import (
     SEVERITY_ORDER,
@@ -56,7 +62,8 @@ from retrain_assets.monitoring.retrain_decision import (
 )
 from retrain_assets.monitoring.sequential import batch_test, dependence, page_hinkley
 
-SIGNAL_KINDS = ("performance", "concept_drift", "drift", "estimated_performance", "data_volume", "model_age")
+SIGNAL_KINDS = ("performance", "concept_drift", "drift", "estimated_performance", "data_volume", "model_age",
+                "prediction_drift", "trend")
 URGENCY = {"NONE": "none", "LOW": "monitor", "MEDIUM": "next_quiet_window", "HIGH": "now", "CRITICAL": "now"}
 URGENCY_ORDER = ("none", "monitor", "next_quiet_window", "within_24h", "now")
 # Deciding-signal order when several could decide: what labels show first, then what inputs show.
@@ -89,6 +96,8 @@ class Evidence:
     drift: DriftReport | None = None  # recent inputs against the profile of its training rows
     outcomes: Outcomes | None = None  # labeled predictions since deployment or the last failed retrain
     recent_scores: np.ndarray | None = None  # its scores on the recent (unlabeled) inputs, for CBPE
+    recent_outputs: np.ndarray | None = None  # what it output on them (score, class or value), for prediction drift
+    performance_history: tuple[float, ...] | None = None  # its primary metric in its latest reports, oldest first
     pack: ReferencePack | None = None  # computed when it was trained
     baseline: dict | None = None  # its baseline metrics (the large-drop arm; the seed's rules)
     new_labels: int | None = None  # labels that arrived after its training dataset was built
@@ -104,7 +113,7 @@ class SignalEvidence:
     """One signal as the decision judged it: its statistic against its threshold."""
 
     kind: str  # performance | drift | estimated_performance | concept_drift | data_volume | model_age
-    status: str  # retrain (enough alone) | weak (needs support) | none | unavailable
+    status: str  # retrain (enough alone) | weak (needs support) | notice (reported, never acts) | none | unavailable
     test: str
     value: float | None
     threshold: float | None
@@ -300,6 +309,45 @@ def _estimated_performance(evidence: Evidence, model) -> SignalEvidence:
                           1 - estimate.p_value, estimate.to_dict())
 
 
+def _prediction_drift(evidence: Evidence, model) -> SignalEvidence:
+    """The model's output on recent inputs against its held-out rows: PSI against its sampling noise at
+    ``drift_alpha``. A notice: CBPE already acts on the scores (see the prediction_drift module)."""
+    test = "PSI of the model's output"
+    reference = evidence.pack.predictions if evidence.pack is not None else None
+    if reference is None:
+        return _unavailable("prediction_drift", test, "no held-out outputs in the reference pack (trained before they were kept)")
+    outputs = evidence.recent_outputs
+    if outputs is None or len(outputs) < model.decision.min_labeled_rows:
+        count = 0 if outputs is None else len(outputs)
+        return _unavailable("prediction_drift", test, evidence.unavailable.get("prediction_drift", f"{count} scored recent rows"))
+    found = reference.compare(outputs, model.decision.drift_alpha)
+    moved = found["psi"] > found["threshold"]
+    what = {"score": "scores", "class": "predicted classes", "value": "predicted values"}[reference.kind]
+    detail = (f"{'prediction drift: ' if moved else ''}PSI {found['psi']:.4g} of its {what} on {found['rows']} recent rows vs "
+              f"{found['reference_rows']} held out ({'above' if moved else 'within'} sampling noise {found['threshold']:.3g})")
+    return SignalEvidence("prediction_drift", "notice" if moved else "none", test, found["psi"], found["threshold"],
+                          detail, 0.0, found)
+
+
+def _trend(evidence: Evidence, model) -> SignalEvidence:
+    """A monotonic decline of the primary metric over the latest ``trend_reports`` performance reports."""
+    from retrain_assets.metrics import HIGHER_IS_BETTER
+
+    metric = "f1" if evidence.task == "classification" else "mae"
+    test = f"Kendall's tau of {metric} over reports"
+    history = evidence.performance_history
+    if not history or len(history) < 3:
+        return _unavailable("trend", test, f"{len(history or ())} performance reports of this model (3 needed)")
+    found = decline_trend(history, HIGHER_IS_BETTER[metric], model.decision.trend_alpha)
+    if found is None:
+        return _unavailable("trend", test, "fewer than three reports with the metric")
+    values = ", ".join(f"{v:.3f}" for v in history)
+    detail = (f"{'gradual decline: ' if found['declining'] else ''}{metric} over its last {found['reports']} reports "
+              f"[{values}] (tau {found['tau']:+.2f}, p {found['p_value']:.2g})")
+    return SignalEvidence("trend", "notice" if found["declining"] else "none", test, found["tau"], None, detail, 0.0,
+                          {**found, "metric": metric, "values": list(history)})
+
+
 def _concept(evidence: Evidence, model) -> SignalEvidence:
     """Windowed error growth: the newest window's loss against the previous one's. Significant at the
     realized tests' level (``sequential_alpha``) it retrains on its own (the model got worse than it just
@@ -377,7 +425,8 @@ def assess(evidence: Evidence, model) -> list[SignalEvidence]:
     unverified = 0.0 if (realized.metrics or {}).get("verified") else evidence.days_since_verified
     signals = [realized, _concept(evidence, model), _weighted_drift(evidence, model),
                _estimated_performance(evidence, model), label_volume_signal(evidence.new_labels, evidence.training_rows, model),
-               age_signal(evidence.model_age_days, model, unverified)]
+               age_signal(evidence.model_age_days, model, unverified), _prediction_drift(evidence, model),
+               _trend(evidence, model)]
     for signal in signals:
         signal.lasting = signal.status == "weak" and signal.kind in evidence.previous_warnings
     return signals
@@ -391,7 +440,9 @@ def fuse(signals: list[SignalEvidence], model) -> Decision:
     realized, concept, drift, labels = by["performance"], by["concept_drift"], by["drift"], by["data_volume"]
     estimated, age = by["estimated_performance"], by["model_age"]
     if realized.status == "retrain":
-        return _verdict(signals, realized, realized.severity, realized.detail)
+        trend = by["trend"]
+        named = f"{realized.detail}; {trend.detail}" if trend.status == "notice" else realized.detail
+        return _verdict(signals, realized, realized.severity, named)
     if concept.status == "retrain":
         return _verdict(signals, concept, "HIGH", concept.detail)
     if drift.status == "retrain":
@@ -416,7 +467,7 @@ def _verdict(signals: list[SignalEvidence], decider: SignalEvidence | None, seve
              policy: str = "evidence") -> Decision:
     retrain = severity in ("MEDIUM", "HIGH", "CRITICAL")
     judged = [s for s in signals if s.status != "unavailable"]
-    insufficient = not judged or all(s.kind in ("data_volume", "model_age") for s in judged)
+    insufficient = not judged or all(s.kind in ("data_volume", "model_age", "prediction_drift", "trend") for s in judged)
     if retrain:
         support = [s.confidence for s in signals if s.status in ("retrain", "weak") and s.kind != "data_volume"]
         confidence = 1.0 - float(np.prod([1.0 - min(max(c, 0.0), 1.0) for c in support])) if support else 1.0

@@ -37,6 +37,7 @@ def gather_evidence(
     model_age_days: float | None = None,
     previous_warnings: tuple[str, ...] = (),
     days_since_verified: float | None = None,
+    performance_history: tuple[float, ...] | None = None,
 ) -> Evidence:
     """``model``: ModelSettings; ``recent``: the newest inputs (features, oldest first); ``labeled``: rows
     labeled since the production model's dataset (or since the last failed retrain), features and target,
@@ -45,7 +46,7 @@ def gather_evidence(
     features = model.feature_names
     evidence = Evidence(model.task, pack=pack, baseline=baseline, new_labels=new_labels, training_rows=training_rows,
                         model_age_days=model_age_days, previous_warnings=tuple(previous_warnings),
-                        days_since_verified=days_since_verified)
+                        days_since_verified=days_since_verified, performance_history=performance_history)
     if recent is None or recent.empty:
         evidence.unavailable["drift"] = "no recent inputs in the data source"
     elif _missing(recent, features):
@@ -59,12 +60,19 @@ def gather_evidence(
                                               model.categorical_features)
             except RetrainError as error:
                 evidence.unavailable["drift"] = str(error)
-        if model.task == "classification" and pack is not None and pack.cbpe is not None:
+        cbpe = model.task == "classification" and pack is not None and pack.cbpe is not None
+        outputs = pack.predictions if pack is not None else None
+        if cbpe or outputs is not None:
             try:
-                _, probabilities = predict_with_probabilities(pipeline, recent[features], model.task)
-                evidence.recent_scores = probabilities
+                predictions, probabilities = predict_with_probabilities(pipeline, recent[features], model.task)
             except Exception as error:  # noqa: BLE001 - a model that cannot score is unavailable evidence
-                evidence.unavailable["estimated_performance"] = f"the production model cannot score the recent inputs ({error})"
+                why = f"the production model cannot score the recent inputs ({error})"
+                evidence.unavailable.update({"estimated_performance": why, "prediction_drift": why})
+            else:
+                evidence.recent_scores = probabilities if cbpe else None
+                if outputs is not None:
+                    evidence.recent_outputs = (positive_column(pipeline, probabilities, model.positive_label)
+                                               if outputs.kind == "score" and probabilities is not None else predictions)
     if labeled is None or labeled.empty:
         evidence.unavailable["performance"] = "no rows labeled since the production model's training dataset"
     elif _missing(labeled, [*features, model.target]):

@@ -29,6 +29,7 @@ from retrain_assets.metrics import positive_scores
 from retrain_assets.monitoring.cbpe import CbpeReference
 from retrain_assets.monitoring.degradation import per_row_losses
 from retrain_assets.monitoring.feature_tests import pooled_levels, psi
+from retrain_assets.monitoring.prediction_drift import PredictionReference
 from retrain_assets.monitoring.profiles import ReferenceProfile, category_counts
 from retrain_assets.monitoring.sequential import LossReference
 
@@ -90,6 +91,7 @@ class ReferencePack:
     drift: DriftCalibration | None
     cbpe: CbpeReference | None
     format: int = PACK_FORMAT
+    predictions: PredictionReference | None = None  # its outputs on the held-out rows (packs since format 1.1)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -104,6 +106,7 @@ class ReferencePack:
             drift=DriftCalibration(**raw["drift"]) if raw.get("drift") else None,
             cbpe=CbpeReference(**raw["cbpe"]) if raw.get("cbpe") else None,
             format=raw.get("format", PACK_FORMAT),
+            predictions=PredictionReference(**raw["predictions"]) if raw.get("predictions") else None,
         )
 
 
@@ -217,8 +220,11 @@ def build_reference_pack(pipeline, model, window: pd.DataFrame, test: pd.DataFra
     losses = per_row_losses(predictions, test[model.target].to_numpy(), model.task)
     weights = importance_weights(pipeline, test, model, seed)
     calibration = calibrate_drift(profile, window, weights, model.monitoring.window_rows, min_chunks)
-    cbpe = None
+    cbpe, outputs = None, PredictionReference.fit(predictions, "value" if model.task == "regression" else "class")
     if model.task == "classification" and hasattr(pipeline, "predict_proba"):
-        cbpe = CbpeReference.fit(positive_scores(pipeline, features, model.positive_label), 1.0 - losses)
-    return ReferencePack(model.task, LossReference.of(losses), weights, calibration, cbpe)
+        scores = positive_scores(pipeline, features, model.positive_label)
+        cbpe = CbpeReference.fit(scores, 1.0 - losses)
+        if scores is not None and np.ndim(scores) == 1:
+            outputs = PredictionReference.fit(scores, "score")
+    return ReferencePack(model.task, LossReference.of(losses), weights, calibration, cbpe, predictions=outputs)
 

@@ -129,9 +129,10 @@ $$
 def _prediction_error_and_boolean_check(conn: Connection) -> None:
     conn.exec_driver_sql("DROP VIEW IF EXISTS ml_model_predictions")
     conn.exec_driver_sql(PREDICTIONS_VIEW_WITH_ERROR.format(error=_ERROR[conn.dialect.name]))
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("ALTER FUNCTION check_retrain_needed(text, double precision, double precision, "
-                             "double precision, integer) RENAME TO check_retrain_needed_detail")
+    if conn.dialect.name == "postgresql":  # idempotent: replace, then drop the old signature if still there
+        conn.exec_driver_sql(CHECK_RETRAIN_NEEDED.replace("FUNCTION check_retrain_needed(", "FUNCTION check_retrain_needed_detail("))
+        conn.exec_driver_sql("DROP FUNCTION IF EXISTS check_retrain_needed(text, double precision, double precision, "
+                             "double precision, integer)")
         conn.exec_driver_sql(CHECK_RETRAIN_NEEDED_BOOLEAN)
 
 

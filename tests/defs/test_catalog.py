@@ -80,3 +80,6 @@ def test_the_catalog_shows_standard_metadata_pictures_and_the_sortable_drift_tab
     assert {c.name for c in table.schema.columns} >= {"feature", "test", "statistic", "p_value", "psi", "drifted"}
     assert drift["dagster/row_count"].value == 2000
     assert "data:image/png;base64," in drift["distributions"].value
+    # Seed 003's prediction drift: the model's scores on these inputs against its held-out rows.
+    assert "of its scores on 2000 recent rows" in drift["prediction_drift"].value
+    assert drift["prediction_psi"].value >= 0 and drift["prediction_psi_threshold"].value > 0

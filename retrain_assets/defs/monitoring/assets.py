@@ -99,6 +99,9 @@ def gather(store, artifacts, source, model: ModelSettings, production, previous_
         baseline=production.baseline, new_labels=new_labels, training_rows=dataset.rows,
         model_age_days=(now - marks.challenged_at) / dt.timedelta(days=1), previous_warnings=previous_warnings,
         days_since_verified=None if verified_at is None else (now - verified_at) / dt.timedelta(days=1),
+        performance_history=store.history.recent_metric(model.name, production.version,
+                                                         "f1" if model.task == "classification" else "mae",
+                                                         model.decision.trend_reports),
     )
     watermark = int(labeled["label_id"].max()) if len(labeled) else marks.previous
     return evidence, profile, recent, dataset, marks, watermark, verified_at
@@ -142,6 +145,17 @@ def decision_metadata(decision: Decision) -> dict:
     }
 
 
+def prediction_drift_metadata(decision: Decision) -> dict:
+    """The model's own output against its held-out rows (seed 003's prediction drift), for the drift report."""
+    signal = decision.signal("prediction_drift")
+    if signal is None:
+        return {}
+    out = {"prediction_drift": dg.MetadataValue.text(short(signal.detail))}
+    if signal.status != "unavailable":
+        out |= {"prediction_psi": float(signal.value), "prediction_psi_threshold": float(signal.threshold)}
+    return out
+
+
 def _drift_result(context, store, artifacts, model: ModelSettings, evidence: Evidence, decision: Decision, profile,
                   recent, dataset, production) -> dg.MaterializeResult | None:
     report = evidence.drift
@@ -176,6 +190,7 @@ def _drift_result(context, store, artifacts, model: ModelSettings, evidence: Evi
             "reference_dataset": dataset.tag,
             "production_version": production.label,
             "features": frame_table(report.feature_table()),
+            **prediction_drift_metadata(decision),
             # Inline, so the UI opens it from the metadata table without file access; also kept as a file.
             "distributions": markdown_image(png, "reference vs current distributions"),
             "distributions_png": dg.MetadataValue.path(str(artifacts.path_of(stored.key))),
