@@ -101,6 +101,12 @@ class TrainingSettings(_Strict):
                     "estimator's own class_weight parameter (multiplied with recency weights), so a rare positive "
                     "class is not ignored; null: every row counts the same. Not applied to linear_regression.",
     )
+    oversampling: Literal["smote"] | None = Field(
+        None,
+        description="Classification: smote adds synthetic minority rows (imbalanced-learn's SMOTE; SMOTE-NC for "
+                    "tree models' categories) to the training rows of each CV fold and of the final fit, never to "
+                    "validation or test rows. Not with sample weights (dataset.strategy: incremental); null: off.",
+    )
 
 
 class GateSettings(_Strict):

@@ -114,8 +114,14 @@ def search_space(trial, model: ModelSettings) -> dict[str, Any]:
     return suggested
 
 
-def build_pipeline(model: ModelSettings, params: dict[str, Any], seed: int) -> Pipeline:
-    """An unfitted Pipeline for ``model`` with estimator ``params``."""
+def build_pipeline(model: ModelSettings, params: dict[str, Any], seed: int, oversampling: str | None = None) -> Pipeline:
+    """An unfitted Pipeline for ``model`` with estimator ``params``.
+
+    ``oversampling: smote`` (classification) puts imbalanced-learn's SMOTE between the preprocessing and the
+    estimator in its Pipeline (a subclass of scikit-learn's): samplers act only while fitting, so each CV
+    fold oversamples its own training rows and the validation rows, the test rows and serving never see a
+    synthetic row.
+    """
     kind = model.estimator.type
     classification = model.task == "classification"
     tree_based = kind in ("hist_gradient_boosting", "random_forest")
@@ -124,7 +130,26 @@ def build_pipeline(model: ModelSettings, params: dict[str, Any], seed: int) -> P
         estimator = _estimator(model, kind, classification, params, seed)
     except TypeError as error:  # unknown estimator parameter from the config
         raise ConfigError(f"model {model.name}: invalid estimator.params for {kind}: {error}") from error
-    return Pipeline([("preprocess", _preprocessor(model, tree_based)), ("estimator", estimator)])
+    preprocess = _preprocessor(model, tree_based)
+    if oversampling and classification:
+        from imblearn.pipeline import Pipeline as SamplingPipeline  # only models that oversample need it
+
+        return SamplingPipeline([("preprocess", preprocess), ("oversample", _sampler(model, tree_based, seed)),
+                                 ("estimator", estimator)])
+    return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
+
+
+def _sampler(model: ModelSettings, tree_based: bool, seed: int):
+    """SMOTE on the preprocessed columns: numeric ones interpolated between a minority row and one of its
+    nearest minority neighbours. Tree models' categories are ordinal codes (the last columns), which
+    SMOTE-NC draws from the neighbours instead of interpolating; linear models' one-hot columns are
+    interpolated (a mix of two neighbours' categories, within [0, 1])."""
+    from imblearn.over_sampling import SMOTE, SMOTENC
+
+    n_numeric, n_categorical = len(model.numeric_features), len(model.categorical_features)
+    if tree_based and n_categorical and n_numeric:
+        return SMOTENC(categorical_features=list(range(n_numeric, n_numeric + n_categorical)), random_state=seed)
+    return SMOTE(random_state=seed)
 
 
 def _estimator(model: ModelSettings, kind: str, classification: bool, params: dict[str, Any], seed: int):

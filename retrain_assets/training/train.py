@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, make_scorer, mean_squared_error
 from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from retrain_assets.errors import DataError, RetrainError
+from retrain_assets.errors import ConfigError, DataError, RetrainError
 from retrain_assets.training.dataset import DatasetSplit
 from retrain_assets.metrics import score_model
 from retrain_assets.training.pipeline import SEARCH_SPACES, build_pipeline, default_params, search_space
@@ -89,7 +89,7 @@ def cross_validate_params(
     _, scorer = cv_metric(model)
     fit_params = {} if sample_weight is None else {"estimator__sample_weight": np.asarray(sample_weight, dtype=float)}
     result = cross_validate(
-        build_pipeline(model, params, settings.seed),
+        build_pipeline(model, params, settings.seed, settings.oversampling),
         data[model.feature_names],
         data[model.target],
         cv=_folds(model, data[model.target], settings),
@@ -163,6 +163,12 @@ def train_candidate(
         raise DataError(f"model {model.name}: the training rows hold a single class; a classifier needs two or more")
     if sample_weight is not None and len(sample_weight) != len(data):
         raise DataError(f"sample_weight has {len(sample_weight)} values for {len(data)} training rows")
+    if settings.oversampling and model.task == "classification" and sample_weight is not None:
+        raise ConfigError(
+            f"model {model.name}: training.oversampling cannot be combined with sample weights (dataset.strategy: "
+            "incremental weighs recent rows): the synthetic rows it adds have no weight; use training.class_weight: "
+            "balanced with weights, or another dataset.strategy"
+        )
     started = time.perf_counter()
     budget = settings.training_budget_s
 
@@ -179,7 +185,7 @@ def train_candidate(
     else:
         params, scores = base, cross_validate_params(model, base, data, settings, sample_weight)
     within_budget("after tuning and cross-validation, before the final fit", spent=params is None)  # None: no trial could finish
-    pipeline = build_pipeline(model, params, settings.seed)
+    pipeline = build_pipeline(model, params, settings.seed, settings.oversampling)
     fit_params = {} if sample_weight is None else {"estimator__sample_weight": np.asarray(sample_weight, dtype=float)}
     pipeline.fit(data[model.feature_names], data[model.target], **fit_params)
     within_budget("after the final fit")

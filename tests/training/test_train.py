@@ -122,12 +122,13 @@ def test_a_spent_training_budget_fails_with_a_message_that_names_it_and_the_fixe
     assert train_candidate(split, enough, enough.training).tuning_trials == 2
 
 
-def imbalanced_model(estimator, class_weight):
+def imbalanced_model(estimator, class_weight, oversampling=None):
     return settings_from_dict({"models": [{
         "name": "rare", "task": "classification", "target": "y",
         "features": [{"name": "x1", "type": "numeric"}, {"name": "x2", "type": "numeric"}],
         "estimator": {"type": estimator},
-        "training": {"tuning_trials": 0, "cv_folds": 3, "class_weight": class_weight}}]}).models[0]
+        "training": {"tuning_trials": 0, "cv_folds": 3, "class_weight": class_weight,
+                     "oversampling": oversampling}}]}).models[0]
 
 
 def imbalanced_frame(rows=3000, seed=0):
@@ -151,3 +152,34 @@ def test_balanced_class_weight_raises_the_minority_recall(estimator):
         assert trained.pipeline.named_steps["estimator"].class_weight == weight
         recalls[weight] = trained.metrics["recall"]
     assert recalls["balanced"] > recalls[None] + 0.3, recalls
+
+
+def test_smote_oversamples_only_the_training_rows_and_raises_the_minority_recall():
+    """oversampling: smote makes the training rows of the final fit balanced (the sampler's own count of the
+    rows it added), leaves predictions one per row, and finds more of the rare positives than no weighting."""
+    frame = imbalanced_frame()
+    plain = imbalanced_model("logistic_regression", None)
+    smote = imbalanced_model("logistic_regression", None, "smote")
+    split = split_dataset(frame, smote, smote.dataset, seed=0)
+    trained = train_candidate(split, smote, smote.training)
+    counts = split.train_and_validation["y"].value_counts()
+    assert trained.pipeline.named_steps["oversample"].sampling_strategy_ == {1: int(counts[0] - counts[1])}
+    assert len(trained.pipeline.predict(split.test[smote.feature_names])) == len(split.test)
+    baseline = train_candidate(split, plain, plain.training)
+    assert trained.metrics["recall"] > baseline.metrics["recall"] + 0.3, (trained.metrics, baseline.metrics)
+
+
+def test_smote_with_categories_serves_odd_rows_and_refuses_sample_weights():
+    """Tree models' ordinal-coded categories are drawn by SMOTE-NC (never interpolated into codes that mean
+    nothing); the fitted pipeline still scores missing values and unseen categories; recency weights and
+    synthetic rows do not mix, which is said before any training."""
+    model = churn_model(training={"tuning_trials": 0, "cv_folds": 3, "oversampling": "smote"})
+    split = split_dataset(labeled_traffic(1500), model, model.dataset, seed=0)
+    pipeline = train_candidate(split, model, model.training).pipeline
+    assert type(pipeline.named_steps["oversample"]).__name__ == "SMOTENC"
+    odd = split.test[model.feature_names].head(2).copy()
+    odd.loc[odd.index[0], "contract"] = "lifetime"
+    odd.loc[odd.index[1], "region"] = None
+    assert len(pipeline.predict(odd)) == 2
+    with pytest.raises(ConfigError, match="oversampling cannot be combined with sample weights"):
+        train_candidate(split, model, model.training, sample_weight=np.ones(len(split.train_and_validation)))
