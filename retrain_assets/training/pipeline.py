@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # settings import this package's settings module: no import c
     from retrain_assets.settings import ModelSettings
 
 MISSING_CATEGORY = "__missing__"
+SMOTE_NEIGHBOURS = 5  # SMOTE's k_neighbors (its default): a class needs one row more than this to be oversampled
 
 
 def as_categories(values):
@@ -148,8 +149,9 @@ def _sampler(model: ModelSettings, tree_based: bool, seed: int):
 
     n_numeric, n_categorical = len(model.numeric_features), len(model.categorical_features)
     if tree_based and n_categorical and n_numeric:
-        return SMOTENC(categorical_features=list(range(n_numeric, n_numeric + n_categorical)), random_state=seed)
-    return SMOTE(random_state=seed)
+        return SMOTENC(categorical_features=list(range(n_numeric, n_numeric + n_categorical)),
+                       k_neighbors=SMOTE_NEIGHBOURS, random_state=seed)
+    return SMOTE(k_neighbors=SMOTE_NEIGHBOURS, random_state=seed)
 
 
 def _estimator(model: ModelSettings, kind: str, classification: bool, params: dict[str, Any], seed: int):

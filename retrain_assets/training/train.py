@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from retrain_assets.errors import ConfigError, DataError, RetrainError
 from retrain_assets.training.dataset import DatasetSplit
 from retrain_assets.metrics import score_model
-from retrain_assets.training.pipeline import SEARCH_SPACES, build_pipeline, default_params, search_space
+from retrain_assets.training.pipeline import SEARCH_SPACES, SMOTE_NEIGHBOURS, build_pipeline, default_params, search_space
 from retrain_assets.config.training import TrainingSettings
 
 if TYPE_CHECKING:  # settings import this package's settings module: no import cycle at runtime
@@ -169,6 +169,16 @@ def train_candidate(
             "incremental weighs recent rows): the synthetic rows it adds have no weight; use training.class_weight: "
             "balanced with weights, or another dataset.strategy"
         )
+    if settings.oversampling and model.task == "classification":
+        rarest = int(data[model.target].value_counts().min())
+        per_fold = rarest - -(-rarest // settings.cv_folds)  # the rarest class's rows in each CV fold's training part
+        if per_fold < SMOTE_NEIGHBOURS + 1:
+            raise DataError(
+                f"model {model.name}: the rarest class has {rarest} training rows, about {per_fold} per CV fold: too "
+                f"few for SMOTE, which interpolates between a row and its {SMOTE_NEIGHBOURS} nearest neighbours of "
+                f"the same class (needs {SMOTE_NEIGHBOURS + 1}); collect more labeled rows, lower training.cv_folds, "
+                "or use training.class_weight: balanced instead of training.oversampling"
+            )
     started = time.perf_counter()
     budget = settings.training_budget_s
 

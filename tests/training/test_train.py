@@ -183,3 +183,15 @@ def test_smote_with_categories_serves_odd_rows_and_refuses_sample_weights():
     assert len(pipeline.predict(odd)) == 2
     with pytest.raises(ConfigError, match="oversampling cannot be combined with sample weights"):
         train_candidate(split, model, model.training, sample_weight=np.ones(len(split.train_and_validation)))
+
+
+def test_smote_says_when_the_rare_class_is_too_small_for_its_neighbours():
+    """9 positives in 3 folds leave 6 per fold's training part: just enough for 5 neighbours; 8 leave 5."""
+    model = imbalanced_model("logistic_regression", None, "smote")
+    frame = imbalanced_frame(400)
+    positives, negatives = frame[frame.y == 1], frame[frame.y == 0].head(150)
+    enough = pd.concat([negatives, positives.head(9)])
+    train_candidate(DatasetSplit(enough, enough.iloc[0:0], enough), model, model.training)
+    few = pd.concat([negatives, positives.head(8)])
+    with pytest.raises(DataError, match="rarest class has 8 training rows, about 5 per CV fold"):
+        train_candidate(DatasetSplit(few, few.iloc[0:0], few), model, model.training)
