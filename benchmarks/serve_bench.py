@@ -160,14 +160,16 @@ def client_main(url: str, payload_file: str, seconds: float, concurrency: int, o
         await asyncio.gather(*(_client(host, int(port), request, stop_at, records) for _ in range(concurrency)))
 
     asyncio.run(run())
-    Path(out_file).write_text(json.dumps(records))
+    Path(out_file).write_text(json.dumps({"records": records, "cpu_seconds": time.process_time()}))
 
 
 @dataclass
 class Load:
-    """What the clients saw: per request its start and end (epoch seconds), latency, status, version."""
+    """What the clients saw: per request its start and end (epoch seconds), latency, status, version; and
+    the CPU seconds the load generator itself used."""
 
     records: list = field(default_factory=list)
+    cpu_seconds: float = 0.0
 
     @property
     def latencies(self) -> np.ndarray:
@@ -202,7 +204,31 @@ def run_load(base: str, payload: dict, seconds: float, concurrency: int, during=
         during(origin)
     if client.wait(timeout=seconds + 120) != 0:
         raise RuntimeError("the load generator failed")
-    return Load(json.loads((folder / "records.json").read_text()))
+    out = json.loads((folder / "records.json").read_text())
+    return Load(out["records"], out["cpu_seconds"])
+
+
+# What else used the machine's CPU meanwhile (the machine may be shared) ----------------------------------
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes used since boot, every core (/proc/stat: everything but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / TICKS
+
+
+def group_seconds(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of one process group (the server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(12) stime(13)
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
 
 
 def in_process_p99(settings, store, model, batch) -> float:
@@ -264,6 +290,7 @@ def steady_run(args, payload_rows, workers: int) -> tuple[list[str], dict]:
     before = logged_rows(store)
     server, base = start_server(config, root / "server.log", workers)
     swaps: list[tuple[float, str]] = []
+    machine_before, server_before, own_before = busy_seconds(), group_seconds(server.pid), time.process_time()
     try:
         def registry_changes(origin):
             """A promotion (v3, read from the artifact store), then rollbacks (the standby, in memory)."""
@@ -279,6 +306,8 @@ def steady_run(args, payload_rows, workers: int) -> tuple[list[str], dict]:
                 at += args.swap_every
 
         load = run_load(base, payload, args.seconds, args.concurrency, registry_changes)
+        server_cpu = group_seconds(server.pid) - server_before
+        others = busy_seconds() - machine_before - server_cpu - load.cpu_seconds - (time.process_time() - own_before)
     finally:
         stop_server(server)  # the log writers write what they hold before exiting
     in_log = logged_rows(store) - before
@@ -289,13 +318,14 @@ def steady_run(args, payload_rows, workers: int) -> tuple[list[str], dict]:
     result = {"rps": rps, "p50": p50, "p99": p99, "failed": len(load.failures), "missing": load.served_rows - in_log,
               "swap_first_p99": _p99(delays[:, 0]), "swap_all_p99": _p99(delays[:, 1]),
               "ratio": p99 / base_p99, "base_p99": base_p99}
+    available = (os.cpu_count() or 1) * args.seconds
     label = "one process" if workers == 1 else f"`--workers {workers}`"
     lines = [
         f"| {label} | {rps:.1f} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms | {len(load.failures)} | "
         f"{load.served_rows:,} / {in_log:,} | {len(swaps)} ({', '.join(v for _, v in swaps)}) | "
         f"{_median(delays[:, 0]):.2f} / {result['swap_first_p99']:.2f} s | {result['swap_all_p99']:.2f} s "
         f"(each: {', '.join(f'{d:.2f}' for d in delays[:, 1])}) | "
-        f"{p99 / base_p99:.1f}x |",
+        f"{p99 / base_p99:.1f}x | {server_cpu:.1f} / {load.cpu_seconds:.1f} / {max(others, 0):.1f} of {available:.0f} |",
     ]
     if load.failures:
         print("failures:", load.failures[:5])
@@ -342,8 +372,8 @@ def steady_section(args, payload_rows) -> str:
         "",
         "| server | requests/s | p50 | p99 | failed | rows served / in prediction_log | registry changes | "
         "swap delay to the first new-version response, median / p99 | to every process converged, p99 | "
-        "API p99 / in-process p99 |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "API p99 / in-process p99 | CPU seconds: server / load generator / other processes, of the machine's |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         *rows,
         "",
         "Targets (issue 17):",
