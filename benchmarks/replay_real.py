@@ -212,6 +212,35 @@ def detection(runs: list[dict], clean_batches: int, drift_batches: list[int], to
                            "retrains", "mean accuracy", "deciding signals"], rows)
 
 
+def current_section() -> str:
+    """The dataset subsections of RESULTS.md's replay section as the last run wrote them."""
+    text = (HERE / "RESULTS.md").read_text()
+    start = text.find("## Replay on real data\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + 1)
+    body = text[start:end if end > 0 else len(text)]
+    first = body.find("### ")
+    return body[first:body.rfind("\nMachine: ")] if first >= 0 else ""
+
+
+def splice(previous: str, fresh: dict[str, str]) -> list[str]:
+    """The previous run's subsections, with those of ``fresh`` (dataset -> subsection) put in their place;
+    a subsection runs from its ``### `` title to its picture line ``![dataset](...)``."""
+    out = []
+    for name in ("electricity", "shuffled", "census", "synthetic"):
+        if name in fresh:
+            out.append(fresh[name])
+            continue
+        marker = f"![{name}](results/{name}.png)"
+        end = previous.find(marker)
+        if end < 0:
+            continue
+        start = previous.rfind("### ", 0, end)  # its title: no subsection holds another
+        out.append(previous[start:end + len(marker)] + "\n")
+    return out
+
+
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
@@ -289,6 +318,8 @@ def main() -> None:
             body = "\n\n".join([title, summary_table(runs),
                                 "\n".join(f"- {line}" if not line.startswith("|") else line for line in lines)])
             sections.append(f"{body}\n\n![{name}](results/{picture.name})\n")
+    if args.only:  # keep the other datasets' subsections of the last full run
+        sections = splice(current_section(), dict(zip(wanted, sections)))
     text = (
         "Command: `make bench-replay` (= `python benchmarks/replay_real.py`). Every policy runs the product's own "
         "dataset, data-quality, training, reference-pack, decision and gate code with the product's defaults; gates: "

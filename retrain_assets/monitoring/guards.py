@@ -2,7 +2,9 @@
 
 Every automatic trigger (drift, performance, data volume) passes through the same two questions:
 
-1. **Guards** - is anything blocking it? Fewer than ``min_samples`` labeled rows to train on; the latest
+1. **Guards** - is anything blocking it? Too few labels since the last training to train on anything new
+   (``min_samples``, and ``min_new_labels_fraction`` of the rows that training had: a window that barely
+   changed gives back nearly the same model, however bad the current one looks); the latest
    retrain failed (its dataset failed data quality, or its candidate failed a gate) and no label has arrived
    since (the same evidence would fail again: a newer labeled batch lifts it); an open
    P1 incident; a retrain started less than ``cooldown_hours`` ago (CRITICAL bypasses the cooldown);
@@ -14,6 +16,7 @@ Manual and scheduled retrains are a person's or a calendar's decision: they bypa
 """
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -25,19 +28,29 @@ class TriggerFacts:
     """What the guards look at, gathered cheaply (counts and small lookups) by the caller."""
 
     severity: str
-    labeled_rows: int
+    labeled_rows: int  # labeled rows since the last training (all of them before the first)
     now: dt.datetime
     last_attempt: dt.datetime | None = None
     last_failure: list[str] = field(default_factory=list)  # why the latest retrain failed, if no label arrived since
     open_p1: list[str] = field(default_factory=list)
     runs_in_flight: list[str] = field(default_factory=list)
+    training_rows: int | None = None  # rows of the last training's dataset (None before the first)
+
+
+def new_labels_needed(training_rows: int | None, settings) -> int:
+    """Labels since the last training an automatic retrain needs (``settings``: TriggerSettings)."""
+    return max(settings.min_samples, math.ceil(settings.min_new_labels_fraction * (training_rows or 0)))
 
 
 def blocking_guards(facts: TriggerFacts, settings) -> list[str]:
     """Why the trigger may not start a retrain (empty: nothing blocks it). ``settings``: TriggerSettings."""
     reasons = []
-    if facts.labeled_rows < settings.min_samples:
-        reasons.append(f"only {facts.labeled_rows} labeled rows (min_samples {settings.min_samples})")
+    needed = new_labels_needed(facts.training_rows, settings)
+    if facts.labeled_rows < needed:
+        share = (f"; min_new_labels_fraction {settings.min_new_labels_fraction:g} of the {facts.training_rows:,} rows "
+                 "of the last training" if needed > settings.min_samples else "")
+        reasons.append(f"only {facts.labeled_rows} labeled rows since the last training (min_samples "
+                       f"{settings.min_samples}{share})")
     if facts.last_failure:
         reasons.append(f"the latest retrain failed ({', '.join(facts.last_failure)}) and no label arrived since")
     if facts.open_p1:

@@ -175,7 +175,8 @@ class Replay:
             recent_inputs=table.frame.iloc[served_rows][table.features],
             labeled_since=table.frame.iloc[labeled[since:]][[*table.features, table.target]],
             newest_batch=newest, production=production, labeled_rows=len(labeled),
-            new_labels=len(labeled) - production.labels_known, last_attempt=self.last_attempt,
+            new_labels=len(labeled) - production.labels_known, labels_since_training=len(labeled) - since,
+            training_rows=production.training_rows, last_attempt=self.last_attempt,
             last_failure=last_failure,
             # Age: since production was promoted or last challenged by a candidate that did not beat it.
             model_age_days=(now - max(production.promoted_at, self.last_attempt or production.promoted_at)) / dt.timedelta(days=1),

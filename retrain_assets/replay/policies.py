@@ -32,6 +32,8 @@ class Knowledge:
     production: object  # the harness's Production: pipeline, profile, pack, metrics, training rows
     labeled_rows: int  # labels known now
     new_labels: int  # labels known now that its dataset did not have
+    labels_since_training: int  # labels known now that the last training (production's, or a failed one) did not have
+    training_rows: int  # rows of the last training's dataset
     last_attempt: dt.datetime | None
     last_failure: list[str]  # why the last retrain failed, if no label arrived since
     model_age_days: float
@@ -106,8 +108,9 @@ class Ours(Policy):
             self.verified_at = knowledge.now
         if not decision.retrain:
             return Verdict(False)
-        facts = TriggerFacts(severity=decision.severity, labeled_rows=knowledge.labeled_rows, now=knowledge.now,
-                             last_attempt=knowledge.last_attempt, last_failure=knowledge.last_failure)
+        facts = TriggerFacts(severity=decision.severity, labeled_rows=knowledge.labels_since_training, now=knowledge.now,
+                             last_attempt=knowledge.last_attempt, last_failure=knowledge.last_failure,
+                             training_rows=knowledge.training_rows)
         if blocking_guards(facts, model.triggers):
             return Verdict(False)
         when = timing(decision.severity, knowledge.now, model.triggers)

@@ -207,3 +207,26 @@ def test_a_run_stuck_past_its_timeout_no_longer_blocks_triggers(tmp_path, harnes
     assert gather_facts(h.instance, h.store, source, h.model, "HIGH", now).runs_in_flight == [stuck.run_id]
     later = now + dt.timedelta(minutes=31)
     assert gather_facts(h.instance, h.store, source, h.model, "HIGH", later).runs_in_flight == []
+
+
+def test_the_label_guard_counts_only_labels_since_the_last_training(settings, harness_for):
+    """min_samples (and min_new_labels_fraction) count the labels the last training did not have, as seed
+    004's prerequisite says; before this they counted every label ever."""
+    import datetime as dt
+
+    from retrain_assets.defs.definitions import resources_for
+    from retrain_assets.defs.triggers.requests import gather_facts
+    from retrain_assets.monitoring.guards import blocking_guards
+
+    h = with_production(harness_for, settings)  # trained on 3,000 labeled rows
+    source = resources_for(settings)["data_source"].for_model(h.model)
+
+    def facts():
+        return gather_facts(h.instance, h.store, source, h.model, "HIGH", dt.datetime.now(dt.timezone.utc))
+
+    h.traffic(100)
+    few = facts()
+    assert (few.labeled_rows, few.training_rows) == (100, h.store.registry.latest_dataset("churn").rows)
+    assert any("only 100 labeled rows since the last training" in r for r in blocking_guards(few, h.model.triggers))
+    h.traffic(300)
+    assert not any("since the last training" in r for r in blocking_guards(facts(), h.model.triggers))

@@ -27,6 +27,19 @@ def test_each_guard_names_itself():
     assert cooldown and "next allowed 2026-06-02 09:00" in cooldown[0]
 
 
+def test_a_retrain_needs_new_labels_worth_a_share_of_the_last_training():
+    """A window that changed by less than min_new_labels_fraction (10 %) gives back nearly the same model:
+    5,000 new labels against a 68,785-row training wait for the next batch; CRITICAL does not bypass it."""
+    small = blocking_guards(facts(labeled_rows=5000, training_rows=68_785), SETTINGS)
+    assert small == ["only 5000 labeled rows since the last training (min_samples 100; min_new_labels_fraction 0.1 "
+                     "of the 68,785 rows of the last training)"]
+    assert blocking_guards(facts(labeled_rows=5000, training_rows=68_785, severity="CRITICAL"), SETTINGS) == small
+    assert blocking_guards(facts(labeled_rows=6879, training_rows=68_785), SETTINGS) == []
+    assert blocking_guards(facts(labeled_rows=336, training_rows=1344), SETTINGS) == []  # a week of four
+    seed = TriggerSettings(min_samples=10_000, min_new_labels_fraction=0)  # seed 004's literal prerequisite
+    assert "min_samples 10000)" in blocking_guards(facts(labeled_rows=9_999, training_rows=68_785), seed)[0]
+
+
 def test_cooldown_ends_and_critical_bypasses_it():
     assert blocking_guards(facts(last_attempt=NOW - dt.timedelta(hours=25)), SETTINGS) == []
     assert blocking_guards(facts(severity="CRITICAL", last_attempt=NOW - dt.timedelta(minutes=5)), SETTINGS) == []

@@ -23,7 +23,7 @@ from retrain_assets.defs.keys import (
     short,
 )
 from retrain_assets.datasource import DataSource
-from retrain_assets.monitoring.guards import TriggerFacts, blocking_guards, timing
+from retrain_assets.monitoring.guards import TriggerFacts, blocking_guards, new_labels_needed, timing
 from retrain_assets.errors import RetrainError
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
@@ -228,9 +228,14 @@ def gather_facts(
     last_failure = []
     if failed is not None and source.count_labels_after(failed[0].max_label_id, cap=1) == 0:
         last_failure = failed[1]
+    trained = store.registry.versions(model.name)
+    last = store.registry.dataset(model.name, max(trained, key=lambda v: v.version).dataset_tag) if trained else None
+    training_rows = last.rows if last is not None else None
     return TriggerFacts(
         severity=severity,
-        labeled_rows=source.count_labels_after(None, cap=model.triggers.min_samples),
+        labeled_rows=source.count_labels_after(last.max_label_id if last is not None else None,
+                                               cap=new_labels_needed(training_rows, model.triggers)),
+        training_rows=training_rows,
         now=now,
         last_attempt=last_retrain_start(instance, model),
         last_failure=last_failure,
