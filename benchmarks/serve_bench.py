@@ -379,6 +379,19 @@ def steady_section(args, payload_rows) -> str:
         "Targets (issue 17):",
         "",
         *targets,
+        "",
+        f"Where the time goes (py-spy on a server process under this load): the model's `predict_proba` is most "
+        f"of the CPU (about {base_p99 * 1000:.0f} ms per 100 rows at p99 in process, of which the pipeline's "
+        "ColumnTransformer, pandas indexing and the categorical text conversion `as_categories` take more than "
+        "the trees); the prediction log writer's SQLite insert is next (now through the driver: 1.4 ms per "
+        "100 rows instead of 3.4); validation, JSON and HTTP are a few percent. So the model bounds the "
+        "throughput: 2 cores / (model time per request) is the ceiling, whatever the API does, and the load "
+        "generator and the log writer share those cores. The p99 ratio target is out of reach by queueing "
+        f"alone: {args.concurrency} requests in flight on P processes wait behind about {args.concurrency}/P "
+        "predictions each, so the API's p50 is already several times one prediction. Predictions run one at "
+        "a time per process in arrival order (one worker-thread lane; parallel threads only traded the GIL: "
+        "60 requests/s and p99 350 ms before), and processes (`--workers`) add cores. The last column shows "
+        "how much of the machine other processes took during each run (the machine is shared).",
     ])
 
 
