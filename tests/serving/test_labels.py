@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from retrain_assets.serving.api import create_app
 from retrain_assets.store.schema import label_feedback
+from retrain_assets.store.predictions import prediction_rows
 from tests.faults.conftest import logged, running, served_settings, traffic_rows, wait_until
 from tests.serving.conftest import TOKEN, quick
 
@@ -76,7 +77,6 @@ def test_labels_need_a_configured_token(tmp_path, churn_pipeline):
 def test_regression_labels_take_finite_numbers(tmp_path, labels, expected):
     """The demand model (regression): numbers are labels, booleans and non-finite values are not."""
     from retrain_assets.store import MonitoringStore
-    from retrain_assets.store.predictions import prediction_rows
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path)
@@ -107,3 +107,31 @@ def test_label_checks_for_string_classes_never_truncate():
     slot = SimpleNamespace(pipeline=SimpleNamespace(classes_=np.array(["no", "yes"])))
     errors = _label_errors(model, slot, ["yes", "yesss", 1, "no"])
     assert sorted(errors) == [1, 2] and "not one of plan's classes ['no', 'yes']" in errors[1]
+
+
+def test_concurrent_labels_for_the_same_requests_store_one_each(backend, tmp_path, churn_pipeline):
+    """Two callers label the same 200 requests at once, one with 1s, one with 0s: every request ends with one
+    label, and each item of the losing call is answered as a conflict, never dropped or doubled."""
+    import threading
+
+    settings, store = served_settings(tmp_path, backend, churn_pipeline)
+    ids = [f"race-{i}" for i in range(200)]
+    store.predictions.insert_rows(prediction_rows("churn", ids, [{}] * len(ids), ts=dt.datetime.now(dt.timezone.utc)))
+    barrier, outcomes = threading.Barrier(2), {}
+
+    def label(value):
+        barrier.wait()
+        outcomes[value] = [outcome for outcome, _ in store.predictions.record_labels("churn", ids, [value] * len(ids))]
+
+    threads = [threading.Thread(target=label, args=(v,)) for v in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stored = stored_labels(store)
+    assert len(stored) == 200
+    for index, request_id in enumerate(ids):
+        pair = {outcomes[0][index], outcomes[1][index]}
+        assert pair == {"recorded", "conflict"}, (request_id, pair)
+        winner = 0 if outcomes[0][index] == "recorded" else 1
+        assert stored[request_id] == winner
