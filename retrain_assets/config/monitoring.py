@@ -135,10 +135,12 @@ class DecisionSettings(_Strict):
         description="New labels make a retrain worthwhile at this share of the production model's training rows "
                     "(at least min_labeled_rows); with a warning signal they trigger one.",
     )
-    trend_reports: int = Field(
-        6, ge=3,
-        description="The trend test reads the primary metric of this many latest performance reports of the production "
-                    "model; a significant monotonic decline (Kendall's tau, one-sided) is named as a gradual decline.",
+    trend_windows: int = Field(
+        6, ge=4,
+        description="The trend test splits the production model's labeled predictions since deployment into this many "
+                    "consecutive windows (the performance reports' rows without their overlap: a report's metrics are "
+                    "cumulative) and names a significant monotonic rise of the error across them (Kendall's tau, "
+                    "one-sided) a gradual decline. At least 4 windows, so that a decline can be significant.",
     )
     trend_alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance of the trend test's decline.")
     max_model_age_days: float | None = Field(

@@ -11,6 +11,10 @@ TAG_MODEL = "retrain/model"
 TAG_CANDIDATE_RUN = "retrain/candidate_run"
 # Retrain and promotion runs only; dagster.yaml limits it to one queued-to-running run per value (model).
 TAG_CONCURRENCY = "retrain/concurrency"
+# On a rollback run requested by the watch: the production version it judged. The swap refuses to run if
+# production changed meanwhile (a promotion between the request and the run), so it never restores the
+# version the watch's verdict was not about.
+TAG_ROLLBACK_FROM = "retrain/rollback_from"
 
 # Dagster limits tag values; reasons are summarized in tags and kept whole in the events table.
 MAX_TAG_LENGTH = 200

@@ -34,10 +34,9 @@ def recently_trained(store, model: ModelSettings, now: dt.datetime) -> str | Non
     """Why the calendar's retrain is redundant now (the model's newest candidate was trained within
     ``min_days_between_scheduled``), or None."""
     limit = dt.timedelta(days=model.triggers.min_days_between_scheduled)
-    versions = store.registry.versions(model.name) if limit else []
-    if not versions:
+    newest = store.registry.newest(model.name) if limit else None
+    if newest is None:
         return None
-    newest = max(versions, key=lambda v: v.created_at)
     age = now - newest.created_at
     if age >= limit:
         return None
@@ -61,7 +60,8 @@ def build_retrain_schedule(model: ModelSettings) -> dg.ScheduleDefinition:
         execution_timezone=triggers.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Retrains {model.name} on a fixed cadence ({when}) whatever the monitors say; skipped while a "
-                    "P1 incident is open or a retrain of the model is in flight.",
+                    "P1 incident is open, a retrain of the model is in flight, or it was trained within "
+                    f"{model.triggers.min_days_between_scheduled:g} days (min_days_between_scheduled).",
     )
     def scheduled_retrain(context: dg.ScheduleEvaluationContext, monitoring_store: MonitoringStoreResource):
         store = monitoring_store.get()

@@ -97,7 +97,6 @@ class Evidence:
     outcomes: Outcomes | None = None  # labeled predictions since deployment or the last failed retrain
     recent_scores: np.ndarray | None = None  # its scores on the recent (unlabeled) inputs, for CBPE
     recent_outputs: np.ndarray | None = None  # what it output on them (score, class or value), for prediction drift
-    performance_history: tuple[float, ...] | None = None  # its primary metric in its latest reports, oldest first
     pack: ReferencePack | None = None  # computed when it was trained
     baseline: dict | None = None  # its baseline metrics (the large-drop arm; the seed's rules)
     new_labels: int | None = None  # labels that arrived after its training dataset was built
@@ -329,23 +328,29 @@ def _prediction_drift(evidence: Evidence, model) -> SignalEvidence:
                           detail, 0.0, found)
 
 
-def _trend(evidence: Evidence, model) -> SignalEvidence:
-    """A monotonic decline of the primary metric over the latest ``trend_reports`` performance reports."""
-    from retrain_assets.metrics import HIGHER_IS_BETTER
+TREND_MIN_WINDOW_ROWS = 30  # fewer rows per window: its mean error is noise
 
-    metric = "f1" if evidence.task == "classification" else "mae"
-    test = f"Kendall's tau of {metric} over reports"
-    history = evidence.performance_history
-    if not history or len(history) < 3:
-        return _unavailable("trend", test, f"{len(history or ())} performance reports of this model (3 needed)")
-    found = decline_trend(history, HIGHER_IS_BETTER[metric], model.decision.trend_alpha)
-    if found is None:
-        return _unavailable("trend", test, "fewer than three reports with the metric")
-    values = ", ".join(f"{v:.3f}" for v in history)
-    detail = (f"{'gradual decline: ' if found['declining'] else ''}{metric} over its last {found['reports']} reports "
-              f"[{values}] (tau {found['tau']:+.2f}, p {found['p_value']:.2g})")
+
+def _trend(evidence: Evidence, model) -> SignalEvidence:
+    """A monotonic rise of the error over ``trend_windows`` consecutive windows of the labeled predictions
+    since deployment (non-overlapping, unlike the reports' cumulative metrics, which form a running mean
+    that drifts by itself)."""
+    what = "error rate" if evidence.task == "classification" else "absolute error"
+    test = f"Kendall's tau of the {what} over windows"
+    losses = _losses(evidence)
+    windows = model.decision.trend_windows
+    if losses is None or len(losses) < windows * TREND_MIN_WINDOW_ROWS:
+        count = 0 if losses is None else len(losses)
+        return _unavailable("trend", test, f"{count} labeled predictions since deployment "
+                                           f"({windows} windows of {TREND_MIN_WINDOW_ROWS} needed)")
+    means = [float(np.mean(part)) for part in np.array_split(losses, windows)]
+    found = decline_trend(means, higher_is_better=False, alpha=model.decision.trend_alpha)
+    values = ", ".join(f"{v:.3g}" for v in means)
+    detail = (f"{'gradual decline: ' if found['declining'] else ''}{what} over {windows} windows of its "
+              f"{len(losses)} labeled predictions since deployment [{values}] (tau {found['tau']:+.2f}, "
+              f"p {found['p_value']:.2g})")
     return SignalEvidence("trend", "notice" if found["declining"] else "none", test, found["tau"], None, detail, 0.0,
-                          {**found, "metric": metric, "values": list(history)})
+                          {**found, "windows": means})
 
 
 def _concept(evidence: Evidence, model) -> SignalEvidence:

@@ -37,7 +37,6 @@ def gather_evidence(
     model_age_days: float | None = None,
     previous_warnings: tuple[str, ...] = (),
     days_since_verified: float | None = None,
-    performance_history: tuple[float, ...] | None = None,
 ) -> Evidence:
     """``model``: ModelSettings; ``recent``: the newest inputs (features, oldest first); ``labeled``: rows
     labeled since the production model's dataset (or since the last failed retrain), features and target,
@@ -46,7 +45,7 @@ def gather_evidence(
     features = model.feature_names
     evidence = Evidence(model.task, pack=pack, baseline=baseline, new_labels=new_labels, training_rows=training_rows,
                         model_age_days=model_age_days, previous_warnings=tuple(previous_warnings),
-                        days_since_verified=days_since_verified, performance_history=performance_history)
+                        days_since_verified=days_since_verified)
     if recent is None or recent.empty:
         evidence.unavailable["drift"] = "no recent inputs in the data source"
     elif _missing(recent, features):

@@ -113,12 +113,14 @@ class EventLog:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
-    def recent_outcomes(self, model_name: str, limit: int) -> list[bool]:
-        """The outcomes of the model's newest completed retrains (rollbacks aside), newest first."""
+    def recent_outcomes(self, model_name: str, limit: int, since: dt.datetime | None = None) -> list[bool]:
+        """The outcomes of the model's newest completed retrains (rollbacks aside), newest first; with
+        ``since``, only those completed after it."""
         e = model_retraining_events
         query = (select(e.c.execution_successful)
                  .where(e.c.model_name == model_name, e.c.execution_attempted.is_(True),
-                        e.c.execution_completed_at.is_not(None), e.c.trigger_type != "rollback")
+                        e.c.execution_completed_at.is_not(None), e.c.trigger_type != "rollback",
+                        e.c.execution_completed_at > since if since is not None else True)
                  .order_by(e.c.execution_completed_at.desc(), e.c.id.desc()).limit(limit))
         with self.engine.connect() as conn:
             return [bool(v) for v in conn.execute(query).scalars()]
@@ -154,6 +156,14 @@ class EventLog:
     def resolve_incident(self, incident_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(incidents).where(incidents.c.id == incident_id).values(resolved_at=_now()))
+
+    def last_p1_resolved(self, model_name: str) -> dt.datetime | None:
+        """When the newest resolved P1 incident of this model (or of every model) was resolved."""
+        query = select(func.max(incidents.c.resolved_at)).where(
+            incidents.c.priority == "P1", incidents.c.resolved_at.is_not(None),
+            or_(incidents.c.model_name.is_(None), incidents.c.model_name == model_name))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
 
     def open_p1_incidents(self, model_name: str) -> list[str]:
         """Titles of unresolved P1 incidents of this model or of every model."""

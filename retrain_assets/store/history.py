@@ -43,17 +43,6 @@ class MonitoringHistory:
                 conn.execute(ml_drift_alerts.insert(), rows)
         return len(rows)
 
-    def recent_metric(self, model_id: str, model_version: int, metric: str, reports: int) -> tuple[float, ...]:
-        """``metric`` in the latest ``reports`` performance reports of this version, oldest first."""
-        m = ml_model_metrics
-        column = m.c[metric]
-        with self.engine.connect() as conn:
-            values = conn.execute(
-                select(column).where(m.c.model_id == model_id, m.c.model_version == model_version, column.is_not(None))
-                .order_by(m.c.measured_at.desc(), m.c.id.desc()).limit(reports)
-            ).scalars().all()
-        return tuple(float(v) for v in reversed(values))
-
     def check_retrain_needed(
         self, model_id: str, mae_increase: float = 0.20, accuracy_drop: float = 0.10, psi: float = 0.2,
         alert_hours: int = 24,

@@ -88,11 +88,11 @@ $$
 _ERROR = {
     "postgresql": """CASE WHEN jsonb_typeof(p.prediction) = 'number' AND jsonb_typeof(l.label) = 'number'
                  THEN (p.prediction #>> '{}')::double precision - (l.label #>> '{}')::double precision
-                 WHEN p.prediction IS NOT NULL AND l.label IS NOT NULL
+                 WHEN jsonb_typeof(p.prediction) NOT IN ('null') AND jsonb_typeof(l.label) NOT IN ('null')
                  THEN CASE WHEN p.prediction = l.label THEN 0.0 ELSE 1.0 END END""",
     "sqlite": """CASE WHEN json_type(p.prediction) IN ('integer', 'real') AND json_type(l.label) IN ('integer', 'real')
                  THEN json_extract(p.prediction, '$') - json_extract(l.label, '$')
-                 WHEN p.prediction IS NOT NULL AND l.label IS NOT NULL
+                 WHEN json_type(p.prediction) NOT IN ('null') AND json_type(l.label) NOT IN ('null')
                  THEN CASE WHEN json(p.prediction) = json(l.label) THEN 0.0 ELSE 1.0 END END""",
 }
 PREDICTIONS_VIEW_WITH_ERROR = """
@@ -126,9 +126,13 @@ $$
 """
 
 
-def _prediction_error_and_boolean_check(conn: Connection) -> None:
+def _prediction_error_view(conn: Connection) -> None:
     conn.exec_driver_sql("DROP VIEW IF EXISTS ml_model_predictions")
     conn.exec_driver_sql(PREDICTIONS_VIEW_WITH_ERROR.format(error=_ERROR[conn.dialect.name]))
+
+
+def _prediction_error_and_boolean_check(conn: Connection) -> None:
+    _prediction_error_view(conn)
     if conn.dialect.name == "postgresql":  # idempotent: replace, then drop the old signature if still there
         conn.exec_driver_sql(CHECK_RETRAIN_NEEDED.replace("FUNCTION check_retrain_needed(", "FUNCTION check_retrain_needed_detail("))
         conn.exec_driver_sql("DROP FUNCTION IF EXISTS check_retrain_needed(text, double precision, double precision, "
@@ -195,6 +199,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "one open retrain per model: a unique claim on model_retraining_events", _one_open_claim),
     Migration(8, "ml_model_predictions.prediction_error; check_retrain_needed() in the design documents' boolean "
                  "form, the table variant renamed check_retrain_needed_detail()", _prediction_error_and_boolean_check),
+    Migration(9, "ml_model_predictions.prediction_error is NULL for a prediction logged as null (before any model)",
+              _prediction_error_view),
 )
 
 

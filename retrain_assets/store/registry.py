@@ -187,6 +187,13 @@ class Registry:
             ).all()
         return [_model(r) for r in rows]
 
+    def newest(self, model_name: str) -> ModelVersion | None:
+        """The model's newest version, whatever its status: its last training (one row, for the guards)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(model_versions).where(model_versions.c.model_name == model_name)
+                               .order_by(model_versions.c.version.desc()).limit(1)).first()
+        return None if row is None else _model(row)
+
     def with_status(self, model_name: str, status: str) -> ModelVersion | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -290,17 +297,25 @@ class Registry:
                          .values(status="shadow"))
         return None if replaced is None else _model(replaced)
 
-    def rollback(self, model_name: str, run_id: str | None = None) -> tuple[ModelVersion, ModelVersion]:
+    def rollback(self, model_name: str, run_id: str | None = None,
+                 expected_production: int | None = None) -> tuple[ModelVersion, ModelVersion]:
         """Swap production and standby in one transaction; returns (restored, demoted).
 
         The demoted model becomes the standby, so a rollback can itself be undone. A crash at any point
-        rolls the transaction back: exactly one production model, the one before, remains.
+        rolls the transaction back: exactly one production model, the one before, remains. With
+        ``expected_production``, nothing is swapped unless that version is still production.
         """
         mv = model_versions
         of_model = mv.c.model_name == model_name
         with self.engine.begin() as conn:
             production = conn.execute(select(mv).where(of_model, mv.c.status == "production")).first()
             standby = conn.execute(select(mv).where(of_model, mv.c.status == "standby")).first()
+            if expected_production is not None and (production is None or production.version != expected_production):
+                raise StoreError(
+                    f"not rolling back {model_name}: the rollback was requested for v{expected_production}, but "
+                    f"production is {'v' + str(production.version) if production else 'none'} now (it changed since); "
+                    "nothing was swapped. Roll back by hand (retrain rollback) if the current model misbehaves"
+                )
             if production is None or standby is None:
                 raise StoreError(
                     f"cannot roll back {model_name}: it needs a production and a standby version "

@@ -55,9 +55,15 @@ def test_watch_rolls_back_on_a_live_f1_drop_and_leaves_a_healthy_model(tmp_path,
     assert len(tick.run_requests) == 1, tick.skip_message
     request = tick.run_requests[0]
     assert request.tags[TAG_TRIGGER] == "post_deploy_watch" and "back to v1" in request.tags[TAG_REASON]
+    assert request.tags["retrain/rollback_from"] == "v2"  # the verdict is about v2, and only v2 is swapped out
+    stale = h.run(rollback_job_name("churn"), tags={**request.tags, "retrain/rollback_from": "v7"})
+    assert not stale.success and h.store.registry.production("churn").version == 2  # production changed: no swap
+    assert "requested for v7, but production is v2" in h.store.events.recent("churn")[0]["execution_metrics"]["error"]
     assert h.run(rollback_job_name("churn"), tags=request.tags).success
     assert h.store.registry.production("churn").version == 1
-    assert h.sensor_tick("churn_post_deploy_watch", cursor=tick.cursor).run_requests == []
+    # v1 is production again through the watch's own rollback: the watch never swings it back to v2 by itself.
+    again = h.sensor_tick("churn_post_deploy_watch", cursor=tick.cursor)
+    assert again.run_requests == [] and "production again through rollback" in again.skip_message
 
 
 def test_model_card_describes_the_production_model(tmp_path, harness_for):

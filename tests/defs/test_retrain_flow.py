@@ -103,6 +103,9 @@ def test_repeated_failed_retrains_open_a_p1_incident_that_blocks_retraining(tmp_
     assert fail_retrain(h.store, h.model, third, execution_metrics={"error": "boom"}) is None  # one incident
     assert len(h.store.events.open_p1_incidents("churn")) == 1
     h.store.events.resolve_incident(int(incident[1:].split()[0]))
+    first = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="first after")
+    assert fail_retrain(h.store, h.model, first, execution_metrics={"error": "boom"}) is None  # resolving restarts the count
+    assert h.store.events.open_p1_incidents("churn") == []
     succeeded = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="fixed")
     h.store.events.complete(succeeded, successful=True)
     after = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="after")
@@ -350,3 +353,31 @@ def test_the_promotion_sensor_promotes_a_retrain_that_passed_its_gates_once(sett
     assert card.metadata["model_version"].value == "v1"
     again = promotion_tick(h, retrain.run_id)  # a second look (or a second daemon) promotes nothing
     assert isinstance(again, dg.SkipReason) and "already production" in again.skip_message
+
+
+def test_a_late_promotion_never_ships_a_candidate_gated_against_another_production(tmp_path, harness_for):
+    """A retrain's claim was released while its promotion waited (say, past run_timeout_minutes) and a newer
+    retrain promoted its own candidate meanwhile. The late promotion refuses: the old candidate was never
+    compared with the model it would replace, and its event already has its outcome."""
+    from retrain_assets.defs.deployment.promotion import promotion_request
+    from retrain_assets.defs.keys import TAG_EVENT_ID
+
+    loose = {"max_f1_drop": 1.0, "max_auc_drop": 1.0, "max_relative_drop": 1.0, "significance_tolerance": 1.0}
+    h = harness_for(make_settings(tmp_path, gates=loose))
+    h.traffic(3000)
+    assert h.retrain().success  # v1 in production
+    h.traffic(1000)
+    waiting = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="slow one")
+    late = h.defs.resolve_job_def("churn_retrain").execute_in_process(
+        instance=h.instance, tags={TAG_EVENT_ID: str(waiting)}, raise_on_error=False)
+    assert late.success and h.store.registry.candidate_of_run("churn", late.run_id).label == "v2"
+    h.store.events.complete(waiting, successful=False, execution_metrics={"error": "claim released: test"})
+    request = promotion_request(h.store, h.model, h.instance.get_run_by_id(late.run_id))
+    refused = h.run("churn_promote", tags=request.tags)
+    assert not refused.success and h.store.registry.production("churn").version == 1
+    assert "its retrain event" in str(refused.all_events) and "was closed while the promotion waited" in str(refused.all_events)
+    h.traffic(1000)
+    assert h.retrain().success and h.store.registry.production("churn").version == 3  # gated against v1, promoted
+    again = h.run("churn_promote", tags={**request.tags, "dagster/run_key": "again"})
+    assert not again.success and h.store.registry.production("churn").version == 3
+    assert "compared it with production v1, but production is v3 now" in str(again.all_events)

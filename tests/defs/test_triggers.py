@@ -45,10 +45,11 @@ def test_the_sensor_acts_once_on_the_fused_decision_with_its_evidence(settings, 
     signals = {s["kind"]: s for s in decision["signals_json"].value}
     assert set(signals) == {"performance", "concept_drift", "drift", "estimated_performance", "data_volume", "model_age",
                             "prediction_drift", "trend"}
-    # The drifted population moves the model's scores too (a notice, never the deciding signal); one earlier
-    # report is too short a history for a trend.
+    # The drifted population moves the model's scores, and its errors rise across the labeled windows since
+    # deployment (the calm rows first): notices, named, never the deciding signal.
     assert signals["prediction_drift"]["status"] == "notice" and signals["prediction_drift"]["value"] > 0
-    assert signals["trend"]["status"] == "unavailable" and "1 performance reports" in signals["trend"]["detail"]
+    assert signals["trend"]["status"] == "notice" and "over 6 windows" in signals["trend"]["detail"]
+    assert decision["trigger"].value == "performance" and "gradual decline" in decision["reason"].value
     assert signals["performance"]["status"] == "retrain" and signals["performance"]["threshold"] > 0
     assert "| performance | retrain |" in decision["signals"].value  # the UI's table: statistic vs threshold
     tick = h.sensor_tick(SENSOR, cursor=tick.cursor)

@@ -90,3 +90,8 @@ def test_the_predictions_view_carries_the_prediction_error(store):
     assert errors[("demand", "r1")] == pytest.approx(0.5) and errors[("demand", "r2")] == 0
     assert errors[("churn", "r1")] == 1 and errors[("churn", "r2")] == 0
     assert errors[("demand", "r3")] is None and errors[("churn", "r3")] is None  # no label yet
+    store.predictions.log_predictions("early", frame.iloc[:1], ["x"], prediction=None)  # before any model
+    store.predictions.log_labels("early", ["r1"], [1])
+    with store.engine.connect() as conn:
+        early = conn.execute(text("SELECT prediction_error FROM ml_model_predictions WHERE model_id = 'early'")).scalar_one()
+    assert early is None

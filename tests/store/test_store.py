@@ -178,7 +178,7 @@ def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
         for column in ("proven_at", "baseline_metrics", "reference_key", "reference_sha256"):
             conn.exec_driver_sql(f"ALTER TABLE model_versions DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version >= 4")
-    assert migrate(store.engine) == [4, 5, 6, 7, 8]
+    assert migrate(store.engine) == [4, 5, 6, 7, 8, 9]
     assert {"proven_at", "baseline_metrics", "reference_key", "reference_sha256"} <= {
         c["name"] for c in inspect(store.engine).get_columns("model_versions")}
     assert store.registry.version("m", 1).reference_key is None  # trained before packs: decisions say so

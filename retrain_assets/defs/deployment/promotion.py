@@ -93,9 +93,10 @@ def promotion_request(store: MonitoringStore, model: ModelSettings, run: dg.Dags
     The request carries the retrain run's trigger, reason and event, and names the run whose candidate it
     promotes; its run key is that run, so a promotion is requested once however often this is asked.
     """
+    from retrain_assets.defs.training.candidate import own_candidate  # the training assets import this module
     from retrain_assets.defs.triggers.requests import event_of_run
 
-    candidate = store.registry.candidate_of_run(model.name, run.run_id)
+    candidate = own_candidate(store, model, run)  # a re-execution from failure promotes its parent's candidate
     if candidate is None:
         return dg.SkipReason(f"retrain run {run.run_id[:8]} trained no candidate of {model.name} (a partial selection?)")
     if candidate.status != "candidate":
@@ -109,7 +110,8 @@ def promotion_request(store: MonitoringStore, model: ModelSettings, run: dg.Dags
         run_key=f"promote-{run.run_id}",
         job_name=promote_job_name(model.name),
         tags={TAG_MODEL: model.name, TAG_CONCURRENCY: model.name, TAG_TRIGGER: trigger,
-              TAG_SEVERITY: run.tags.get(TAG_SEVERITY, "LOW"), TAG_REASON: reason, TAG_CANDIDATE_RUN: run.run_id,
+              TAG_SEVERITY: run.tags.get(TAG_SEVERITY, "LOW"), TAG_REASON: reason,
+              TAG_CANDIDATE_RUN: candidate.run_id or run.run_id,
               **({TAG_EVENT_ID: str(event_id)} if event_id else {})},
     )
 

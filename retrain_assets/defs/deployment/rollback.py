@@ -7,9 +7,10 @@ its reason.
 
 import dagster as dg
 
-from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key
+from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_ROLLBACK_FROM, TAG_TRIGGER, asset_key
 from retrain_assets.defs.deployment.assets import model_card_materialization
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
+from retrain_assets.errors import StoreError
 from retrain_assets.notify import Notifier
 from retrain_assets.settings import ModelSettings
 
@@ -32,12 +33,18 @@ def build_rollback_job(model: ModelSettings) -> dg.JobDefinition:
              artifact_store: ArtifactStoreResource):
         store = monitoring_store.get()
         trigger = context.run.tags.get(TAG_TRIGGER, "manual")
+        expected = context.run.tags.get(TAG_ROLLBACK_FROM, "").removeprefix("v")
         reason = context.run.tags.get(TAG_REASON) or config.reason
         event_id = store.events.record_trigger(
             model.name, trigger_type="rollback", severity="HIGH", reason=reason, run_id=context.run.run_id,
             metrics={"requested_by": trigger, "requester": config.requester},
         )
-        restored, demoted = store.registry.rollback(model.name, run_id=context.run.run_id)
+        try:
+            restored, demoted = store.registry.rollback(model.name, run_id=context.run.run_id,
+                                                        expected_production=int(expected) if expected.isdigit() else None)
+        except StoreError as error:
+            store.events.complete(event_id, successful=False, execution_metrics={"error": str(error)})
+            raise
         store.events.complete(event_id, successful=True, retraining_model_version=restored.label,
                               execution_metrics={"restored": restored.label, "demoted": demoted.label})
         Notifier().notify(f"{model.name}: rolled back from {demoted.label} to {restored.label}: {reason}",

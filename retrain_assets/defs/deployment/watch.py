@@ -15,7 +15,7 @@ import dagster as dg
 from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.deployment.assets import model_card_materialization
 from retrain_assets.defs.deployment.rollback import rollback_job_name
-from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_SEVERITY, TAG_TRIGGER, short
+from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_ROLLBACK_FROM, TAG_SEVERITY, TAG_TRIGGER, short
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.metrics import compute_metrics
 from retrain_assets.monitoring.watch import absolute_verdict, deployment_phase, post_deploy_verdict
@@ -30,6 +30,19 @@ def _state(cursor: str | None) -> dict:
     except ValueError:
         return {}
     return state if isinstance(state, dict) else {}
+
+
+def restored_by_rollback(store, model: ModelSettings, production) -> str | None:
+    """The rollback that made ``production`` production again, if that is how it got there. The watch never
+    rolls such a model back by itself: its standby is the version just demoted (by the watch or by a
+    person), and restoring it would undo that decision, or swing between two models that both fail an
+    absolute criterion. A person decides (``retrain rollback``)."""
+    for event in store.events.recent(model.name, limit=20):
+        if (event["trigger_type"] == "rollback" and event["execution_successful"]
+                and event["retraining_model_version"] == production.label
+                and event["execution_completed_at"] is not None and event["execution_completed_at"] >= production.promoted_at):
+            return f"rollback #{event['id']} ({event['trigger_reason']})"
+    return None
 
 
 def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
@@ -68,15 +81,16 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
         else:
             note = None
         state = _state(context.cursor)
-        if state.get("version") != production.label:
-            state = {"version": production.label}
+        serving = f"{production.label}@{production.promoted_at.isoformat()}"  # a re-promotion starts afresh
+        if state.get("serving") != serving:
+            state = {"serving": serving}
         events = []
         if state.get("phase") != phase:
             why = f"{production.label} entered its {phase.replace('_', ' ')}" + (f" (until {until:%Y-%m-%d %H:%M} UTC)" if until else "")
+            events.append(model_card_materialization(store, artifact_store.get(), model, why))
             store.events.record_trigger(model.name, trigger_type=PHASE_TRIGGER, severity="LOW", reason=why, attempted=False,
                                         metrics={"version": production.label, "phase": phase,
                                                  "until": until.isoformat() if until else None})
-            events.append(model_card_materialization(store, artifact_store.get(), model, why))
             state["phase"] = phase
         context.update_cursor(json.dumps(state))
 
@@ -87,6 +101,10 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
             return skip(note)
         if phase in ("validation", "proven"):
             return skip(f"{production.label} is in its {phase} phase: no automatic rollback")
+        restored = restored_by_rollback(store, model, production)
+        if restored:
+            return skip(f"{production.label} is production again through {restored}: the watch does not roll a "
+                        "restored model back by itself (retrain rollback if it misbehaves)")
         window = model.monitoring.window_rows
         live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=window).dropna(subset=["prediction", "label"])
         live_latency = store.predictions.served_latencies(model.log_key, production.version, last_rows=window)
@@ -117,7 +135,7 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
             run_requests=[dg.RunRequest(
                 run_key=f"rollback-{production.label}-{production.promoted_at:%Y%m%d%H%M%S}",
                 tags={TAG_MODEL: model.name, TAG_TRIGGER: "post_deploy_watch", TAG_SEVERITY: "HIGH",
-                      TAG_REASON: short(reason)},
+                      TAG_REASON: short(reason), TAG_ROLLBACK_FROM: production.label},
             )],
             asset_events=events,
         )

@@ -99,9 +99,6 @@ def gather(store, artifacts, source, model: ModelSettings, production, previous_
         baseline=production.baseline, new_labels=new_labels, training_rows=dataset.rows,
         model_age_days=(now - marks.challenged_at) / dt.timedelta(days=1), previous_warnings=previous_warnings,
         days_since_verified=None if verified_at is None else (now - verified_at) / dt.timedelta(days=1),
-        performance_history=store.history.recent_metric(model.name, production.version,
-                                                         "f1" if model.task == "classification" else "mae",
-                                                         model.decision.trend_reports),
     )
     watermark = int(labeled["label_id"].max()) if len(labeled) else marks.previous
     return evidence, profile, recent, dataset, marks, watermark, verified_at

@@ -205,7 +205,11 @@ def build_evaluation_gates(model: ModelSettings) -> dg.AssetChecksDefinition:
             seed=model.training.seed,
         )
         passed = all(r.passed for r in results)
-        store.registry.record_gates(model.name, candidate.version, [r.to_dict() for r in results], passed)
+        # Each result names the production version it was judged against: the promotion refuses to ship the
+        # candidate if production changed since (it was never compared with the new one).
+        compared = production.version if production is not None else None
+        store.registry.record_gates(model.name, candidate.version,
+                                    [{**r.to_dict(), "production_version": compared} for r in results], passed)
         event_id = event_of_run(store, context.run)
         if not passed and event_id:
             failed = [r.name for r in results if not r.passed]

@@ -13,11 +13,13 @@ from pathlib import Path
 import dagster as dg
 
 from retrain_assets.defs.keys import (
+    TAG_CANDIDATE_RUN,
     TAG_EVENT_ID,
     TAG_MODEL,
     TAG_REASON,
     TAG_SEVERITY,
     TAG_TRIGGER,
+    promote_job_name,
     retrain_job_name,
     run_trigger,
     short,
@@ -121,8 +123,13 @@ def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, mod
         return None  # the candidate is still being judged in shadow
     if (record.dagster_run.status == dg.DagsterRunStatus.SUCCESS and candidate is not None
             and candidate.status == "candidate"):
-        # Its gates passed and its promotion run is on its way (the promotion sensor), or in flight.
-        if now - _created(record) > dt.timedelta(minutes=model.triggers.run_timeout_minutes):
+        # Its gates passed and its promotion run is on its way (the promotion sensor), or in flight: an
+        # in-flight promotion holds the claim (run monitoring stops it if it hangs); otherwise the wait
+        # counts from the end of the retrain run, not its creation (queueing and training are not waiting).
+        promoting = instance.get_run_records(dg.RunsFilter(job_name=promote_job_name(model.name), statuses=IN_FLIGHT,
+                                                           tags={TAG_CANDIDATE_RUN: run_ids[0]}), limit=1)
+        ended = (dt.datetime.fromtimestamp(record.end_time, dt.timezone.utc) if record.end_time else _created(record))
+        if not promoting and now - ended > dt.timedelta(minutes=model.triggers.run_timeout_minutes):
             return (f"the candidate {candidate.label} of its run {run_ids[0][:8]} passed its gates but was not promoted "
                     "within run_timeout_minutes (is the promotion sensor running?)")
         return None
@@ -139,7 +146,8 @@ def fail_retrain(store: MonitoringStore, model: ModelSettings, event_id: int, **
     limit = model.triggers.incident_after_failures
     if not limit or store.events.open_p1_incidents(model.name):
         return None
-    outcomes = store.events.recent_outcomes(model.name, limit)
+    # Only failures since a person last resolved a P1: resolving it starts the count again.
+    outcomes = store.events.recent_outcomes(model.name, limit, since=store.events.last_p1_resolved(model.name))
     if len(outcomes) < limit or any(outcomes):
         return None
     incident = store.events.open_incident(
@@ -228,8 +236,8 @@ def gather_facts(
     last_failure = []
     if failed is not None and source.count_labels_after(failed[0].max_label_id, cap=1) == 0:
         last_failure = failed[1]
-    trained = store.registry.versions(model.name)
-    last = store.registry.dataset(model.name, max(trained, key=lambda v: v.version).dataset_tag) if trained else None
+    trained = store.registry.newest(model.name)
+    last = store.registry.dataset(model.name, trained.dataset_tag) if trained is not None else None
     training_rows = last.rows if last is not None else None
     return TriggerFacts(
         severity=severity,
