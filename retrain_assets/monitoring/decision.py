@@ -111,7 +111,7 @@ class Evidence:
 class SignalEvidence:
     """One signal as the decision judged it: its statistic against its threshold."""
 
-    kind: str  # performance | drift | estimated_performance | concept_drift | data_volume | model_age
+    kind: str  # performance | drift | estimated_performance | concept_drift | data_volume | model_age | prediction_drift | trend
     status: str  # retrain (enough alone) | weak (needs support) | notice (reported, never acts) | none | unavailable
     test: str
     value: float | None

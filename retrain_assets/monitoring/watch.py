@@ -5,7 +5,7 @@ tolerances (a candidate the watch would roll back must not be promoted out of sh
 
 * quality: classification is worse when live F1 falls by more than ``watch_f1_drop``; regression when live
   MAE grows by more than ``watch_mae_increase`` (relative). The watch compares what each version served
-  (the new one since its promotion, the previous one over its last window); the shadow decision compares
+  (each over the last monitoring window of rows it answered); the shadow decision compares
   the candidate and production on the *same* labeled requests, which removes traffic differences.
 * absolute criteria (seed 002): live accuracy below ``rollback_min_accuracy`` or p99 request latency above
   ``rollback_max_latency_ms``, whatever the previous model did; judged in the watch and in the close watch.

@@ -114,16 +114,18 @@ class EventLog:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
     def recent_outcomes(self, model_name: str, limit: int, since: dt.datetime | None = None) -> list[bool]:
-        """The outcomes of the model's newest completed retrains (rollbacks aside), newest first; with
-        ``since``, only those completed after it."""
+        """The outcomes of the model's newest completed retrains (rollbacks and superseded ones aside), newest
+        first; with ``since``, only those completed after it."""
         e = model_retraining_events
-        query = (select(e.c.execution_successful)
+        query = (select(e.c.execution_successful, e.c.execution_metrics)
                  .where(e.c.model_name == model_name, e.c.execution_attempted.is_(True),
                         e.c.execution_completed_at.is_not(None), e.c.trigger_type != "rollback",
                         e.c.execution_completed_at > since if since is not None else True)
                  .order_by(e.c.execution_completed_at.desc(), e.c.id.desc()).limit(limit))
         with self.engine.connect() as conn:
-            return [bool(v) for v in conn.execute(query).scalars()]
+            rows = conn.execute(query).all()
+        # A retrain a person superseded (retrain trigger --force) neither failed nor succeeded.
+        return [bool(r.execution_successful) for r in rows if not (r.execution_metrics or {}).get("superseded")]
 
     def for_run(self, run_id: str) -> int | None:
         """The event a run completes (newest first, should a run ever have been attached twice)."""
@@ -135,15 +137,6 @@ class EventLog:
         with self.engine.begin() as conn:
             conn.execute(update(model_retraining_events).where(model_retraining_events.c.id == event_id).values(run_id=run_id))
 
-    def last_attempt(self, model_name: str) -> dt.datetime | None:
-        """When the newest retrain was started for this model (blocked triggers do not count)."""
-        e = model_retraining_events
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(func.max(e.c.triggered_at)).where(e.c.model_name == model_name, e.c.execution_attempted.is_(True))
-            ).scalar_one()
-
-    # Incidents -----------------------------------------------------------------------------------------
     def open_incident(self, title: str, *, priority: str = "P1", model_name: str | None = None) -> int:
         if priority not in ("P1", "P2", "P3", "P4"):
             raise ValueError(f"incident priority must be P1..P4, got {priority!r}")

@@ -102,6 +102,9 @@ def test_repeated_failed_retrains_open_a_p1_incident_that_blocks_retraining(tmp_
     third = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="third")
     assert fail_retrain(h.store, h.model, third, execution_metrics={"error": "boom"}) is None  # one incident
     assert len(h.store.events.open_p1_incidents("churn")) == 1
+    forced = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="superseded")
+    h.store.events.complete(forced, successful=False, execution_metrics={"superseded": True})
+    assert h.store.events.recent_outcomes("churn", 3)[:2] == [False, False]  # a superseded retrain is no outcome
     h.store.events.resolve_incident(int(incident[1:].split()[0]))
     first = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="first after")
     assert fail_retrain(h.store, h.model, first, execution_metrics={"error": "boom"}) is None  # resolving restarts the count

@@ -170,8 +170,10 @@ class InProcessRetrain:
 def retrain_in_process(defs: dg.Definitions, instance: dg.DagsterInstance, store: MonitoringStore,
                        model: ModelSettings, *, tags: dict, run_config: dict | None = None) -> InProcessRetrain:
     """Run the retrain job in process and, if it succeeded, the promotion the sensor would request: what
-    ``retrain trigger``, the demo and the tests do where no daemon runs the promotion sensor. A daemon that
-    also sees the run finds the candidate promoted and requests nothing."""
+    ``retrain trigger``, the demo and the tests do where no daemon runs the promotion sensor (a run-status
+    sensor only sees runs launched through a code location, never these). Like every in-process run, they
+    do not pass the instance's run queue or its per-model concurrency limit; the claim keeps them one at a
+    time."""
     run_config = run_config or {}
     retrain = defs.resolve_job_def(retrain_job_name(model.name)).execute_in_process(
         instance=instance, tags=tags, run_config=run_config, raise_on_error=False)

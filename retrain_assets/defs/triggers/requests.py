@@ -176,9 +176,11 @@ def claim_retrain(instance: dg.DagsterInstance | None, store: MonitoringStore, m
             why = stale_claim(instance, store, model, taken.event, now)
             if why is None and forced_by is None:
                 raise
-            why = why or f"superseded by a forced manual trigger of {forced_by}"
-            store.events.complete(int(taken.event["id"]), successful=False,
-                                  execution_metrics={"error": f"claim released: {why}"})
+            if why is not None:  # its run died, hung or never started: a failed retrain, counted as one
+                fail_retrain(store, model, int(taken.event["id"]), execution_metrics={"error": f"claim released: {why}"})
+            else:  # a person superseded a live retrain: not a failure of the model's retraining
+                store.events.complete(int(taken.event["id"]), successful=False, execution_metrics={
+                    "error": f"claim released: superseded by a forced manual trigger of {forced_by}", "superseded": True})
     return store.events.record_trigger(model.name, attempted=True, **fields)
 
 

@@ -127,8 +127,9 @@ def build_retrain_failure_sensor(model: ModelSettings, jobs: list) -> dg.SensorD
     outcome. A retrain run failed by its blocking checks is reported as the rejection it is.
 
     Gate and data-quality failures complete their event themselves (with the failing checks); this
-    sensor catches everything else: a crash, bad input raised by an asset, a cancelled run, or a killed
-    one (run monitoring fails a run whose worker died).
+    sensor catches everything else: a crash, bad input raised by an asset, or a killed run (run monitoring
+    fails a run whose worker died). A cancelled run is not a failure to Dagster: its claim is released by
+    the next trigger (see stale_claim), with the reason.
     """
 
     @dg.run_failure_sensor(
