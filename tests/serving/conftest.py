@@ -9,7 +9,7 @@ from retrain_assets.serving.settings import ServingSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 from tests.faults.conftest import backend, churn_pipeline, logs, pg_backend
 
-__all__ = ["auth", "backend", "churn_pipeline", "logs", "pg_backend", "quick", "register"]  # fixtures of this folder
+__all__ = ["ThreadCounter", "auth", "backend", "churn_pipeline", "logs", "pg_backend", "quick", "register"]  # fixtures of this folder
 TOKEN = "serving-token"
 
 
@@ -38,3 +38,25 @@ def register(settings, store: MonitoringStore, pipeline, tag: int, promote: bool
 @pytest.fixture
 def auth():
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+class ThreadCounter:
+    """A real fitted model that records how many OpenMP threads the thread predicting with it may use."""
+
+    seen: list = []
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def classes_(self):
+        return self.inner.classes_
+
+    def predict_proba(self, frame):
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        ThreadCounter.seen.append(_openmp_effective_n_threads())
+        return self.inner.predict_proba(frame)
+
+    def predict(self, frame):
+        return self.inner.predict(frame)
