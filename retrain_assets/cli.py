@@ -77,7 +77,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_trigger(args: argparse.Namespace) -> int:
     from retrain_assets.defs.launch import trigger_retrain  # imports Dagster: only when asked for
 
-    outcome = trigger_retrain(load_settings(args.config), args.model, args.reason, args.requester, args.url, args.force)
+    outcome = trigger_retrain(load_settings(args.config), args.model, args.reason, args.requester, args.url, args.force,
+                              data_version=args.data_version)
     if outcome.status == "SUBMITTED":
         print(f"submitted run {outcome.run_id} of {args.model}_retrain (event #{outcome.event_id})")
         return 0
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "instead of running in process on $DAGSTER_HOME")
     trigger.add_argument("--force", action="store_true",
                          help="retrain even while a retrain of the model is in flight (its claim is released; recorded)")
+    trigger.add_argument("--data-version", default="latest",
+                         help="latest (default: a new dataset from the data source), or a dataset version (v7 or its "
+                              "tag v7-2026-12-01): train again on exactly those rows, hash verified")
     trigger.set_defaults(handler=_cmd_trigger)
 
     rollback = commands.add_parser("rollback", help="swap production and standby (instant rollback)")

@@ -32,12 +32,13 @@ class TriggerOutcome:
     failed_checks: tuple[str, ...] = ()
 
 
-def manual_run_config(model_name: str, reason: str, requester: str) -> dict:
-    return {"ops": {f"{model_name}__training_dataset": {"config": {"reason": reason, "requester": requester}}}}
+def manual_run_config(model_name: str, reason: str, requester: str, data_version: str = "latest") -> dict:
+    return {"ops": {f"{model_name}__training_dataset": {"config": {
+        "reason": reason, "requester": requester, "data_version": data_version}}}}
 
 
 def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, requester: str = "",
-                    url: str | None = None, force: bool = False) -> TriggerOutcome:
+                    url: str | None = None, force: bool = False, data_version: str = "latest") -> TriggerOutcome:
     model = settings.model(model_name)
     if not reason.strip():
         raise ConfigError("--reason is required: say why this model should be retrained")
@@ -47,7 +48,9 @@ def trigger_retrain(settings: RetrainSettings, model_name: str, reason: str, req
     forced_by = (requester or "someone") if force else None
     tags_for = lambda event_id: {TAG_MODEL: model.name, TAG_TRIGGER: "manual", TAG_SEVERITY: "MEDIUM",  # noqa: E731
                                  TAG_REASON: short(reason), TAG_EVENT_ID: str(event_id)}
-    run_config = manual_run_config(model.name, reason, requester)
+    if data_version != "latest":  # a clear error now, before anything is claimed or queued
+        store.registry.find_dataset(model.name, data_version)
+    run_config = manual_run_config(model.name, reason, requester, data_version)
     if url:
         event_id = _claim(None, store, model, reason, metrics, forced_by)
         return _submit(store, url, model.name, run_config, tags_for(event_id), event_id)

@@ -127,6 +127,21 @@ class Registry:
             raise StoreError(f"dataset {tag} of model {model_name} is not in the registry")
         return _dataset(row)
 
+    def find_dataset(self, model_name: str, version: str) -> DatasetVersion:
+        """A dataset by its tag (``v7-2026-12-01``) or its number (``v7``); the error lists the known ones."""
+        number = version[1:] if version.startswith("v") and version[1:].isdigit() else None
+        column = dataset_versions.c.number if number else dataset_versions.c.tag
+        with self.engine.connect() as conn:
+            row = conn.execute(select(dataset_versions).where(
+                dataset_versions.c.model_name == model_name, column == (int(number) if number else version))).one_or_none()
+            if row is None:
+                known = conn.execute(select(dataset_versions.c.tag).where(dataset_versions.c.model_name == model_name)
+                                     .order_by(dataset_versions.c.number.desc()).limit(10)).scalars().all()
+        if row is None:
+            raise StoreError(f"model {model_name} has no dataset version {version!r}; the newest are: "
+                             f"{', '.join(known) or 'none (train it once first)'}")
+        return _dataset(row)
+
     def latest_dataset(self, model_name: str, run_id: str | None = None) -> DatasetVersion | None:
         """The newest dataset (of ``run_id`` if given and present)."""
         query = select(dataset_versions).where(dataset_versions.c.model_name == model_name)

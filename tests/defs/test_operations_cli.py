@@ -164,3 +164,36 @@ def test_a_submission_the_webserver_refuses_marks_its_event_failed(tmp_path, cap
     # ...so the next trigger is not blocked by an open claim nobody will ever complete
     assert main(["--config", config, "trigger", "--model", "churn", "--reason", "y", "--url", "http://127.0.0.1:9"]) == 2
     assert "already in flight" not in capsys.readouterr().err
+
+
+def test_a_retrain_on_an_exact_dataset_version_reproduces_it(tmp_path, home, capsys):
+    """`retrain trigger --data-version v1` trains again on exactly v1's rows and splits, re-read from the
+    artifact store and checked against v1's content hash, even after new labels arrived; an unknown
+    version or a tampered artifact is one line naming it, and nothing is claimed."""
+    from retrain_assets.settings import load_settings
+    from retrain_assets.store import ArtifactStore, MonitoringStore
+
+    config = write_config(tmp_path)
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "first"]) == 0
+    settings = load_settings(config)
+    store = MonitoringStore(settings.storage.database_url)
+    v1 = store.registry.latest_dataset("churn")
+    frame = generate_traffic(1000, start=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2), seed=9, id_prefix="new")
+    store.predictions.log_predictions("churn", frame, [f["name"] for f in model_config()["features"]])
+    store.predictions.log_labels("churn", frame["request_id"].tolist(), frame["churned"].tolist())
+    capsys.readouterr()
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "again on v1", "--data-version",
+                 "v1"]) == 0, capsys.readouterr().err
+    again = store.registry.latest_dataset("churn")
+    assert again.tag.startswith("v2-") and again.content_hash == v1.content_hash and again.rows == v1.rows
+    assert again.source_query.startswith(f"{v1.tag} again (same rows and splits, hash verified)")
+    assert store.registry.production("churn").dataset_tag == again.tag  # the candidate trained on it
+    events = len(store.events.recent("churn"))
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "x", "--data-version", "v9"]) == 2
+    assert "no dataset version 'v9'; the newest are: v2-" in capsys.readouterr().err
+    assert len(store.events.recent("churn")) == events  # nothing claimed for a version that does not exist
+    path = Path(ArtifactStore(settings.storage.artifact_root).path_of(v1.artifact_key))
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    assert main(["--config", config, "trigger", "--model", "churn", "--reason", "x", "--data-version", "v1"]) == 2
+    assert "it was not loaded. Restore the file from backup" in capsys.readouterr().err  # refused before use

@@ -5,6 +5,7 @@ never runs on bad data."""
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from retrain_assets.defs.keys import asset_key, run_trigger
 from retrain_assets.defs.metadata import COLUMN_SCHEMA, ROW_COUNT, URI, table_schema
@@ -17,7 +18,7 @@ from retrain_assets.defs.training.stored import (
     reference_of_production,
 )
 from retrain_assets.defs.triggers.requests import event_of_run, fail_retrain, open_run_event
-from retrain_assets.errors import DataError
+from retrain_assets.errors import DataError, StoreError
 from retrain_assets.monitoring import ReferenceProfile
 from retrain_assets.settings import ModelSettings
 from retrain_assets.training import (
@@ -37,6 +38,34 @@ class RetrainRequest(dg.Config):
 
     reason: str = ""
     requester: str = ""
+    data_version: str = Field(
+        "latest",
+        description="'latest': a new dataset from the data source. A dataset version (its tag, e.g. v7-2026-12-01, "
+                    "or v7): train again on exactly those rows and splits, re-read from the artifact store and "
+                    "verified by their hash (a reproducible retrain).")
+
+
+def reuse_dataset(store, artifacts, model: ModelSettings, version: str, run_id: str, reason: str):
+    """The dataset ``version`` again, for this run: its stored rows (sha256-checked as they are read, then
+    their content hash recomputed against the registry's) under a new version row that names its source,
+    so the checks and the candidate of this run read it like any other."""
+    original = store.registry.find_dataset(model.name, version)
+    frame = artifacts.load_frame(original.artifact_key, original.artifact_sha256)
+    columns = [*model.feature_names, model.target, "timestamp", "request_id"]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"dataset {original.tag} of {model.name} lacks the columns {missing} the model declares now: "
+                        "retrain on 'latest', or restore the model's features in retrain.yaml")
+    digest = content_hash(frame[columns])
+    if digest != original.content_hash:
+        raise StoreError(f"dataset {original.tag} of {model.name} does not match its recorded content hash "
+                         f"({digest[:12]} != {original.content_hash[:12]}): it cannot be reproduced; retrain on 'latest'")
+    copy = store.registry.record_dataset(
+        model.name, content_hash=original.content_hash, artifact_key=original.artifact_key,
+        artifact_sha256=original.artifact_sha256, profile_key=original.profile_key, profile_sha256=original.profile_sha256,
+        rows=original.rows, max_label_id=original.max_label_id, summary=original.summary,
+        source_query=f"{original.tag} again (same rows and splits, hash verified): {reason}", run_id=run_id)
+    return original, copy, frame
 
 
 def build_training_dataset(model: ModelSettings) -> dg.AssetsDefinition:
@@ -63,6 +92,23 @@ def build_training_dataset(model: ModelSettings) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         store, artifacts = monitoring_store.get(), artifact_store.get()
         open_run_event(context.instance, store, model, context.run, config.reason, config.requester)
+        if config.data_version != "latest":
+            original, version, frame = reuse_dataset(store, artifacts, model, config.data_version, context.run.run_id,
+                                                     config.reason)
+            context.log.info(f"dataset {version.tag}: {original.tag} again ({len(frame)} rows, hash verified)")
+            return dg.MaterializeResult(
+                metadata={
+                    "dataset_version": version.tag,
+                    "reproduces": original.tag,
+                    "content_hash": original.content_hash,
+                    ROW_COUNT: len(frame),
+                    COLUMN_SCHEMA: dg.MetadataValue.table_schema(table_schema(frame, column_roles(model))),
+                    "split_rows": {name: int((frame[SPLIT_COLUMN] == name).sum()) for name in ("train", "validation", "test")},
+                    "source_query": dg.MetadataValue.text(version.source_query or ""),
+                    URI: artifacts.uri_of(original.artifact_key),
+                },
+                data_version=dg.DataVersion(original.content_hash),
+            )
         source = data_source.for_model(model)
         raw = source.labeled_rows()
         if raw.empty:
