@@ -32,10 +32,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from retrain_assets.errors import ConfigError
+from retrain_assets.config.deployment import DeploymentSettings
 from retrain_assets.config.monitoring import DecisionSettings, DriftSettings, MonitoringSettings, PerformanceSettings
-from retrain_assets.serving.settings import DeploymentSettings, ServingSettings
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.config.training import DatasetSettings, GateSettings, TrainingSettings
+from retrain_assets.errors import ConfigError
 
 CONFIG_ENV_VAR = "RETRAIN_CONFIG"
 DATABASE_URL_ENV_VAR = "RETRAIN_DATABASE_URL"

@@ -80,7 +80,7 @@ from retrain_assets.serving.schemas import (
     TriggerResponse,
     ValidationErrorResponse,
 )
-from retrain_assets.serving.settings import ServingSettings
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.serving.slots import ModelSlots, RegistryFollower, Slot
 from retrain_assets.settings import ModelSettings, RetrainSettings
 from retrain_assets.store import ArtifactStore, MonitoringStore

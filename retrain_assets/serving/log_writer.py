@@ -53,7 +53,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from retrain_assets.errors import StoreError
 from retrain_assets.serving.predict import shadow_score
-from retrain_assets.serving.settings import ServingSettings
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.store import MonitoringStore, PredictionLog
 from retrain_assets.store.database import redact
 

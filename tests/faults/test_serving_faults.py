@@ -17,7 +17,7 @@ import yaml
 
 from retrain_assets.serving.api import create_app
 from retrain_assets.serving.log_writer import LoggedRequest, PredictionLogWriter
-from retrain_assets.serving.settings import ServingSettings
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.settings import load_settings
 from retrain_assets.store import MonitoringStore
 from retrain_assets.store.predictions import prediction_rows

@@ -3,7 +3,7 @@
 import numpy as np
 
 from retrain_assets.monitoring.watch import compare_latency, post_deploy_verdict, shadow_verdict
-from retrain_assets.serving.settings import DeploymentSettings
+from retrain_assets.config.deployment import DeploymentSettings
 
 SETTINGS = DeploymentSettings(watch_min_samples=100, shadow_min_samples=100)
 rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from retrain_assets.serving.settings import ServingSettings
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 from tests.faults.conftest import backend, churn_pipeline, logs, pg_backend
 
