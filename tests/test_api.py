@@ -120,6 +120,33 @@ def test_mutating_endpoints_need_the_token(deployment):
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "retrain-assets"
 
 
+def test_the_design_documents_trigger_body_is_resolved_or_refused_with_the_choices(deployment):
+    """{"model_type", "data_version"}: a task names the one model that has it (a name works too); a task
+    no model has, two models sharing one, or an unknown dataset version answer with what to send instead,
+    before anything is claimed."""
+    from fastapi import HTTPException
+
+    from retrain_assets.serving.api import model_of_type
+    from retrain_assets.settings import settings_from_dict
+
+    base, store, *_ = deployment
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    events = len(store.events.recent("churn"))
+    unknown = httpx.post(f"{base}/training/trigger", headers=auth, timeout=60,
+                         json={"model_type": "classification", "data_version": "v999"})
+    assert unknown.status_code == 404 and "no dataset version 'v999'" in unknown.json()["detail"]
+    regression = httpx.post(f"{base}/training/trigger", headers=auth, timeout=60, json={"model_type": "regression"})
+    assert regression.status_code == 404 and "no declared model is named or has the task 'regression'" in regression.text
+    both = httpx.post(f"{base}/training/trigger", headers=auth, timeout=60, json={"model": "churn", "model_type": "churn"})
+    assert both.status_code == 422 and "exactly one of 'model' and 'model_type'" in both.text
+    assert len(store.events.recent("churn")) == events
+    two = settings_from_dict({"models": [model_config("churn"), model_config("fraud")]})
+    with pytest.raises(HTTPException) as ambiguous:
+        model_of_type(two, "classification")
+    assert ambiguous.value.status_code == 422 and "ambiguous (2 declared models are 'classification'" in ambiguous.value.detail
+    assert model_of_type(two, "fraud").name == "fraud"
+
+
 def test_status_reports_the_newest_retrain(deployment):
     base, *_ = deployment
     body = httpx.get(f"{base}/training/status", params={"model": "churn"}).json()
@@ -222,10 +249,15 @@ def test_trigger_queues_a_run_on_a_real_dagster_webserver(deployment):
         again = httpx.post(f"{base}/training/trigger", headers={"Authorization": f"Bearer {TOKEN}"},
                            json={"model": "churn", "reason": "API test again", "requester": "ci"}, timeout=60)
         assert again.status_code == 409 and "force" in again.json()["detail"], again.text
+        # The design documents' body: model_type (the only classification model here) and an exact dataset.
+        dataset = store.registry.latest_dataset("churn")
         forced = httpx.post(f"{base}/training/trigger", headers={"Authorization": f"Bearer {TOKEN}"},
-                            json={"model": "churn", "reason": "API test forced", "requester": "ci", "force": True},
-                            timeout=60)
+                            json={"model_type": "classification", "data_version": dataset.tag, "reason": "API test forced",
+                                  "requester": "ci", "force": True}, timeout=60)
         assert forced.status_code == 200, forced.text
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            config = instance.get_run_by_id(forced.json()["run_id"]).run_config
+        assert config["ops"]["churn__training_dataset"]["config"]["data_version"] == dataset.tag
         assert store.events.get(forced.json()["event_id"])["trigger_metrics"]["forced"] is True
         # The run waits in Dagster's queue: /training/status asks the webserver, not only the event row.
         status = httpx.get(f"{base}/training/status", params={"model": "churn"}, timeout=60).json()["last_retrain"]

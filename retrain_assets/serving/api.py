@@ -46,7 +46,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from typing_extensions import TypedDict
 
-from retrain_assets.errors import RetrainError, RetrainInFlight
+from retrain_assets.errors import RetrainError, RetrainInFlight, StoreError
 from retrain_assets.serving.log_writer import (
     LoggedRequest,
     PredictionLogFull,
@@ -302,6 +302,22 @@ def _one_native_thread() -> None:
     threadpool_limits(1)
 
 
+def model_of_type(settings: RetrainSettings, model_type: str) -> ModelSettings:
+    """The design documents' ``model_type``: a declared model's name, or a task that exactly one declared
+    model has. A task several models share is a 422 naming the choices; a type nothing has, a 404."""
+    if model_type in settings.model_names:
+        return settings.model(model_type)
+    matching = [m.name for m in settings.models if m.task == model_type]
+    if len(matching) == 1:
+        return settings.model(matching[0])
+    choices = {m.name: m.task for m in settings.models}
+    if matching:
+        raise HTTPException(422, f"model_type {model_type!r} is ambiguous ({len(matching)} declared models are "
+                                 f"{model_type!r} models: {matching}); name one with 'model'; declared: {choices}")
+    raise HTTPException(404, f"no declared model is named or has the task {model_type!r}; declared models and their "
+                             f"tasks: {choices}")
+
+
 def create_app(settings: RetrainSettings, token: str | None = None, dagster_url: str | None = None,
                serving: ServingSettings | None = None) -> FastAPI:
     """The API over ``settings``; ``serving`` (default: the config's ``serving`` block) sets the request
@@ -524,14 +540,19 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
               responses=_responses(400, 401, 403, 404, 409, 413, 422, 502, 503, s409="A retrain of this model is in "
                                    "flight: send \"force\": true to supersede it."))
     def trigger(request: TriggerRequest) -> dict:
-        model = model_of(request.model)
+        model = model_of(request.model) if request.model is not None else model_of_type(settings, request.model_type)
+        if request.data_version != "latest":
+            try:
+                store.registry.find_dataset(model.name, request.data_version)
+            except StoreError as error:
+                raise HTTPException(404, str(error)) from None
         if not dagster_url:
             raise HTTPException(503, f"no Dagster webserver configured: set {DAGSTER_URL_ENV} (e.g. http://127.0.0.1:3000)")
         from retrain_assets.defs.launch import trigger_retrain  # Dagster only when asked for
 
         try:
             outcome = trigger_retrain(settings, model.name, request.reason, request.requester, url=dagster_url,
-                                      force=request.force)
+                                      force=request.force, data_version=request.data_version)
         except RetrainInFlight as error:  # the model's one claim is held: a conflict, not a failure
             raise HTTPException(409, f"{error} (\"force\": true in the body)") from None
         except RetrainError as error:

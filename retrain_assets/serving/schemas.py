@@ -4,7 +4,7 @@ shape and FastAPI serializes responses with pydantic (in Rust) instead of walkin
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 REQUEST_ID_LENGTH = 64  # prediction_log.request_id is varchar(64): the API refuses what the log cannot hold
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID_LENGTH)]
@@ -116,11 +116,27 @@ class ReloadResponse(RootModel[dict[str, ReloadOutcome]]):
 
 
 class TriggerRequest(BaseModel):
-    model: str
-    reason: str = Field(min_length=1)
+    """Ours (``model``, ``reason``) or the design documents' (``model_type``, ``data_version``): one of
+    ``model`` and ``model_type`` names the model."""
+
+    # Exactly one of the two, as the spec says (oneOf); each is a string when given (no null).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["model"]}, {"required": ["model_type"]}]})
+
+    model: str = Field(None, description="The model's name.")
+    model_type: str = Field(None, description="The design documents' form: a model's task (classification, "
+                                              "regression) when one declared model has it, or a model's name.")
+    data_version: str = Field("latest", description="'latest' (a new dataset from the data source), or a dataset "
+                                                    "version (v7, or its tag): train again on exactly those rows.")
+    reason: str = Field("requested over HTTP", min_length=1)
     requester: str = ""
     force: bool = Field(False, description="Retrain even while a retrain of this model is in flight (recorded in "
                                            "the event, as `retrain trigger --force`).")
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if (self.model is None) == (self.model_type is None):
+            raise ValueError("name the model with exactly one of 'model' and 'model_type'")
+        return self
 
 
 class TriggerResponse(BaseModel):
