@@ -90,12 +90,6 @@ class PredictionReference:
         return asdict(self)
 
 
-def output_kind(task: str, probabilities) -> str:
-    if task == "regression":
-        return "value"
-    return "score" if probabilities is not None and np.ndim(probabilities) == 2 and np.shape(probabilities)[1] == 2 else "class"
-
-
 def decline_trend(values, higher_is_better: bool, alpha: float) -> dict | None:
     """Kendall's tau of ``values`` (oldest first) against time, tested one-sided for a move the wrong way;
     None with fewer than three values."""

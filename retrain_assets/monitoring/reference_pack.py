@@ -220,11 +220,15 @@ def build_reference_pack(pipeline, model, window: pd.DataFrame, test: pd.DataFra
     losses = per_row_losses(predictions, test[model.target].to_numpy(), model.task)
     weights = importance_weights(pipeline, test, model, seed)
     calibration = calibrate_drift(profile, window, weights, model.monitoring.window_rows, min_chunks)
-    cbpe, outputs = None, PredictionReference.fit(predictions, "value" if model.task == "regression" else "class")
+    cbpe, scores = None, None
     if model.task == "classification" and hasattr(pipeline, "predict_proba"):
         scores = positive_scores(pipeline, features, model.positive_label)
         cbpe = CbpeReference.fit(scores, 1.0 - losses)
-        if scores is not None and np.ndim(scores) == 1:
-            outputs = PredictionReference.fit(scores, "score")
+    # Its output as monitoring will see it: the positive-class score of a binary classifier, else the
+    # predicted class or value.
+    if scores is not None and np.ndim(scores) == 1:
+        outputs = PredictionReference.fit(scores, "score")
+    else:
+        outputs = PredictionReference.fit(predictions, "value" if model.task == "regression" else "class")
     return ReferencePack(model.task, LossReference.of(losses), weights, calibration, cbpe, predictions=outputs)
 

@@ -29,6 +29,8 @@ from retrain_assets.defs.keys import (
 )
 from retrain_assets.defs.metadata import md_table, metric_metadata
 from retrain_assets.defs.resources import MonitoringStoreResource
+from retrain_assets.defs.training.candidate import own_candidate
+from retrain_assets.defs.triggers.requests import event_of_run
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ModelVersion, MonitoringStore
 from retrain_assets.store.events import completion
@@ -93,9 +95,6 @@ def promotion_request(store: MonitoringStore, model: ModelSettings, run: dg.Dags
     The request carries the retrain run's trigger, reason and event, and names the run whose candidate it
     promotes; its run key is that run, so a promotion is requested once however often this is asked.
     """
-    from retrain_assets.defs.training.candidate import own_candidate  # the training assets import this module
-    from retrain_assets.defs.triggers.requests import event_of_run
-
     candidate = own_candidate(store, model, run)  # a re-execution from failure promotes its parent's candidate
     if candidate is None:
         return dg.SkipReason(f"retrain run {run.run_id[:8]} trained no candidate of {model.name} (a partial selection?)")
