@@ -384,3 +384,27 @@ def test_a_late_promotion_never_ships_a_candidate_gated_against_another_producti
     again = h.run("churn_promote", tags={**request.tags, "dagster/run_key": "again"})
     assert not again.success and h.store.registry.production("churn").version == 3
     assert "compared it with production v1, but production is v3 now" in str(again.all_events)
+
+
+def test_a_gated_candidate_holds_its_claim_while_its_promotion_is_in_flight(settings, harness_for):
+    """The claim of a retrain whose gated candidate awaits promotion stands for run_timeout_minutes after
+    the retrain run ended, and for as long as its promotion run is queued or running."""
+    import datetime as dt
+
+    from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, TAG_EVENT_ID
+    from retrain_assets.defs.triggers.requests import stale_claim
+
+    h = harness_for(settings)
+    h.traffic(3000)
+    event_id = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="claim test")
+    retrain = h.defs.resolve_job_def("churn_retrain").execute_in_process(
+        instance=h.instance, tags={TAG_EVENT_ID: str(event_id)}, raise_on_error=False)
+    assert retrain.success
+    event = h.store.events.get(event_id) | {"run_id": retrain.run_id}
+    now = dt.datetime.now(dt.timezone.utc)
+    assert stale_claim(h.instance, h.store, h.model, event, now) is None  # waiting for the promotion sensor
+    late = now + dt.timedelta(minutes=h.model.triggers.run_timeout_minutes + 1)
+    assert "passed its gates but was not promoted" in stale_claim(h.instance, h.store, h.model, event, late)
+    h.instance.create_run_for_job(h.defs.resolve_job_def("churn_promote"),  # queued, as the sensor leaves it
+                                  tags={TAG_CANDIDATE_RUN: retrain.run_id})
+    assert stale_claim(h.instance, h.store, h.model, event, late) is None  # its promotion is in flight
