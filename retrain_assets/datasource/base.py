@@ -45,6 +45,18 @@ class DataSource(abc.ABC):
         """Labeled rows whose ``label_id`` is above ``label_id`` (all when None), counted up to ``cap``:
         sensors ask "at least N?" every minute, so stop counting there."""
 
+    def counted_labels_after(self, label_id: int | None, cap: int | None = None) -> int:
+        """:meth:`count_labels_after`, remembered for the life of this source object (one sensor evaluation,
+        one monitoring run): the sensor refreshes the label signal and the guards then ask again after the
+        same label, usually with a smaller cap. A count capped at a larger cap answers it,
+        ``min(min(n, big), small) == min(n, small)``, so the rows are counted once."""
+        memo = self.__dict__.setdefault("_label_counts", {})
+        for (after, counted_cap), count in memo.items():
+            if after == label_id and (counted_cap is None or (cap is not None and counted_cap >= cap)):
+                return count if cap is None else min(count, cap)
+        memo[(label_id, cap)] = count = self.count_labels_after(label_id, cap=cap)
+        return count
+
     def labeled_rows_after(self, label_id: int | None, limit: int) -> pd.DataFrame:
         """Labeled rows whose ``label_id`` is above ``label_id`` (all when None), at most the newest
         ``limit`` by arrival, in the order their labels arrived (``label_id`` ascending). The default reads

@@ -214,3 +214,34 @@ def test_one_store_serves_the_default_source(tmp_path):
     source = open_data_source(model, settings.storage.database_url)
     assert len(source.labeled_rows()) == 120 and len(source.recent_inputs(rows=30)) == 30
     assert source.count_labels_after(None, cap=100) == 100
+
+
+def test_a_sensor_evaluation_counts_the_same_labels_once():
+    """The sensor's label signal and the guards ask for labels after the same id: the second question,
+    with a smaller cap, is answered from the first count; a larger cap or another id counts again."""
+    from retrain_assets.datasource import DataSource
+    from retrain_assets.simulate import model_config
+    from retrain_assets.settings import settings_from_dict
+
+    class Counting(DataSource):
+        calls: list = []
+
+        def labeled_rows(self):
+            raise NotImplementedError
+
+        def recent_inputs(self, rows, hours=None):
+            raise NotImplementedError
+
+        def count_labels_after(self, label_id, cap=None):
+            self.calls.append((label_id, cap))
+            return min(500, cap) if cap is not None else 500
+
+        def describe(self):
+            return "counting"
+
+    source = Counting(settings_from_dict({"models": [model_config()]}).models[0])
+    assert source.counted_labels_after(10, cap=10_000) == 500
+    assert source.counted_labels_after(10, cap=300) == 300  # min(min(500, 10000), 300)
+    assert source.counted_labels_after(10, cap=20_000) == 500  # a larger cap: counted again
+    assert source.counted_labels_after(11, cap=300) == 300  # another label id: counted again
+    assert Counting.calls == [(10, 10_000), (10, 20_000), (11, 300)]

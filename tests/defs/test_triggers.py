@@ -220,9 +220,8 @@ def test_the_label_guard_counts_only_labels_since_the_last_training(settings, ha
     from retrain_assets.monitoring.guards import blocking_guards
 
     h = with_production(harness_for, settings)  # trained on 3,000 labeled rows
-    source = resources_for(settings)["data_source"].for_model(h.model)
-
-    def facts():
+    def facts():  # a fresh source each time, as each sensor evaluation opens one (it remembers its counts)
+        source = resources_for(settings)["data_source"].for_model(h.model)
         return gather_facts(h.instance, h.store, source, h.model, "HIGH", dt.datetime.now(dt.timezone.utc))
 
     h.traffic(100)

@@ -243,7 +243,7 @@ def gather_facts(
     training_rows = last.rows if last is not None else None
     return TriggerFacts(
         severity=severity,
-        labeled_rows=source.count_labels_after(last.max_label_id if last is not None else None,
+        labeled_rows=source.counted_labels_after(last.max_label_id if last is not None else None,
                                                cap=new_labels_needed(training_rows, model.triggers)),
         training_rows=training_rows,
         now=now,

@@ -43,7 +43,7 @@ def refreshed_decision(store, source, model: ModelSettings, production, metadata
     signals = [SignalEvidence(**raw) for raw in _value(metadata, "signals_json", []) or []]
     dataset = store.registry.dataset(model.name, production.dataset_tag)
     cap = max(worthwhile_labels(dataset.rows, model), model.triggers.new_labels_now)
-    new_labels = source.count_labels_after(dataset.max_label_id, cap=cap)
+    new_labels = source.counted_labels_after(dataset.max_label_id, cap=cap)
     challenged = production.promoted_at or production.created_at
     failed = store.registry.last_failed_retrain(model.name)
     if failed is not None:
