@@ -51,12 +51,21 @@ def test_model_blocks_overlay_defaults_key_by_key():
         ({"name": "churn model"}, "models.0.name"),
         ({"dataset": {"train_fraction": 0.9}}, "must be 1.0"),
         ({"target": "tenure_months"}, "must not also be a feature"),
+        ({"deployment": {"canary_steps": [0.5, 0.05, 1.0]}}, "canary_steps must rise strictly within (0, 1] and end at 1"),
+        ({"deployment": {"canary_steps": [0.05, 0.5]}}, "canary_steps must rise strictly within (0, 1] and end at 1"),
+        ({"deployment": {"shadow": True, "strategy": "canary"}}, "deployment.shadow: true contradicts"),
     ],
 )
 def test_invalid_config_names_the_key_and_allowed_values(change, expected):
     with pytest.raises(ConfigError) as error:
         settings_from_dict({"models": [{**model_config(), **change}]})
     assert expected in str(error.value)
+
+
+def test_the_older_shadow_switch_reads_as_the_shadow_strategy():
+    for shadow, strategy in ((True, "shadow"), (False, "direct")):
+        settings = settings_from_dict({"models": [{**model_config(), "deployment": {"shadow": shadow}}]})
+        assert settings.model("churn").deployment.strategy == strategy
 
 
 def test_unknown_defaults_block_is_rejected():

@@ -1,13 +1,37 @@
-"""Deployment settings: shadow evaluation, the post-deploy watch, its phases and automatic rollback."""
+"""Deployment settings: the strategy (direct, shadow, canary), the post-deploy watch, its phases and
+automatic rollback."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DeploymentSettings(BaseModel):
-    """After a promotion: shadow evaluation, the post-deploy watch, automatic rollback, proven models."""
+    """How a gated candidate reaches traffic (direct, shadow, canary), the watch, rollback, proven models."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    strategy: Literal["direct", "shadow", "canary"] = Field(
+        "direct",
+        description="How a gated candidate reaches traffic once a production model exists. direct: it is promoted "
+                    "(blue/green, the previous model stays loaded as standby). shadow: it first scores live requests "
+                    "beside production, unseen by users, and is promoted if it does no worse on the same labeled "
+                    "requests. canary: it answers a growing share of live requests (canary_steps), each step judged "
+                    "on the post-deploy watch's criteria against production over the same period; the last step "
+                    "promotes it. The first model is always promoted directly.")
+    canary_steps: tuple[float, ...] = Field(
+        (0.05, 0.5, 1.0),
+        description="Canary: the shares of live requests the candidate answers, in order (seed 002: 5 %, 50 %, "
+                    "100 %). Each step holds until the candidate has watch_min_samples labeled requests since the step "
+                    "began, then is judged on the watch's criteria against production over the same period. "
+                    "The last must be 1: reaching it is the promotion.")
+
+    serving_smoke_requests: int = Field(
+        100, ge=0,
+        description="Before a gated candidate takes traffic (promotion, canary or shadow), this many sample requests "
+                    "(the newest served ones, else its dataset's rows) go through the serving path with it loaded as "
+                    "a server loads a standby: every request answered, scores in [0, 1] or finite predictions, p99 "
+                    "under gates.max_latency_p99_s (seed 004). A failure rejects it. 0: off.")
     watch_minutes: float = Field(30.0, gt=0, description="How long after a promotion the new model is watched.")
     watch_min_samples: int = Field(100, ge=10, description="Labeled predictions (or, for latency, served rows) needed before judging it.")
     watch_f1_drop: float = Field(0.05, gt=0, lt=1, description="Classification: roll back when live F1 falls by more.")
@@ -30,6 +54,29 @@ class DeploymentSettings(BaseModel):
                     "(against the previous model) belong to the watch alone.")
     validation_days: float = Field(7.0, gt=0, description="A model serving this long without rollback is proven.")
     keep_versions: int = Field(5, ge=2, description="Unpromoted candidates beyond the newest K versions are archived.")
-    shadow: bool = Field(False, description="A gated candidate first scores live traffic beside production (shadow) and is "
-                                            "promoted only if it does no worse on the same labeled requests.")
     shadow_min_samples: int = Field(200, ge=10, description="Labeled shadowed requests needed before the shadow decision.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_shadow(cls, data):
+        """``shadow: true`` (before ``strategy`` existed) reads as ``strategy: shadow``."""
+        if isinstance(data, dict) and "shadow" in data:
+            data = dict(data)
+            shadow = data.pop("shadow")
+            implied = "shadow" if shadow else "direct"
+            if data.setdefault("strategy", implied) != implied:
+                raise ValueError(f"deployment.shadow: {str(shadow).lower()} contradicts deployment.strategy: "
+                                 f"{data['strategy']}; keep only strategy (shadow is its older spelling)")
+        return data
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps_rise_to_one(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if not steps or steps[-1] != 1.0 or any(not 0 < s <= 1 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"canary_steps must rise strictly within (0, 1] and end at 1 (the promotion), e.g. "
+                             f"[0.05, 0.5, 1.0]; got {list(steps)}")
+        return steps
+
+    @property
+    def shadow(self) -> bool:
+        return self.strategy == "shadow"

@@ -6,6 +6,7 @@ from sqlalchemy.engine import make_url
 from retrain_assets.defs.deployment.assets import build_model_card
 from retrain_assets.defs.deployment.promotion import build_promotion_sensor
 from retrain_assets.defs.deployment.rollback import build_rollback_job
+from retrain_assets.defs.deployment.canary import build_canary_job, build_canary_sensor
 from retrain_assets.defs.deployment.shadow import build_shadow_job, build_shadow_sensor
 from retrain_assets.defs.deployment.watch import build_watch_sensor
 from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, asset_key, monitor_job_name, promote_job_name, retrain_job_name
@@ -83,10 +84,10 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else mine).append(definition)
         assets += label_model_assets(mine, model, kind)
         retrain, promote, monitor = build_jobs(model)
-        model_jobs = [retrain, promote, monitor, build_rollback_job(model), build_shadow_job(model)]
+        model_jobs = [retrain, promote, monitor, build_rollback_job(model), build_shadow_job(model), build_canary_job(model)]
         jobs += model_jobs
         sensors += [*build_trigger_sensors(model, model_jobs), build_promotion_sensor(model, retrain, promote),
-                    build_watch_sensor(model), build_shadow_sensor(model)]
+                    build_watch_sensor(model), build_shadow_sensor(model), build_canary_sensor(model)]
         schedules += build_schedules(model)
     return dg.Definitions(
         assets=assets,

@@ -1,4 +1,4 @@
-"""Live comparisons of two model versions: the post-deploy watch and the shadow decision.
+"""Live comparisons of two model versions: the post-deploy watch, the shadow decision and the canary steps.
 
 Both ask one question, "does the new model do worse than the old one on live traffic?", with the same
 tolerances (a candidate the watch would roll back must not be promoted out of shadow):
@@ -9,7 +9,10 @@ tolerances (a candidate the watch would roll back must not be promoted out of sh
   the candidate and production on the *same* labeled requests, which removes traffic differences.
 * absolute criteria (seed 002): live accuracy below ``rollback_min_accuracy`` or p99 request latency above
   ``rollback_max_latency_ms``, whatever the previous model did; judged in the watch and in the close watch.
-* latency (watch only): p99 request latency more than ``watch_latency_ratio`` x the previous model's and
+* a canary step is judged like the watch (quality, latency, absolute criteria), the canary against
+  production over the same period of live traffic (an A/B comparison), and fails outright when a server
+  reported that the canary could not score a request.
+* latency (watch and canary): p99 request latency more than ``watch_latency_ratio`` x the previous model's and
   above ``watch_latency_floor_ms``, once each has ``watch_latency_min_requests`` timed requests (a single
   slow request, however many rows it carried, is not a spike); labels are not needed.
 """
@@ -131,10 +134,14 @@ def post_deploy_verdict(live_pred, live_true, before_pred, before_true, task: st
                               min_samples=settings.watch_min_samples, positive_label=positive_label)
     latency = compare_latency(live_latency_ms, before_latency_ms, settings)
     absolute = absolute_verdict(live_pred, live_true, task, settings, positive_label, live_latency_ms)
+    return _combined(quality, latency, absolute, judged=quality.judged and latency.judged)
+
+
+def _combined(quality: Verdict, latency: Verdict, absolute: Verdict, *, judged: bool) -> Verdict:
     verdicts = (quality, latency, absolute)
     worse = [v for v in verdicts if v.worse]
     message = "; ".join(v.message for v in (worse or verdicts))
-    return Verdict(bool(worse), bool(worse) or (quality.judged and latency.judged), message,
+    return Verdict(bool(worse), bool(worse) or judged, message,
                    {**quality.new, **latency.new, **absolute.new}, {**quality.old, **latency.old})
 
 
@@ -143,3 +150,19 @@ def shadow_verdict(shadow_pred, production_pred, true, task: str, settings, posi
     return compare_quality(shadow_pred, true, production_pred, true, task, settings,
                            min_samples=settings.shadow_min_samples, positive_label=positive_label,
                            new_name="shadow", old_name="production")
+
+
+def canary_verdict(canary_pred, canary_true, production_pred, production_true, task: str, settings, positive_label=1,
+                   canary_latency_ms=(), production_latency_ms=(), failures: int = 0) -> Verdict:
+    """One canary step: the watch's criteria, the canary against production on the requests each answered
+    since the step began. Judged once the canary has ``watch_min_samples`` labeled requests (a latency
+    spike or an absolute failure counts as soon as it shows; latency alone never holds a step). A canary
+    that failed to score any request is worse whatever its metrics."""
+    if failures:
+        return Verdict(True, True, f"the canary failed to score {failures} request(s) (production answered them)")
+    quality = compare_quality(canary_pred, canary_true, production_pred, production_true, task, settings,
+                              min_samples=settings.watch_min_samples, positive_label=positive_label,
+                              new_name="canary", old_name="production")
+    latency = compare_latency(canary_latency_ms, production_latency_ms, settings)
+    absolute = absolute_verdict(canary_pred, canary_true, task, settings, positive_label, canary_latency_ms)
+    return _combined(quality, latency, absolute, judged=quality.judged)

@@ -41,10 +41,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from typing_extensions import TypedDict
 
 from retrain_assets.errors import RetrainError, RetrainInFlight, StoreError
 from retrain_assets.serving.log_writer import (
@@ -79,6 +78,7 @@ from retrain_assets.serving.schemas import (
     TriggerRequest,
     TriggerResponse,
     ValidationErrorResponse,
+    row_adapter,
 )
 from retrain_assets.config.serving import ServingSettings
 from retrain_assets.serving.slots import ModelSlots, RegistryFollower, Slot
@@ -132,19 +132,6 @@ def _batch_request_model(serving: ServingSettings) -> type[BaseModel]:
         request_ids=(list[RequestId] | None, Field(None, description="One id per row, unique, 1-64 characters "
                                                                       "(default: generated)")),
     )
-
-
-def _row_adapter(model: ModelSettings, serving: ServingSettings) -> TypeAdapter:
-    """Validates a request's rows in one pass, strictly: numeric features take JSON numbers only (a string
-    such as "12.5" or a boolean is refused, so what is logged is what the model computed on) and finite
-    ones (NaN/Infinity are refused); categorical features take strings up to ``max_category_length``.
-    Every feature is required and may be null (missing value); unknown keys are refused."""
-    number = Annotated[float, Field(strict=True, allow_inf_nan=False)] | None
-    category = Annotated[str, StringConstraints(strict=True, max_length=serving.max_category_length)] | None
-    fields = {name: number for name in model.numeric_features} | {name: category for name in model.categorical_features}
-    row = TypedDict(f"{model.name}_row", fields)
-    row.__pydantic_config__ = ConfigDict(extra="forbid")
-    return TypeAdapter(list[row])
 
 
 def _finite(value: Any) -> Any:
@@ -328,7 +315,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     store = MonitoringStore(settings.storage.database_url)
     metrics = ServingMetrics()
     slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root), metrics)
-    adapters = {m.name: _row_adapter(m, serving) for m in settings.models}
+    adapters = {m.name: row_adapter(m, serving) for m in settings.models}
     BatchRequest = _batch_request_model(serving)
     writer = PredictionLogWriter(store, settings, serving)
     lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=_one_native_thread)
@@ -406,24 +393,37 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         errors += _request_id_errors(request.request_ids, len(request.rows))
         if errors:
             raise RequestValidationError(errors)
+        if request.request_ids:
+            ids = request.request_ids
+        else:  # a random 80-bit prefix per request, then the row's index: unique, 100x cheaper than uuid4 per row
+            prefix = secrets.token_hex(10)
+            ids = [f"{prefix}{index:06x}" for index in range(len(features))]
+        # The canary (if any) answers its share of requests, keyed by the first request id: a retried request
+        # lands on the same version. A canary that raises is never a failed request: production answers.
+        chosen = slots.route(model.name, ids[0]) or slot
+
         def score() -> tuple:
-            predictions, scores, latency_ms = timed_predict(slot.pipeline, features_frame(model, features), model)
-            if request.request_ids:
-                ids = request.request_ids
-            else:  # a random 80-bit prefix per request, then the row's index: unique, 100x cheaper than uuid4 per row
-                prefix = secrets.token_hex(10)
-                ids = [f"{prefix}{index:06x}" for index in range(len(features))]
+            nonlocal chosen
+            frame = features_frame(model, features)
+            try:
+                predictions, scores, latency_ms = timed_predict(chosen.pipeline, frame, model)
+            except Exception as error:
+                if chosen is slot:
+                    raise
+                slots.canary_failed(model.name, chosen, error, len(features))
+                chosen = slot
+                predictions, scores, latency_ms = timed_predict(slot.pipeline, frame, model)
             rows = prediction_rows(model.log_key, ids, features, ts=dt.datetime.now(dt.timezone.utc),
-                                   prediction=predictions, score=scores, model_version=slot.version.version,
+                                   prediction=predictions, score=scores, model_version=chosen.version.version,
                                    latency_ms=latency_ms)
             writer.put(LoggedRequest(model.log_key, rows, slots.shadow.get(model.name)))
-            return predictions, scores, latency_ms, ids
+            return predictions, scores, latency_ms
 
         try:
-            predictions, scores, latency_ms, ids = await asyncio.get_running_loop().run_in_executor(lane, score)
+            predictions, scores, latency_ms = await asyncio.get_running_loop().run_in_executor(lane, score)
         except PredictionLogFull as error:  # nothing is served that cannot be kept
             raise HTTPException(503, str(error), headers={"Retry-After": "10"}) from None
-        label = slot.version.label
+        label = chosen.version.label
         metrics.requests.labels(model.name, label).inc()
         metrics.rows.labels(model.name, label).inc(len(ids))
         metrics.model_seconds.labels(model.name, label).observe(latency_ms / 1000)
@@ -496,13 +496,15 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         reasons = [] if database == "reachable" else [f"monitoring database {database}"]
         models = {}
         for model in settings.models:
-            active, standby, shadow = (s.get(model.name) for s in (slots.active, slots.standby, slots.shadow))
+            active, standby, shadow, canary = (s.get(model.name) for s in (slots.active, slots.standby, slots.shadow,
+                                                                           slots.canary))
             problem = slots.problems.get(model.name)
             if active is None:
                 reasons.append(f"model {model.name}: no production version loaded ({problem or 'none in the registry'})")
-            models[model.name] = ModelReadiness(serving=active.version.label if active else None,
-                                                standby=standby.version.label if standby else None,
-                                                shadow=shadow.version.label if shadow else None, problem=problem)
+            models[model.name] = ModelReadiness(
+                serving=active.version.label if active else None, standby=standby.version.label if standby else None,
+                shadow=shadow.version.label if shadow else None, canary=canary.version.label if canary else None,
+                canary_share=canary.version.traffic_share if canary else None, problem=problem)
         body = ReadyResponse(ready=not reasons, database=database, reasons=reasons, models=models)
         return JSONResponse(body.model_dump(mode="json"), status_code=503 if reasons else 200)
 

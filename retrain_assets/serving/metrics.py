@@ -43,6 +43,8 @@ class ServingMetrics:
                                    ["model", "version", "outcome"], **kw)
         self.model_swaps = Counter("retrain_model_swaps", "Swaps of the serving model after a registry change.",
                                    ["model", "slot"], **kw)
+        self.canary_failures = Counter("retrain_canary_failures", "Requests a canary failed to score (production "
+                                       "answered them; the canary is rolled back).", ["model", "version"], **kw)
         self.serving_version = Gauge("retrain_model_serving_version", "Registry version each process serves.",
                                      ["model"], multiprocess_mode="liveall", **kw)
         self.labels = Counter("retrain_labels", "Labels received over /labels, by model and outcome.",

@@ -7,10 +7,12 @@ the model the registry says is active, loaded only after its checksum was verifi
 import logging
 import time
 
+import numpy as np
 import pandas as pd
 
 from retrain_assets.errors import RetrainError, StoreError
 from retrain_assets.metrics import positive_column, predict_with_probabilities
+from retrain_assets.serving.routing import record_canary_failure, routes_to_canary
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 
@@ -60,17 +62,50 @@ def shadow_score(store: MonitoringStore, model: ModelSettings, version: ModelVer
         return 0
 
 
+def _answer(store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettings, production: ModelVersion,
+            pipeline, frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Predict every row with production, or with the candidate in canary for the rows whose request id
+    routes to it; a canary that cannot load or score leaves its rows to production and is reported."""
+    canary = store.registry.with_status(model.name, "canary")
+    to_canary = np.zeros(len(frame), dtype=bool)
+    if canary is not None and canary.traffic_share:
+        to_canary = np.fromiter((routes_to_canary(str(i), canary.traffic_share) for i in frame["request_id"]),
+                                dtype=bool, count=len(frame))
+    predictions = pd.Series(None, index=frame.index, dtype=object)
+    scores = pd.Series(None, index=frame.index, dtype=object)
+    parts = [(production, pipeline, ~to_canary)]
+    if to_canary.any():
+        try:
+            parts.append((canary, load_version(artifacts, canary), to_canary))
+        except RetrainError as error:
+            record_canary_failure(store, model.name, canary, f"not loaded: {error}"[:500], int(to_canary.sum()))
+            parts = [(production, pipeline, np.ones(len(frame), dtype=bool))]
+    for version, answering, rows in parts:
+        if not rows.any():
+            continue
+        part = frame if rows.all() else frame[rows]
+        try:
+            predicted, scored, latency_ms = timed_predict(answering, part, model)
+        except Exception as error:
+            if version is production:
+                raise
+            record_canary_failure(store, model.name, version, f"{type(error).__name__}: {error}"[:500], len(part))
+            version = production
+            predicted, scored, latency_ms = timed_predict(pipeline, part, model)
+        store.predictions.log_predictions(model.log_key, part, model.feature_names, prediction=predicted, score=scored,
+                                          model_version=version.version, latency_ms=latency_ms)
+        predictions[rows], scores[rows] = predicted, scored if scored is not None else None
+    return predictions, scores
+
+
 def serve_and_log(
     store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettings, frame: pd.DataFrame
 ) -> tuple[ModelVersion, pd.DataFrame]:
-    """Predict ``frame`` with the production model, append it to the prediction log, and let the candidate
-    in shadow (if any) score the same requests."""
+    """Predict ``frame`` (each row a request) with the production model, or the canary for its share of
+    request ids, append it to the prediction log, and let the candidate in shadow (if any) score the same
+    requests."""
     production, pipeline = load_production(store, artifacts, model)
-    predictions, scores, latency_ms = timed_predict(pipeline, frame, model)
-    store.predictions.log_predictions(
-        model.log_key, frame, model.feature_names, prediction=predictions, score=scores,
-        model_version=production.version, latency_ms=latency_ms,
-    )
+    predictions, scores = _answer(store, artifacts, model, production, pipeline, frame)
     shadow = store.registry.with_status(model.name, "shadow")
     if shadow is not None:
         try:
@@ -79,4 +114,4 @@ def serve_and_log(
             logger.error("shadow model %s %s not loaded: %s", model.name, shadow.label, error)
         else:
             shadow_score(store, model, shadow, shadow_pipeline, frame)
-    return production, frame.assign(prediction=predictions, score=scores)
+    return production, frame.assign(prediction=predictions.tolist(), score=scores.tolist())

@@ -4,7 +4,11 @@ shape and FastAPI serializes responses with pydantic (in Rust) instead of walkin
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, TypeAdapter, model_validator
+from typing_extensions import TypedDict
+
+from retrain_assets.config.serving import ServingSettings
+from retrain_assets.settings import ModelSettings
 
 REQUEST_ID_LENGTH = 64  # prediction_log.request_id is varchar(64): the API refuses what the log cannot hold
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=REQUEST_ID_LENGTH)]
@@ -96,6 +100,8 @@ class ModelReadiness(BaseModel):
     serving: str | None = Field(description="Production version this process serves (null: none loaded).")
     standby: str | None = Field(description="The rollback target, loaded in memory.")
     shadow: str | None = Field(description="The candidate in shadow, if any.")
+    canary: str | None = Field(description="The candidate in canary, if any.")
+    canary_share: float | None = Field(description="The share of requests the canary answers (by request id).")
     problem: str | None = Field(description="Why this process does not serve what the registry says (retried).")
 
 
@@ -198,3 +204,16 @@ class StatusQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str
+
+
+def row_adapter(model: ModelSettings, serving: ServingSettings) -> TypeAdapter:
+    """Validates a request's rows in one pass, strictly: numeric features take JSON numbers only (a string
+    such as "12.5" or a boolean is refused, so what is logged is what the model computed on) and finite
+    ones (NaN/Infinity are refused); categorical features take strings up to ``max_category_length``.
+    Every feature is required and may be null (missing value); unknown keys are refused."""
+    number = Annotated[float, Field(strict=True, allow_inf_nan=False)] | None
+    category = Annotated[str, StringConstraints(strict=True, max_length=serving.max_category_length)] | None
+    fields = {name: number for name in model.numeric_features} | {name: category for name in model.categorical_features}
+    row = TypedDict(f"{model.name}_row", fields)
+    row.__pydantic_config__ = ConfigDict(extra="forbid")
+    return TypeAdapter(list[row])

@@ -13,6 +13,11 @@ their own: the registry is the only coordination.
   on the model they started with.
 * An artifact that is missing or fails its checksum is not served: the current model keeps serving, the
   reason is logged once and shown by ``/readyz``, and the load is retried with backoff.
+* A candidate in canary answers its ``traffic_share`` of requests, chosen by a hash of the request id
+  (:func:`routes_to_canary`): the same id lands on the same version in every process, so a retried request
+  gets the same answer. A canary that fails to score a request is not asked again by this process:
+  production answers, and the failure is reported to the registry's event log (retried until the database
+  takes it), where the canary sensor finds it and rolls the canary back.
 """
 
 import logging
@@ -25,12 +30,13 @@ from typing import Any
 from sqlalchemy import select
 
 from retrain_assets.errors import RetrainError
+from retrain_assets.serving.routing import record_canary_failure, routes_to_canary
 from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 from retrain_assets.store.schema import model_versions
 
 logger = logging.getLogger("retrain_assets.serving")
-WATCHED = ("production", "standby", "shadow")
+WATCHED = ("production", "standby", "shadow", "canary")
 MAX_RETRY_SECONDS = 60.0
 
 
@@ -42,11 +48,12 @@ class Slot:
 
 def _same(slot: Slot | None, version: ModelVersion | None) -> bool:
     return slot is not None and version is not None and slot.version.version == version.version \
-        and slot.version.artifact_sha256 == version.artifact_sha256
+        and slot.version.artifact_sha256 == version.artifact_sha256 \
+        and slot.version.traffic_share == version.traffic_share
 
 
 class ModelSlots:
-    """The production model of each declared model, its standby and its candidate in shadow (if any).
+    """The production model of each declared model, its standby and its candidate in shadow or canary (if any).
 
     ``sync`` builds new slots aside and then swaps references; readers never take the lock. ``problems``
     says, per model, why what the registry wants is not what this process serves (empty when converged).
@@ -57,6 +64,9 @@ class ModelSlots:
         self.active: dict[str, Slot] = {}
         self.standby: dict[str, Slot] = {}
         self.shadow: dict[str, Slot] = {}
+        self.canary: dict[str, Slot] = {}
+        self.failed_canaries: set[str] = set()  # artifact checksums of canaries that failed a request here
+        self._unreported: list[tuple[str, ModelVersion, str, int]] = []  # canary failures not yet in the event log
         self.problems: dict[str, str] = {}
         self.production_problems: dict[str, str] = {}  # the part of problems that concerns production
         self._lock = threading.Lock()  # one sync at a time; readers never take it
@@ -64,11 +74,13 @@ class ModelSlots:
     def registry_state(self) -> dict[str, tuple]:
         """The cheap poll: (status, version, checksum) of every watched version, per model."""
         mv = model_versions
-        query = select(mv.c.model_name, mv.c.status, mv.c.version, mv.c.artifact_sha256).where(mv.c.status.in_(WATCHED))
+        query = select(mv.c.model_name, mv.c.status, mv.c.version, mv.c.artifact_sha256, mv.c.traffic_share).where(
+            mv.c.status.in_(WATCHED))
         state: dict[str, list] = {}
         with self.store.engine.connect() as conn:
             for row in conn.execute(query):
-                state.setdefault(row.model_name, []).append((row.status, row.version, row.artifact_sha256))
+                state.setdefault(row.model_name, []).append(
+                    (row.status, row.version, row.artifact_sha256, row.traffic_share or 0.0))
         return {name: tuple(sorted(rows)) for name, rows in state.items()}
 
     def sync(self, model: ModelSettings) -> tuple[Slot | None, Slot | None]:
@@ -80,10 +92,10 @@ class ModelSlots:
         name = model.name
         with self._lock:
             registry = self.store.registry
-            wanted = {"production": registry.production(name), "standby": registry.with_status(name, "standby"),
-                      "shadow": registry.with_status(name, "shadow")}
+            wanted = {status: registry.with_status(name, status) for status in WATCHED}
             held = {s.version.artifact_sha256: s.pipeline
-                    for s in (self.active.get(name), self.standby.get(name), self.shadow.get(name)) if s is not None}
+                    for s in (self.active.get(name), self.standby.get(name), self.shadow.get(name),
+                              self.canary.get(name)) if s is not None}
             before = self.active.get(name)
             problems = []
             production = wanted["production"]
@@ -101,7 +113,7 @@ class ModelSlots:
                 self.production_problems[name] = problems[0]
             else:
                 self.production_problems.pop(name, None)
-            for status, slots in (("standby", self.standby), ("shadow", self.shadow)):
+            for status, slots in (("standby", self.standby), ("shadow", self.shadow), ("canary", self.canary)):
                 version = wanted[status]
                 if version is None:
                     slots.pop(name, None)
@@ -123,6 +135,34 @@ class ModelSlots:
             else:
                 self.problems.pop(name, None)
             return self.active.get(name), before
+
+    def route(self, name: str, request_id: str) -> Slot | None:
+        """The slot that answers this request: the canary for its share of request ids (unless it failed
+        here before), else production. Read once per request, like the active slot."""
+        canary = self.canary.get(name)
+        if (canary is not None and canary.version.artifact_sha256 not in self.failed_canaries
+                and routes_to_canary(request_id, canary.version.traffic_share or 0.0)):
+            return canary
+        return self.active.get(name)
+
+    def canary_failed(self, name: str, canary: Slot, error: BaseException, rows: int) -> None:
+        """A canary raised on a request (production answered it instead): stop routing to it in this
+        process, count it, and queue the report for the event log (written by :meth:`report_failures`)."""
+        first = canary.version.artifact_sha256 not in self.failed_canaries
+        self.failed_canaries.add(canary.version.artifact_sha256)
+        if self.metrics is not None:
+            self.metrics.canary_failures.labels(name, canary.version.label).inc()
+        if first:
+            logger.error("model %s: canary %s failed on a request of %d rows (%s); production answered, and this "
+                         "process sends it no more requests", name, canary.version.label, rows, error)
+            self._unreported.append((name, canary.version, f"{type(error).__name__}: {error}"[:500], rows))
+
+    def report_failures(self) -> None:
+        """Write the queued canary failures as event rows (the canary sensor rolls the canary back on
+        one); a failure the database does not take stays queued for the next poll."""
+        while self._unreported:
+            record_canary_failure(self.store, *self._unreported[0])
+            self._unreported.pop(0)
 
     def _slot(self, name: str, version: ModelVersion, held: dict) -> tuple[Slot | None, str | None]:
         if version.artifact_sha256 in held:
@@ -191,6 +231,11 @@ class RegistryFollower:
             self.database_error = str(error).splitlines()[0][:300]
         else:
             self.database_error = None
+            try:
+                self.slots.report_failures()
+            except Exception as error:  # noqa: BLE001 - kept queued: the next poll writes it
+                logger.error("registry follower: a canary failure could not be recorded yet (%s)",
+                             str(error).splitlines()[0][:300])
             now = time.monotonic()
             for model in self.models:
                 current = state.get(model.name, ())

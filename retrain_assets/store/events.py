@@ -113,6 +113,15 @@ class EventLog:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
+    def of_type(self, model_name: str, trigger_type: str, since: dt.datetime) -> list[dict]:
+        """The model's event rows of one ``trigger_type`` recorded at or after ``since``, oldest first (e.g.
+        the canary failures a server reported during a canary)."""
+        e = model_retraining_events
+        query = (select(e).where(e.c.model_name == model_name, e.c.trigger_type == trigger_type, e.c.triggered_at >= since)
+                 .order_by(e.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
     def recent_outcomes(self, model_name: str, limit: int, since: dt.datetime | None = None) -> list[bool]:
         """The outcomes of the model's newest completed retrains (rollbacks and superseded ones aside), newest
         first; with ``since``, only those completed after it."""

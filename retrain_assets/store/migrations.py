@@ -173,6 +173,10 @@ def _reference_packs(conn: Connection) -> None:
     _add_missing_columns(conn, schema.model_versions, ("reference_key", "reference_sha256"))
 
 
+def _canary_columns(conn: Connection) -> None:
+    _add_missing_columns(conn, schema.model_versions, ("traffic_share", "step_started_at", "step_log_id"))
+
+
 def _one_open_claim(conn: Connection) -> None:
     """Close all but the newest open retrain event of each model (left by runs that died before this
     migration existed), then make the claim unique."""
@@ -201,6 +205,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "form, the table variant renamed check_retrain_needed_detail()", _prediction_error_and_boolean_check),
     Migration(9, "ml_model_predictions.prediction_error is NULL for a prediction logged as null (before any model)",
               _prediction_error_view),
+    Migration(10, "model_versions.traffic_share, step_started_at and step_log_id (canary deployment)", _canary_columns),
 )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, and_, func, select, true
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from retrain_assets.errors import DataError
@@ -366,14 +366,17 @@ class PredictionLog:
         frame = self._frame(result, feature_names, [TIMESTAMP, REQUEST_ID, "prediction", "score", "model_version"])
         return frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 
-    def served_outcomes(self, model_name: str, model_version: int, *, last_rows: int) -> pd.DataFrame:
+    def served_outcomes(self, model_name: str, model_version: int, *, last_rows: int,
+                        after_id: int | None = None) -> pd.DataFrame:
         """What one model version predicted and what the truth turned out to be (newest ``last_rows``
-        labeled predictions, oldest first): timestamp, prediction, score, label. No features: cheap."""
+        labeled predictions, logged after row ``after_id`` if given, oldest first): timestamp, prediction,
+        score, label. No features: cheap."""
         p, lab = prediction_log, label_feedback
         query = (
             select(p.c.ts.label(TIMESTAMP), p.c.prediction, p.c.score, lab.c.label)
             .join(lab, and_(lab.c.model_name == p.c.model_name, lab.c.request_id == p.c.request_id))
-            .where(p.c.model_name == model_name, p.c.model_version == model_version)
+            .where(p.c.model_name == model_name, p.c.model_version == model_version,
+                   p.c.id > after_id if after_id is not None else true())
             .order_by(p.c.id.desc())
             .limit(last_rows)
         )
@@ -384,14 +387,17 @@ class PredictionLog:
             frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
         return frame.iloc[::-1].reset_index(drop=True)
 
-    def served_latencies(self, model_name: str, model_version: int, *, last_rows: int) -> np.ndarray:
-        """Request latencies (ms) among the newest ``last_rows`` predictions one version served, labeled or
-        not: one value per request (the rows of a request share its latency, and two requests timed to the
-        same float are not a concern), so a 1,000-row batch counts once, not 1,000 times."""
+    def served_latencies(self, model_name: str, model_version: int, *, last_rows: int,
+                         after_id: int | None = None) -> np.ndarray:
+        """Request latencies (ms) among the newest ``last_rows`` predictions one version served (logged
+        after row ``after_id`` if given), labeled or not: one value per request (the rows of a request share its
+        latency, and two requests timed to the same float are not a concern), so a 1,000-row batch counts
+        once, not 1,000 times."""
         p = prediction_log
         newest = (
             select(p.c.latency_ms)
-            .where(p.c.model_name == model_name, p.c.model_version == model_version, p.c.latency_ms.is_not(None))
+            .where(p.c.model_name == model_name, p.c.model_version == model_version, p.c.latency_ms.is_not(None),
+                   p.c.id > after_id if after_id is not None else true())
             .order_by(p.c.id.desc())
             .limit(last_rows)
             .subquery()
@@ -422,6 +428,22 @@ class PredictionLog:
             return conn.execute(
                 select(func.count()).select_from(prediction_log).where(prediction_log.c.model_name == model_name)
             ).scalar_one()
+
+    def newest_id(self, model_name: str) -> int:
+        """The id of the model's newest logged prediction (0 before any): a canary step's starting line."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(prediction_log.c.id), 0))
+                                .where(prediction_log.c.model_name == model_name)).scalar_one()
+
+    def count_served_labeled(self, model_name: str, model_version: int, after_id: int, cap: int) -> int:
+        """Labeled predictions one version served, logged after row ``after_id``, counted up to ``cap``
+        (the canary sensor asks "enough for this step?")."""
+        p, lab = prediction_log, label_feedback
+        inner = (select(p.c.id).join(lab, and_(lab.c.model_name == p.c.model_name, lab.c.request_id == p.c.request_id))
+                 .where(p.c.model_name == model_name, p.c.model_version == model_version, p.c.id > after_id)
+                 .limit(cap).subquery())
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(inner)).scalar_one()
 
     def count_shadow_labeled(self, model_name: str, model_version: int, cap: int) -> int:
         """Labeled requests the shadow candidate scored, counted up to ``cap`` (a sensor asks "enough?")."""

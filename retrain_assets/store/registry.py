@@ -2,7 +2,9 @@
 
 Statuses: ``candidate`` (trained, not yet gated or gated and waiting), ``rejected`` (failed a gate),
 ``production`` (the active model: at most one per name, enforced by a unique partial index),
-``standby`` (the previous production model, kept for instant rollback) and ``archived``.
+``standby`` (the previous production model, kept for instant rollback), ``shadow`` (a gated candidate
+scoring live requests beside production, unseen), ``canary`` (a gated candidate answering
+``traffic_share`` of live requests) and ``archived``.
 
 Promotion is one transaction: the old production becomes standby, the old standby is archived and the
 candidate becomes production. Either all of it commits or none of it does, so a crash at any point leaves
@@ -66,6 +68,9 @@ class ModelVersion:
     baseline_metrics: dict | None = None
     reference_key: str | None = None
     reference_sha256: str | None = None
+    traffic_share: float | None = None
+    step_started_at: dt.datetime | None = None
+    step_log_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -279,10 +284,10 @@ class Registry:
             target = conn.execute(select(mv.c.status).where(of_model, mv.c.version == version).with_for_update()).one_or_none()
             if target is None:
                 raise StoreError(f"cannot promote {model_name} v{version}: no such version in the registry")
-            if target.status not in ("candidate", "shadow", "standby"):
+            if target.status not in ("candidate", "shadow", "canary", "standby"):
                 raise StoreError(
                     f"cannot promote {model_name} v{version}: its status is {target.status!r} "
-                    "(only a gated candidate, the one in shadow or the standby can be promoted)"
+                    "(only a gated candidate, the one in shadow or in canary, or the standby can be promoted)"
                 )
             previous = conn.execute(select(mv).where(of_model, mv.c.status == "production")).first()
             conn.execute(update(mv).where(of_model, mv.c.status == "standby").values(status="archived"))
@@ -311,6 +316,35 @@ class Registry:
             conn.execute(update(mv).where(of_model, mv.c.version == version, mv.c.status == "candidate")
                          .values(status="shadow"))
         return None if replaced is None else _model(replaced)
+
+    def start_canary(self, model_name: str, version: int, share: float, log_id: int) -> ModelVersion | None:
+        """Let a gated candidate answer ``share`` of live requests (the first canary step); the step's
+        evidence is the predictions logged after ``log_id``. A candidate already in canary is archived: the
+        newer one replaces it. Returns the replaced one."""
+        mv = model_versions
+        of_model = mv.c.model_name == model_name
+        with self.engine.begin() as conn:
+            replaced = conn.execute(select(mv).where(of_model, mv.c.status == "canary")).first()
+            if replaced is not None:
+                conn.execute(update(mv).where(of_model, mv.c.version == replaced.version).values(status="archived"))
+            started = conn.execute(update(mv).where(of_model, mv.c.version == version, mv.c.status == "candidate")
+                                   .values(status="canary", traffic_share=share, step_started_at=_now(),
+                                           step_log_id=log_id))
+            if started.rowcount != 1:
+                raise StoreError(f"cannot start a canary of {model_name} v{version}: it is not a gated candidate")
+        return None if replaced is None else _model(replaced)
+
+    def step_canary(self, model_name: str, version: int, share: float, log_id: int) -> ModelVersion:
+        """Move the canary to its next traffic share; the step's evidence is the predictions logged after
+        ``log_id``."""
+        mv = model_versions
+        with self.engine.begin() as conn:
+            moved = conn.execute(update(mv).where(mv.c.model_name == model_name, mv.c.version == version,
+                                                  mv.c.status == "canary")
+                                 .values(traffic_share=share, step_started_at=_now(), step_log_id=log_id))
+        if moved.rowcount != 1:
+            raise StoreError(f"cannot step the canary of {model_name}: v{version} is no longer in canary")
+        return self.version(model_name, version)
 
     def rollback(self, model_name: str, run_id: str | None = None,
                  expected_production: int | None = None) -> tuple[ModelVersion, ModelVersion]:

@@ -122,7 +122,7 @@ dataset_versions = Table(
     UniqueConstraint("model_name", "number", name="uq_dataset_versions_number"),
 )
 
-MODEL_STATUSES = ("candidate", "shadow", "production", "standby", "archived", "rejected")
+MODEL_STATUSES = ("candidate", "shadow", "canary", "production", "standby", "archived", "rejected")
 
 model_versions = Table(
     "model_versions",
@@ -149,6 +149,10 @@ model_versions = Table(
     Column("baseline_metrics", Json, comment="Live metrics over its validation period: the monitoring baseline."),
     Column("reference_key", Text, comment="Reference pack artifact: held-out losses, importances, drift calibration."),
     Column("reference_sha256", String(64)),
+    Column("traffic_share", Float, comment="Canary: the share of live requests this version answers (migration 10)."),
+    Column("step_started_at", UTCDateTime, comment="Canary: when its current traffic share began."),
+    Column("step_log_id", BigInteger, comment="Canary: the newest prediction_log id when its current share began "
+                                              "(the step's evidence is the rows logged after it)."),
     UniqueConstraint("model_name", "version", name="uq_model_versions_version"),
 )
 # At most one production model per name, enforced by the database itself.

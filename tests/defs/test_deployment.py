@@ -209,3 +209,153 @@ def test_a_shadow_candidate_that_does_worse_on_the_same_requests_is_rejected(tmp
     assert "shadow F1" in rejected.gate_results[-1]["message"]
     assert h.store.events.recent("churn")[0]["execution_successful"] is False
     assert h.sensor_tick("churn_shadow_sensor").skip_message == "churn has no candidate in shadow"
+
+
+def canary_settings(tmp_path):
+    return make_settings(tmp_path, gates=LOOSE, deployment={"strategy": "canary", "canary_steps": [0.2, 0.6, 1.0],
+                                                           "watch_min_samples": 100})
+
+
+def canary_started(harness_for, tmp_path):
+    """v1 promoted directly (nothing to compare a canary with), then v2 in canary at 20 %."""
+    h = harness_for(canary_settings(tmp_path))
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(2000)
+    result = h.retrain(event=True)
+    assert result.success and result.promotion is not None and result.promotion.success
+    return h, result
+
+
+def canary_steps(h) -> list[tuple]:
+    rows = [e for e in reversed(h.store.events.recent("churn")) if e["trigger_type"] == "canary_step"]
+    return [(e["trigger_metrics"]["outcome"], e["trigger_metrics"]["share"]) for e in rows]
+
+
+def test_a_canary_steps_through_its_shares_and_is_promoted_at_the_last(tmp_path, harness_for):
+    from retrain_assets.defs.deployment.canary import canary_job_name
+    from retrain_assets.defs.triggers.requests import stale_claim
+    from retrain_assets.serving.routing import routes_to_canary
+
+    h, result = canary_started(harness_for, tmp_path)
+    registry = h.store.registry
+    canary = registry.with_status("churn", "canary")
+    assert (registry.production("churn").version, canary.version, canary.traffic_share) == (1, 2, 0.2)
+    production_key = h.defs.resolve_assets_def(["churn", "production_model"]).key
+    assert h.instance.get_latest_materialization_event(production_key).asset_materialization.metadata[
+        "promoted_version"].value == "v1"  # the canary is not production yet
+    observed = [e.event_specific_data.asset_observation for e in result.promotion.all_events
+                if e.event_type_value == "ASSET_OBSERVATION"]
+    assert [(o.metadata["canary_version"].value, o.metadata["canary_share"].value) for o in observed] == [("v2", 0.2)]
+    assert canary_steps(h) == [("started", 0.2)]
+    smoke = next(g for g in canary.gate_results if g["name"] == "serving_smoke_test")  # before any traffic
+    assert smoke["passed"] and smoke["value"]["answered"] == 100
+    claim = h.store.events.open_claim("churn")  # the retrain's event stays open (one retrain at a time) ...
+    assert claim is not None and stale_claim(h.instance, h.store, h.model, claim, claim["triggered_at"]) is None
+    assert "0 of 100 labeled requests" in h.sensor_tick("churn_canary_sensor").skip_message
+
+    frame = h.traffic(800, serve=True)  # each row is a request: about 20 % go to v2, chosen by request id
+    routed = sum(routes_to_canary(i, 0.2) for i in frame["request_id"])
+    assert abs(routed - 160) < 4 * (800 * 0.2 * 0.8) ** 0.5  # binomial tolerance
+    logged = h.store.predictions.served_outcomes("churn", 2, last_rows=10_000)
+    assert len(logged) == routed  # exactly the routed rows were answered (and logged) by the canary
+    tick = h.sensor_tick("churn_canary_sensor")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert h.run(canary_job_name("churn"), tags=tick.run_requests[0].tags).success
+    assert registry.with_status("churn", "canary").traffic_share == 0.6
+    assert card_version(h) == "v1"  # the card names the canary beside production
+    card = h.instance.get_latest_materialization_event(h.defs.resolve_assets_def(["churn", "model_card"]).key)
+    assert "canary: v2 answers 60 % of live requests" in card.asset_materialization.metadata["card"].value
+    assert "0 of 100 labeled requests" in h.sensor_tick("churn_canary_sensor").skip_message  # a new step, new evidence
+
+    h.traffic(400, serve=True)
+    tick = h.sensor_tick("churn_canary_sensor")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert h.run(canary_job_name("churn"), tags=tick.run_requests[0].tags).success
+    assert (registry.production("churn").version, registry.with_status("churn", "standby").version) == (2, 1)
+    assert registry.with_status("churn", "canary") is None
+    assert canary_steps(h) == [("started", 0.2), ("advanced", 0.6), ("promoted", 1.0)]
+    gate = registry.version("churn", 2).gate_results[-1]
+    assert gate["name"] == "canary" and gate["passed"] and gate["value"]["share"] == 0.6
+    event = h.store.events.get(claim["id"])
+    assert (event["execution_successful"], event["retraining_model_version"]) == (True, "v2")
+    materialized = h.instance.get_latest_materialization_event(production_key).asset_materialization
+    assert materialized.metadata["promoted_version"].value == "v2" and materialized.metadata["trigger"].value == "canary"
+    assert card_version(h) == "v2"
+    assert h.sensor_tick("churn_canary_sensor").skip_message == "churn has no candidate in canary"
+
+
+def test_a_canary_that_does_worse_than_production_over_the_same_requests_is_rolled_back(tmp_path, harness_for):
+    import numpy as np
+
+    from retrain_assets.defs.deployment.canary import canary_job_name
+    from retrain_assets.serving.routing import routes_to_canary
+
+    h, _ = canary_started(harness_for, tmp_path)
+    claim = h.store.events.open_claim("churn")
+    frame = h.traffic(1000, serve=True, label=False)
+    to_canary = np.array([routes_to_canary(i, 0.2) for i in frame["request_id"]])
+    truth = frame[h.model.target].to_numpy()
+    h.store.predictions.log_labels("churn", frame["request_id"].tolist(), np.where(to_canary, 1 - truth, truth).tolist())
+    tick = h.sensor_tick("churn_canary_sensor")
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert h.run(canary_job_name("churn"), tags=tick.run_requests[0].tags).success
+    registry = h.store.registry
+    rejected = registry.version("churn", 2)
+    assert rejected.status == "rejected" and registry.production("churn").version == 1
+    assert not rejected.gate_results[-1]["passed"] and "canary F1" in rejected.gate_results[-1]["message"]
+    assert canary_steps(h) == [("started", 0.2), ("rolled_back", 0.2)]
+    assert h.store.events.get(claim["id"])["execution_successful"] is False
+    assert h.store.events.open_claim("churn") is None  # the next retrain may start
+    h.traffic(200, serve=True)
+    assert len(h.store.predictions.served_outcomes("churn", 2, last_rows=10_000)) == int(to_canary.sum())  # no more
+
+
+def test_a_canary_a_server_saw_fail_is_rolled_back_without_waiting_for_labels(tmp_path, harness_for):
+    from retrain_assets.defs.deployment.canary import canary_job_name
+    from retrain_assets.serving.routing import record_canary_failure
+
+    h, _ = canary_started(harness_for, tmp_path)
+    canary = h.store.registry.with_status("churn", "canary")
+    record_canary_failure(h.store, "churn", canary, "ValueError: a category it cannot encode", 3)  # as a server does
+    tick = h.sensor_tick("churn_canary_sensor")
+    assert len(tick.run_requests) == 1 and "failed 1 request" in tick.run_requests[0].tags[TAG_REASON]
+    assert h.run(canary_job_name("churn"), tags=tick.run_requests[0].tags).success
+    rejected = h.store.registry.version("churn", 2)
+    assert rejected.status == "rejected" and "failed to score 1 request" in rejected.gate_results[-1]["message"]
+    assert h.store.registry.production("churn").version == 1
+
+
+def test_a_candidate_that_fails_the_serving_smoke_test_never_takes_traffic(tmp_path, harness_for):
+    """Its training gates passed, but through the serving path its scores leave [0, 1]: the promote run
+    fails, the candidate is rejected with the smoke test's result, its event is failed, production stays."""
+    from sqlalchemy import update
+
+    from retrain_assets.defs.deployment.promotion import promotion_request
+    from retrain_assets.defs.keys import promote_job_name, retrain_job_name
+    from retrain_assets.store.schema import model_versions
+    from tests.serving.test_smoke import Overconfident
+
+    h = harness_for(loose_settings(tmp_path))
+    h.traffic(3000)
+    assert h.retrain().success
+    h.traffic(2000)
+    event_id = h.store.events.record_trigger("churn", trigger_type="manual", severity="LOW", reason="test")
+    retrain = h.defs.resolve_job_def(retrain_job_name("churn")).execute_in_process(
+        instance=h.instance, tags={"retrain/model": "churn", "retrain/event_id": str(event_id)}, raise_on_error=False)
+    assert retrain.success
+    candidate = h.store.registry.version("churn", 2)
+    broken = h.artifacts.put_model(Overconfident(h.artifacts.load_model(candidate.artifact_key, candidate.artifact_sha256)))
+    with h.store.engine.begin() as conn:  # the same candidate, its artifact now scoring out of range
+        conn.execute(update(model_versions).where(model_versions.c.model_name == "churn", model_versions.c.version == 2)
+                     .values(artifact_key=broken.key, artifact_sha256=broken.sha256))
+    request = promotion_request(h.store, h.model, h.instance.get_run_by_id(retrain.run_id))
+    promotion = h.defs.resolve_job_def(promote_job_name("churn")).execute_in_process(
+        instance=h.instance, tags=request.tags, raise_on_error=False)
+    assert not promotion.success
+    rejected = h.store.registry.version("churn", 2)
+    assert rejected.status == "rejected" and rejected.gate_results[-1]["name"] == "serving_smoke_test"
+    assert "outside [0, 1]" in rejected.gate_results[-1]["message"]
+    assert h.store.registry.production("churn").version == 1
+    event = h.store.events.get(event_id)
+    assert event["execution_successful"] is False and event["execution_metrics"]["failed_gates"] == ["serving_smoke_test"]

@@ -268,7 +268,8 @@ def test_a_failed_monitor_run_alerts_too(settings, harness_for, caplog):
     assert not result.success
     sensor = h.defs.resolve_sensor_def("churn_retrain_failure_sensor")
     monitored = {job.name for job in sensor._monitored_jobs}  # noqa: SLF001 - what the daemon filters runs by
-    assert monitored == {"churn_retrain", "churn_promote", "churn_monitor", "churn_rollback", "churn_shadow_decision"}
+    assert monitored == {"churn_retrain", "churn_promote", "churn_monitor", "churn_rollback", "churn_shadow_decision",
+                         "churn_canary_step"}
     failure = h.instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
     context = dg.build_run_status_sensor_context(
         sensor_name=sensor.name, dagster_event=failure, dagster_instance=h.instance,

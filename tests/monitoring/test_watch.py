@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from retrain_assets.monitoring.watch import compare_latency, post_deploy_verdict, shadow_verdict
+from retrain_assets.monitoring.watch import canary_verdict, compare_latency, post_deploy_verdict, shadow_verdict
 from retrain_assets.config.deployment import DeploymentSettings
 
 SETTINGS = DeploymentSettings(watch_min_samples=100, shadow_min_samples=100)
@@ -51,6 +51,20 @@ def test_shadow_compares_candidate_and_production_on_the_same_requests():
     rejected = shadow_verdict(BAD, GOOD, TRUE, "classification", SETTINGS)
     assert rejected.worse and "vs" in rejected.message and "production" in rejected.message
     assert not shadow_verdict(GOOD[:50], BAD[:50], TRUE[:50], "classification", SETTINGS).judged
+
+
+def test_a_canary_step_is_judged_on_labels_against_production_and_fails_on_any_crash():
+    advance = canary_verdict(GOOD, TRUE, GOOD, TRUE, "classification", SETTINGS)
+    assert advance.judged and not advance.worse and advance.message.startswith("canary F1")  # latency never holds it
+    back = canary_verdict(BAD, TRUE, GOOD, TRUE, "classification", SETTINGS)
+    assert back.worse and "production" in back.message
+    wait = canary_verdict(GOOD[:60], TRUE[:60], GOOD, TRUE, "classification", SETTINGS)
+    assert not wait.judged and not wait.worse and "judging at 100" in wait.message
+    spiked = canary_verdict(GOOD[:60], TRUE[:60], GOOD, TRUE, "classification", SETTINGS,
+                            canary_latency_ms=np.full(50, 900.0), production_latency_ms=np.full(50, 30.0))
+    assert spiked.worse and spiked.judged and "p99 latency" in spiked.message  # a spike does not wait for labels
+    crashed = canary_verdict(GOOD, TRUE, GOOD, TRUE, "classification", SETTINGS, failures=2)
+    assert crashed.worse and crashed.judged and "failed to score 2 request(s)" in crashed.message
 
 
 def test_the_phases_follow_the_promotion_time():

@@ -46,8 +46,8 @@ def test_a_promotion_and_a_rollback_reach_a_running_server_without_a_reload(back
         register(settings, store, churn_pipeline, 2)
         wait_until(lambda: version_served(http) == "v2", 30, "the promotion to reach the server")
         ready = http.get("/readyz").json()
-        assert ready["ready"] and ready["models"]["churn"] == {"serving": "v2", "standby": "v1", "shadow": None,
-                                                                 "problem": None}
+        assert ready["ready"] and ready["models"]["churn"] == {"serving": "v2", "standby": "v1", "shadow": None, "canary": None,
+                                                                 "canary_share": None, "problem": None}
         v1 = store.registry.version("churn", 1)
         (Path(settings.storage.artifact_root) / v1.artifact_key).unlink()
         store.registry.rollback("churn")

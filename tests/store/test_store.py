@@ -175,12 +175,13 @@ def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
     with store.engine.begin() as conn:  # back to what a store created before migrations 4 and 5 looked like
         conn.exec_driver_sql("DROP TABLE shadow_predictions")
         conn.exec_driver_sql("ALTER TABLE prediction_log DROP COLUMN latency_ms")
-        for column in ("proven_at", "baseline_metrics", "reference_key", "reference_sha256"):
+        for column in ("proven_at", "baseline_metrics", "reference_key", "reference_sha256", "traffic_share",
+                       "step_started_at", "step_log_id"):
             conn.exec_driver_sql(f"ALTER TABLE model_versions DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version >= 4")
-    assert migrate(store.engine) == [4, 5, 6, 7, 8, 9]
-    assert {"proven_at", "baseline_metrics", "reference_key", "reference_sha256"} <= {
-        c["name"] for c in inspect(store.engine).get_columns("model_versions")}
+    assert migrate(store.engine) == [4, 5, 6, 7, 8, 9, 10]
+    assert {"proven_at", "baseline_metrics", "reference_key", "reference_sha256", "traffic_share", "step_started_at",
+            "step_log_id"} <= {c["name"] for c in inspect(store.engine).get_columns("model_versions")}
     assert store.registry.version("m", 1).reference_key is None  # trained before packs: decisions say so
     assert store.predictions.count_predictions("m") == 4
     store.registry.promote("m", 1)
@@ -189,6 +190,9 @@ def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
     store.predictions.log_predictions("m", _frame(2, prefix="new"), FEATURES, model_version=1, latency_ms=[3.0, 4.0])
     assert sorted(store.predictions.served_latencies("m", 1, last_rows=10)) == [3.0, 4.0]
     assert store.predictions.log_shadow("m", 1, ["new0"], [1]) == 1
+    _candidate(store, 2)
+    store.registry.start_canary("m", 2, 0.05, store.predictions.newest_id("m"))
+    assert (store.registry.with_status("m", "canary").traffic_share, store.registry.version("m", 1).status) == (0.05, "production")
 
 
 def test_unreachable_database_says_what_to_fix():

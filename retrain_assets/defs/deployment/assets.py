@@ -34,7 +34,7 @@ def deployment_lines(model: ModelSettings, production, now: dt.datetime) -> list
 
 
 def model_card_markdown(model: ModelSettings, production, previous, dataset,
-                        now: dt.datetime | None = None) -> str:
+                        now: dt.datetime | None = None, canary=None) -> str:
     gates = production.gate_results or []
     fairness = next((g for g in gates if g["name"] == "fairness"), None)
     lines = [
@@ -53,6 +53,9 @@ def model_card_markdown(model: ModelSettings, production, previous, dataset,
         "",
         "## Deployment",
         *deployment_lines(model, production, now or dt.datetime.now(dt.timezone.utc)),
+        *([f"- canary: {canary.label} answers {100 * (canary.traffic_share or 0):g} % of live requests (steps "
+           f"{', '.join(f'{100 * s:g} %' for s in model.deployment.canary_steps)}; this model answers the rest)"]
+          if canary is not None else []),
         "",
         "## Metrics (test split of its dataset)",
         md_table({k: round(v, 4) for k, v in production.metrics.items()},
@@ -84,13 +87,14 @@ def model_card_markdown(model: ModelSettings, production, previous, dataset,
 
 def model_card_record(store, artifacts, model: ModelSettings) -> tuple[dict, dg.DataVersion]:
     """The card of the current production model, stored as an artifact: the model_card materialization's
-    metadata and data version. Every change of production (promotion, rollback, shadow promotion) records
+    metadata and data version. Every change of production (promotion, rollback, shadow or canary promotion) records
     one, so the card never describes a model that no longer serves."""
     production = store.registry.production(model.name)
     if production is None:
         raise StoreError(f"model {model.name} has no production model to describe: run {model.name}_retrain first")
     previous = store.registry.with_status(model.name, "standby")
-    card = model_card_markdown(model, production, previous, store.registry.dataset(model.name, production.dataset_tag))
+    card = model_card_markdown(model, production, previous, store.registry.dataset(model.name, production.dataset_tag),
+                               canary=store.registry.with_status(model.name, "canary"))
     stored = artifacts.put_text(card, ".md")
     metadata = {"card": dg.MetadataValue.md(card), "model_version": production.label, URI: artifacts.uri_of(stored.key)}
     return metadata, dg.DataVersion(stored.sha256)

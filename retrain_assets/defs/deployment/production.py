@@ -4,33 +4,41 @@ log; a rejected candidate never plans it, so the lineage keeps production green 
 
 import dagster as dg
 
-from retrain_assets.defs.deployment.promotion import promote_candidate
+from retrain_assets.defs.deployment.canary import start_canary
+from retrain_assets.defs.deployment.promotion import promote_candidate, promotion_refusal
 from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, asset_key, promote_job_name, retrain_job_name, run_trigger
-from retrain_assets.defs.resources import MonitoringStoreResource
+from retrain_assets.config.serving import ServingSettings
+from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
 from retrain_assets.defs.training.candidate import own_candidate
-from retrain_assets.defs.triggers.requests import event_of_run
+from retrain_assets.defs.triggers.requests import event_of_run, fail_retrain
 from retrain_assets.errors import StoreError
+from retrain_assets.serving.smoke import serving_smoke_test, smoke_samples
 from retrain_assets.settings import ModelSettings
 
 
-def promotion_refusal(store, model: ModelSettings, candidate, event_id) -> str | None:
-    """Why a gated candidate may no longer be promoted, or None: production changed since its gates
-    compared it (it was never judged against the model it would replace), or its retrain event was closed
-    while the promotion waited (the claim was released, e.g. after run_timeout_minutes)."""
-    production = store.registry.production(model.name)
-    current = production.version if production is not None else None
-    compared = {g["production_version"] for g in candidate.gate_results or [] if "production_version" in g}
-    if compared and compared != {current}:
-        then = ", ".join(f"v{v}" if v else "none" for v in sorted(compared, key=lambda v: v or 0))
-        return (f"not promoting {model.name} {candidate.label}: its gates compared it with production {then}, but production "
-                f"is {production.label if production else 'none'} now; launch {retrain_job_name(model.name)} to train and "
-                "gate a candidate against the current model")
-    event = store.events.get(int(event_id)) if event_id else None
-    if event is not None and event["execution_completed_at"] is not None and not event["execution_successful"]:
-        why = (event.get("execution_metrics") or {}).get("error", "it was closed")
-        return (f"not promoting {model.name} {candidate.label}: its retrain event #{event_id} was closed while the promotion "
-                f"waited ({why}); launch {retrain_job_name(model.name)} again")
-    return None
+def smoke_through_serving(context, store, artifacts, model: ModelSettings, candidate):
+    """The serving smoke test before the candidate takes any traffic; its result joins the candidate's gates
+    (the model card lists it). A failure rejects the candidate, fails its retrain event and this run:
+    production stays as it is. Returns the candidate as the registry now holds it."""
+    requests = model.deployment.serving_smoke_requests
+    if not requests:
+        return candidate
+    samples = smoke_samples(store, artifacts, model, candidate, requests)
+    smoke = serving_smoke_test(model, ServingSettings(), artifacts, candidate, samples, model.gates.max_latency_p99_s)
+    store.registry.record_gates(model.name, candidate.version, [*(candidate.gate_results or []), smoke.to_dict()],
+                                smoke.passed)
+    if not smoke.passed:
+        event_id = event_of_run(store, context.run)
+        if event_id:
+            fail_retrain(store, model, int(event_id), retraining_model_version=candidate.label,
+                         execution_metrics={"failed_gates": [smoke.name], smoke.name: smoke.message})
+        production = store.registry.production(model.name)
+        raise dg.Failure(
+            description=f"{model.name} {candidate.label} rejected before taking traffic: {smoke.message}; production "
+                        f"stays {production.label if production else 'empty'}",
+            metadata={"gate": smoke.name, "value": dg.MetadataValue.json(smoke.value)})
+    context.log.info(f"{model.name} {candidate.label}: {smoke.message}")
+    return store.registry.version(model.name, candidate.version)
 
 
 def build_production_model(model: ModelSettings) -> dg.AssetsDefinition:
@@ -48,13 +56,17 @@ def build_production_model(model: ModelSettings) -> dg.AssetsDefinition:
             "is the promotion log."
             + (" Shadow evaluation is on: a gated candidate first scores live traffic beside production and "
                f"the {model.name}_shadow_decision job promotes it if it does no worse." if model.deployment.shadow else "")
+            + (" Canary deployment is on: a gated candidate first answers a growing share of live requests "
+               f"({', '.join(f'{100 * s:g} %' for s in model.deployment.canary_steps)}); the {model.name}_canary_step "
+               "job promotes it at the last step or rolls it back." if model.deployment.strategy == "canary" else "")
         ),
         kinds={"scikitlearn"},
         owners=list(model.owners),
         tags={"domain": "deployment"},
-        output_required=False,  # nothing materializes while the candidate is in shadow
+        output_required=False,  # nothing materializes while the candidate is in shadow or in canary
     )
-    def production_model(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource):
+    def production_model(context: dg.AssetExecutionContext, monitoring_store: MonitoringStoreResource,
+                         artifact_store: ArtifactStoreResource):
         store = monitoring_store.get()
         candidate = own_candidate(store, model, context.run)
         gated = candidate is not None and candidate.gate_results is not None and all(
@@ -69,7 +81,14 @@ def build_production_model(model: ModelSettings) -> dg.AssetsDefinition:
         refusal = promotion_refusal(store, model, candidate, event_of_run(store, context.run))
         if refusal:
             raise StoreError(refusal)
-        if model.deployment.shadow and store.registry.production(model.name) is not None:
+        candidate = smoke_through_serving(context, store, artifact_store.get(), model, candidate)
+        has_production = store.registry.production(model.name) is not None
+        if model.deployment.strategy == "canary" and has_production and model.deployment.canary_steps[0] < 1.0:
+            observation = start_canary(store, model, candidate)
+            context.log.info(observation.description)
+            context.log_event(observation)
+            return
+        if model.deployment.shadow and has_production:
             replaced = store.registry.start_shadow(model.name, candidate.version)
             context.log.info(
                 f"{model.name} {candidate.label} passed its gates and now scores live traffic in shadow"

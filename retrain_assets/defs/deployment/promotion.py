@@ -89,6 +89,26 @@ def promote_candidate(
     return previous, metadata
 
 
+def promotion_refusal(store, model: ModelSettings, candidate, event_id) -> str | None:
+    """Why a gated candidate may no longer be promoted, or None: production changed since its gates
+    compared it (it was never judged against the model it would replace), or its retrain event was closed
+    while the promotion waited (the claim was released, e.g. after run_timeout_minutes)."""
+    production = store.registry.production(model.name)
+    current = production.version if production is not None else None
+    compared = {g["production_version"] for g in candidate.gate_results or [] if "production_version" in g}
+    if compared and compared != {current}:
+        then = ", ".join(f"v{v}" if v else "none" for v in sorted(compared, key=lambda v: v or 0))
+        return (f"not promoting {model.name} {candidate.label}: its gates compared it with production {then}, but production "
+                f"is {production.label if production else 'none'} now; launch {retrain_job_name(model.name)} to train and "
+                "gate a candidate against the current model")
+    event = store.events.get(int(event_id)) if event_id else None
+    if event is not None and event["execution_completed_at"] is not None and not event["execution_successful"]:
+        why = (event.get("execution_metrics") or {}).get("error", "it was closed")
+        return (f"not promoting {model.name} {candidate.label}: its retrain event #{event_id} was closed while the promotion "
+                f"waited ({why}); launch {retrain_job_name(model.name)} again")
+    return None
+
+
 def promotion_request(store: MonitoringStore, model: ModelSettings, run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
     """The promotion run of a retrain run that succeeded (every blocking gate passed), or why there is none.
 

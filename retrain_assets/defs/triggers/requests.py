@@ -94,7 +94,7 @@ def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, mod
     """Why the model's open retrain event no longer stands, or None while it does.
 
     It stands while its run is queued or running, while the run's gated candidate waits for its promotion
-    run (both within ``run_timeout_minutes``), while its candidate is in shadow, and for
+    run (both within ``run_timeout_minutes``), while its candidate is in shadow or in canary, and for
     ``PENDING_CLAIM_LIMIT`` while no run carries it yet. Without an instance (a trigger
     sent to a remote webserver) only time can tell.
     """
@@ -119,8 +119,8 @@ def stale_claim(instance: dg.DagsterInstance | None, store: MonitoringStore, mod
             return f"its run {run_ids[0][:8]} has been in flight past run_timeout_minutes (its worker is presumed dead)"
         return None
     candidate = store.registry.candidate_of_run(model.name, run_ids[0])
-    if candidate is not None and candidate.status == "shadow":
-        return None  # the candidate is still being judged in shadow
+    if candidate is not None and candidate.status in ("shadow", "canary"):
+        return None  # the candidate is still being judged on live traffic (in shadow or in canary)
     if (record.dagster_run.status == dg.DagsterRunStatus.SUCCESS and candidate is not None
             and candidate.status == "candidate"):
         # Its gates passed and its promotion run is on its way (the promotion sensor), or in flight: an

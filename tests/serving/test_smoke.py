@@ -1,0 +1,81 @@
+"""The serving smoke test: sample requests through the serving path (artifact load, JSON, the request
+schema, the frame a server builds) before a candidate takes traffic."""
+
+import datetime as dt
+
+from retrain_assets.config.serving import ServingSettings
+from retrain_assets.serving.smoke import serving_smoke_test
+from retrain_assets.simulate import generate_traffic
+from tests.faults.conftest import Backend, served_settings
+from tests.serving.conftest import register
+
+
+class Overconfident:
+    """Predicts like the real model, but its scores leave [0, 1] (a broken calibration step, say)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def classes_(self):
+        return self.inner.classes_
+
+    def predict_proba(self, frame):
+        return self.inner.predict_proba(frame) * 1.5
+
+    def predict(self, frame):
+        return self.inner.predict(frame)
+
+
+class NumbersOnly:
+    """Predicts on the training frame, but crashes on a categorical column holding None (as JSON null)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def classes_(self):
+        return self.inner.classes_
+
+    def predict_proba(self, frame):
+        if frame.isna().any().any():
+            raise TypeError("'<' not supported between instances of 'NoneType' and 'str'")
+        return self.inner.predict_proba(frame)
+
+    def predict(self, frame):
+        return self.predict_proba(frame).argmax(axis=1)
+
+
+def setup(tmp_path, churn_pipeline):
+    path = tmp_path / "monitoring.db"
+    settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
+    samples = generate_traffic(100, seed=9, start=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    samples.loc[samples.index[:5], "region"] = None  # a client leaves some values out
+    from retrain_assets.store import ArtifactStore
+
+    return settings, store, ArtifactStore(settings.storage.artifact_root), samples
+
+
+def test_a_sound_candidate_answers_every_request_with_valid_scores(tmp_path, churn_pipeline):
+    settings, store, artifacts, samples = setup(tmp_path, churn_pipeline)
+    candidate = register(settings, store, churn_pipeline, 2, promote=False)
+    result = serving_smoke_test(settings.model("churn"), ServingSettings(), artifacts, candidate, samples, 1.0)
+    assert result.passed and result.value["requests"] == result.value["answered"] == 100, result.message
+    assert 0 < result.value["p99_s"] < 1.0
+
+
+def test_scores_outside_0_1_a_crash_on_a_null_and_a_corrupt_artifact_fail_it(tmp_path, churn_pipeline):
+    settings, store, artifacts, samples = setup(tmp_path, churn_pipeline)
+    model = settings.model("churn")
+    overconfident = register(settings, store, Overconfident(churn_pipeline), 2, promote=False)
+    result = serving_smoke_test(model, ServingSettings(), artifacts, overconfident, samples, 1.0)
+    assert not result.passed and "outside [0, 1]" in result.message
+    picky = register(settings, store, NumbersOnly(churn_pipeline), 3, promote=False)
+    result = serving_smoke_test(model, ServingSettings(), artifacts, picky, samples, 1.0)
+    assert not result.passed and result.value["answered"] == 95 and "TypeError" in result.message
+    (tmp_path / "artifacts" / overconfident.artifact_key).write_bytes(b"not a model")
+    result = serving_smoke_test(model, ServingSettings(), artifacts, overconfident, samples, 1.0)
+    assert not result.passed and result.value["requests"] == 0 and "refused v2 before any request" in result.message
+    assert not serving_smoke_test(model, ServingSettings(), artifacts, candidate := register(
+        settings, store, churn_pipeline, 4, promote=False), samples, 1e-9).passed  # p99 judged against the limit
+    assert candidate.version == 4
