@@ -195,3 +195,23 @@ def test_smote_says_when_the_rare_class_is_too_small_for_its_neighbours():
     few = pd.concat([negatives, positives.head(8)])
     with pytest.raises(DataError, match="rarest class has 8 training rows, about 5 per CV fold"):
         train_candidate(DatasetSplit(few, few.iloc[0:0], few), model, model.training)
+
+
+def test_categories_are_the_same_strings_whatever_the_column_types():
+    """as_categories (column by column, for speed on the request path) gives exactly what the frame-wide
+    pandas cast gives: the fitted encoders of models already in production see the same strings."""
+    import numpy as np
+    import pandas as pd
+
+    from retrain_assets.training.pipeline import MISSING_CATEGORY, as_categories
+
+    frame = pd.DataFrame({
+        "object": ["x", None, "y", np.nan], "text": pd.Series(["p", None, "q", "p"], dtype="str"),
+        "float": [1.5, 2.0, np.nan, 3.0], "int": pd.array([1, None, 2, 3], dtype="Int64"),
+        "category": pd.Categorical(["m", None, "n", "m"]), "bool": [True, False, True, False],
+    })
+    expected = frame.astype(object).where(frame.notna(), MISSING_CATEGORY).astype(str).to_numpy()
+    result = as_categories(frame)
+    assert result.dtype == object and (result == expected).all()
+    assert all(type(value) is str for value in result.ravel())
+    assert result[1].tolist() == [MISSING_CATEGORY, MISSING_CATEGORY, "2.0", MISSING_CATEGORY, MISSING_CATEGORY, "False"]
