@@ -161,6 +161,11 @@ class TriggerSettings(_Strict):
                     "less gives back nearly the same model however bad the current one looks, so the retrain waits "
                     "for the next labeled batch.")
     cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain this soon after the last.")
+    quality_block_hours: float = Field(
+        24.0, ge=0,
+        description="A dataset of the model whose data-quality status was critical (a check failed) within this many "
+                    "hours blocks automatic retraining, whatever the severity (seed 004: 'data quality status not "
+                    "critical in the last day'); fix the source, or retrain by hand. 0: off.")
     incident_after_failures: int = Field(
         3, ge=0,
         description="After this many consecutive failed retrains of a model (run failure, data quality, gates), a P1 "
@@ -247,6 +252,10 @@ class ModelSettings(_Strict):
             raise ValueError(f"feature names must be unique, repeated: {duplicates}")
         if self.target in names:
             raise ValueError(f"target {self.target!r} must not also be a feature")
+        if self.monitoring.window_rows < self.deployment.watch_min_samples:
+            raise ValueError(f"monitoring.window_rows ({self.monitoring.window_rows}) must be at least "
+                             f"deployment.watch_min_samples ({self.deployment.watch_min_samples}): the watch and the "
+                             "canary judge the newest window_rows labeled predictions, so fewer could never be judged")
         return self
 
     @property

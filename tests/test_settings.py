@@ -54,6 +54,7 @@ def test_model_blocks_overlay_defaults_key_by_key():
         ({"deployment": {"canary_steps": [0.5, 0.05, 1.0]}}, "canary_steps must rise strictly within (0, 1] and end at 1"),
         ({"deployment": {"canary_steps": [0.05, 0.5]}}, "canary_steps must rise strictly within (0, 1] and end at 1"),
         ({"deployment": {"shadow": True, "strategy": "canary"}}, "deployment.shadow: true contradicts"),
+        ({"monitoring": {"window_rows": 50}}, "monitoring.window_rows (50) must be at least deployment.watch_min_samples"),
     ],
 )
 def test_invalid_config_names_the_key_and_allowed_values(change, expected):
@@ -66,6 +67,8 @@ def test_the_older_shadow_switch_reads_as_the_shadow_strategy():
     for shadow, strategy in ((True, "shadow"), (False, "direct")):
         settings = settings_from_dict({"models": [{**model_config(), "deployment": {"shadow": shadow}}]})
         assert settings.model("churn").deployment.strategy == strategy
+    both = settings_from_dict({"models": [{**model_config(), "deployment": {"shadow": False, "strategy": "canary"}}]})
+    assert both.model("churn").deployment.strategy == "canary"  # shadow: false says nothing against it
 
 
 def test_unknown_defaults_block_is_rejected():

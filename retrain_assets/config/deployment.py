@@ -26,6 +26,11 @@ class DeploymentSettings(BaseModel):
                     "began, then is judged on the watch's criteria against production over the same period. "
                     "The last must be 1: reaching it is the promotion.")
 
+    canary_max_hours: float = Field(
+        72.0, gt=0,
+        description="Canary: a step not judged this long after it began (too few labeled requests: are labels "
+                    "arriving, can the servers load it?) rolls the canary back; it holds the model's one open retrain "
+                    "meanwhile, so it must not wait for ever.")
     serving_smoke_requests: int = Field(
         100, ge=0,
         description="Before a gated candidate takes traffic (promotion, canary or shadow), this many sample requests "
@@ -47,6 +52,11 @@ class DeploymentSettings(BaseModel):
         5000.0, gt=0,
         description="Roll back when the live p99 request latency exceeds this many ms (seed 002: latency > 5 s; "
                     "judged in the watch and the close watch once watch_latency_min_requests are timed). null: off.")
+    rollback_max_error_rate: float | None = Field(
+        0.05, gt=0, lt=1,
+        description="Roll back when more than this share of the new model's prediction requests failed (it raised; "
+                    "the server answered 500), counted by every server process (seed 002: error rate > 5 %; judged in "
+                    "the watch and the close watch once watch_latency_min_requests requests were counted). null: off.")
     close_watch_hours: float = Field(
         24.0, ge=0,
         description="After the watch, a close watch until this many hours after the promotion (seed 002: 'monitor "
@@ -63,7 +73,9 @@ class DeploymentSettings(BaseModel):
         if isinstance(data, dict) and "shadow" in data:
             data = dict(data)
             shadow = data.pop("shadow")
-            implied = "shadow" if shadow else "direct"
+            if not shadow:
+                return data  # shadow: false says nothing against any strategy
+            implied = "shadow"
             if data.setdefault("strategy", implied) != implied:
                 raise ValueError(f"deployment.shadow: {str(shadow).lower()} contradicts deployment.strategy: "
                                  f"{data['strategy']}; keep only strategy (shadow is its older spelling)")

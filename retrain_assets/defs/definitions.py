@@ -80,7 +80,8 @@ def build_definitions(settings: RetrainSettings) -> dg.Definitions:
     kind = store_kind(settings.storage.database_url)
     for model in settings.models:
         mine = []
-        for definition in [*build_training_assets(model), *build_monitoring_assets(model), build_model_card(model)]:
+        for definition in [*build_training_assets(model, settings.serving), *build_monitoring_assets(model),
+                           build_model_card(model)]:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else mine).append(definition)
         assets += label_model_assets(mine, model, kind)
         retrain, promote, monitor = build_jobs(model)

@@ -6,7 +6,8 @@ Every automatic trigger (drift, performance, data volume) passes through the sam
    (``min_samples``, and ``min_new_labels_fraction`` of the rows that training had: a window that barely
    changed gives back nearly the same model, however bad the current one looks); the latest
    retrain failed (its dataset failed data quality, or its candidate failed a gate) and no label has arrived
-   since (the same evidence would fail again: a newer labeled batch lifts it); an open
+   since (the same evidence would fail again: a newer labeled batch lifts it); a dataset whose data
+   quality was critical within ``quality_block_hours`` (seed 004's "not critical in the last day"); an open
    P1 incident; a retrain started less than ``cooldown_hours`` ago (CRITICAL bypasses the cooldown);
    a retrain of this model already queued or running (one at a time).
 2. **Timing** - CRITICAL and HIGH retrain now; MEDIUM waits for the quiet window (``quiet_start_hour`` to
@@ -35,6 +36,7 @@ class TriggerFacts:
     open_p1: list[str] = field(default_factory=list)
     runs_in_flight: list[str] = field(default_factory=list)
     training_rows: int | None = None  # rows of the last training's dataset (None before the first)
+    critical_quality: str = ""  # a dataset with critical data quality within quality_block_hours, described
 
 
 def new_labels_needed(training_rows: int | None, settings) -> int:
@@ -53,6 +55,9 @@ def blocking_guards(facts: TriggerFacts, settings) -> list[str]:
                        f"{settings.min_samples}{share})")
     if facts.last_failure:
         reasons.append(f"the latest retrain failed ({', '.join(facts.last_failure)}) and no label arrived since")
+    if facts.critical_quality:
+        reasons.append(f"data quality critical within the last {settings.quality_block_hours:g} h ({facts.critical_quality}): "
+                       "fix the source; automatic retraining resumes after that (a manual retrain is not blocked)")
     if facts.open_p1:
         reasons.append(f"open P1 incident {', '.join(facts.open_p1)}")
     if facts.last_attempt is not None and facts.severity != "CRITICAL":

@@ -7,8 +7,9 @@ tolerances (a candidate the watch would roll back must not be promoted out of sh
   MAE grows by more than ``watch_mae_increase`` (relative). The watch compares what each version served
   (each over the last monitoring window of rows it answered); the shadow decision compares
   the candidate and production on the *same* labeled requests, which removes traffic differences.
-* absolute criteria (seed 002): live accuracy below ``rollback_min_accuracy`` or p99 request latency above
-  ``rollback_max_latency_ms``, whatever the previous model did; judged in the watch and in the close watch.
+* absolute criteria (seed 002): live accuracy below ``rollback_min_accuracy``, p99 request latency above
+  ``rollback_max_latency_ms`` or a share of failed requests above ``rollback_max_error_rate``, whatever the
+  previous model did; judged in the watch and in the close watch.
 * a canary step is judged like the watch (quality, latency, absolute criteria), the canary against
   production over the same period of live traffic (an A/B comparison), and fails outright when a server
   reported that the canary could not score a request.
@@ -91,11 +92,13 @@ def deployment_phase(promoted_at: dt.datetime, proven_at: dt.datetime | None, no
     return "validation", ends["validation"]  # over: the watch sensor marks it proven
 
 
-def absolute_verdict(live_pred, live_true, task: str, settings, positive_label=1, live_latency_ms=()) -> Verdict:
+def absolute_verdict(live_pred, live_true, task: str, settings, positive_label=1, live_latency_ms=(),
+                     requests: tuple[int, int] | None = None) -> Verdict:
     """Seed 002's rollback criteria, against fixed limits rather than the previous model: live accuracy
-    below ``rollback_min_accuracy`` (classification) and p99 request latency above
-    ``rollback_max_latency_ms``, each judged once it has its evidence (``watch_min_samples`` labeled
-    predictions, ``watch_latency_min_requests`` timed requests)."""
+    below ``rollback_min_accuracy`` (classification), p99 request latency above ``rollback_max_latency_ms``
+    and, with ``requests`` = (answered, failed) counts, a share of failed requests above
+    ``rollback_max_error_rate``; each judged once it has its evidence (``watch_min_samples`` labeled
+    predictions, ``watch_latency_min_requests`` timed or counted requests)."""
     failures, parts, judged, values = [], [], [], {}
     live_pred, live_true = np.asarray(live_pred), np.asarray(live_true)
     if task == "classification" and settings.rollback_min_accuracy is not None:
@@ -121,19 +124,28 @@ def absolute_verdict(live_pred, live_true, task: str, settings, positive_label=1
         else:
             judged.append(False)
             parts.append(f"latency: {len(latencies)} timed requests; judging at {settings.watch_latency_min_requests}")
+    if settings.rollback_max_error_rate is not None and requests is not None:
+        answered, failed = requests
+        if answered + failed >= settings.watch_latency_min_requests:
+            rate = failed / (answered + failed)
+            values["error_rate"] = rate
+            parts.append(f"error rate {rate:.2%} of {answered + failed} requests (limit {settings.rollback_max_error_rate:.0%})")
+            if rate > settings.rollback_max_error_rate:
+                failures.append(f"{failed} of {answered + failed} requests failed ({rate:.2%} > "
+                                f"{settings.rollback_max_error_rate:.0%})")
     if failures:
         return Verdict(True, True, "; ".join(failures), values)
     return Verdict(False, all(judged), "; ".join(parts) or "no absolute criteria set", values)
 
 
 def post_deploy_verdict(live_pred, live_true, before_pred, before_true, task: str, settings, positive_label=1,
-                        live_latency_ms=(), before_latency_ms=()) -> Verdict:
+                        live_latency_ms=(), before_latency_ms=(), requests: tuple[int, int] | None = None) -> Verdict:
     """The watch: roll back on a quality drop or a latency spike against the previous model, or on an
     absolute criterion; judged once each has enough evidence."""
     quality = compare_quality(live_pred, live_true, before_pred, before_true, task, settings,
                               min_samples=settings.watch_min_samples, positive_label=positive_label)
     latency = compare_latency(live_latency_ms, before_latency_ms, settings)
-    absolute = absolute_verdict(live_pred, live_true, task, settings, positive_label, live_latency_ms)
+    absolute = absolute_verdict(live_pred, live_true, task, settings, positive_label, live_latency_ms, requests)
     return _combined(quality, latency, absolute, judged=quality.judged and latency.judged)
 
 
@@ -155,14 +167,17 @@ def shadow_verdict(shadow_pred, production_pred, true, task: str, settings, posi
 def canary_verdict(canary_pred, canary_true, production_pred, production_true, task: str, settings, positive_label=1,
                    canary_latency_ms=(), production_latency_ms=(), failures: int = 0) -> Verdict:
     """One canary step: the watch's criteria, the canary against production on the requests each answered
-    since the step began. Judged once the canary has ``watch_min_samples`` labeled requests (a latency
-    spike or an absolute failure counts as soon as it shows; latency alone never holds a step). A canary
+    since the step began. Judged once the canary and production each have ``watch_min_samples`` labeled
+    requests (a latency spike or an absolute failure counts as soon as it shows; latency alone never holds a
+    step). A canary
     that failed to score any request is worse whatever its metrics."""
     if failures:
         return Verdict(True, True, f"the canary failed to score {failures} request(s) (production answered them)")
+    if len(production_pred) < settings.watch_min_samples:  # both sides need the evidence, not only the canary
+        production_pred, production_true = (), ()
     quality = compare_quality(canary_pred, canary_true, production_pred, production_true, task, settings,
                               min_samples=settings.watch_min_samples, positive_label=positive_label,
                               new_name="canary", old_name="production")
     latency = compare_latency(canary_latency_ms, production_latency_ms, settings)
     absolute = absolute_verdict(canary_pred, canary_true, task, settings, positive_label, canary_latency_ms)
-    return _combined(quality, latency, absolute, judged=quality.judged)
+    return _combined(quality, latency, absolute, judged=quality.judged and bool(quality.old))

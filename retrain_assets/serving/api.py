@@ -104,6 +104,8 @@ _DESCRIPTIONS = {
     409: "Conflict: see detail.",
     413: "Request body larger than serving.max_body_bytes (refused before parsing).",
     422: "Invalid request: each error names its field.",
+    500: "The model raised on these rows: detail names the version and the error (counted for the post-deploy "
+         "watch's error rate).",
     502: "The Dagster webserver refused or failed the request.",
     503: "Not available now (database unreachable, no production model, prediction log full): detail says what "
          "to fix; Retry-After when waiting helps.",
@@ -375,7 +377,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/predict/batch", response_model=PredictResponse,
-              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 503)})
+              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 500, 503)})
     async def predict_batch(request: BatchRequest, response: Response):
         """Validation runs on the event loop (microseconds); the model, the log rows and the hand-over to
         the log writer run in one dedicated thread per process, one request at a time (``lane``). Why:
@@ -405,14 +407,24 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         def score() -> tuple:
             nonlocal chosen
             frame = features_frame(model, features)
+
+            def answer(answering: Slot) -> tuple:
+                try:
+                    return timed_predict(answering.pipeline, frame, model)
+                except Exception:
+                    if answering is slot:  # production raised: a 500, counted for the watch's error rate
+                        slots.count_request(model.name, slot, failed=True)
+                    raise
+
             try:
-                predictions, scores, latency_ms = timed_predict(chosen.pipeline, frame, model)
+                predictions, scores, latency_ms = answer(chosen)
             except Exception as error:
                 if chosen is slot:
                     raise
                 slots.canary_failed(model.name, chosen, error, len(features))
                 chosen = slot
-                predictions, scores, latency_ms = timed_predict(slot.pipeline, frame, model)
+                predictions, scores, latency_ms = answer(slot)
+            slots.count_request(model.name, chosen)
             rows = prediction_rows(model.log_key, ids, features, ts=dt.datetime.now(dt.timezone.utc),
                                    prediction=predictions, score=scores, model_version=chosen.version.version,
                                    latency_ms=latency_ms)
@@ -423,6 +435,12 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             predictions, scores, latency_ms = await asyncio.get_running_loop().run_in_executor(lane, score)
         except PredictionLogFull as error:  # nothing is served that cannot be kept
             raise HTTPException(503, str(error), headers={"Retry-After": "10"}) from None
+        except Exception as error:  # noqa: BLE001 - the model raised on these rows: say so, count it, keep serving
+            logger.exception("model %s %s failed on a request of %d rows", model.name, slot.version.label, len(features))
+            raise HTTPException(500, f"model {model.name} {slot.version.label} failed on this request "
+                                     f"({type(error).__name__}: {str(error)[:300]}); it is counted, and the post-deploy "
+                                     "watch rolls back a version whose share of failed requests passes "
+                                     "rollback_max_error_rate", headers={VERSION_HEADER: slot.version.label}) from None
         label = chosen.version.label
         metrics.requests.labels(model.name, label).inc()
         metrics.rows.labels(model.name, label).inc(len(ids))

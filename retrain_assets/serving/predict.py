@@ -18,6 +18,7 @@ from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 
 logger = logging.getLogger("retrain_assets.serving")
 _loaded: dict[str, object] = {}
+_failed_canaries: set[str] = set()  # artifact checksums of canaries that failed here: never asked again
 
 
 def load_version(artifacts: ArtifactStore, version: ModelVersion):
@@ -68,7 +69,7 @@ def _answer(store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettin
     routes to it; a canary that cannot load or score leaves its rows to production and is reported."""
     canary = store.registry.with_status(model.name, "canary")
     to_canary = np.zeros(len(frame), dtype=bool)
-    if canary is not None and canary.traffic_share:
+    if canary is not None and canary.traffic_share and canary.artifact_sha256 not in _failed_canaries:
         to_canary = np.fromiter((routes_to_canary(str(i), canary.traffic_share) for i in frame["request_id"]),
                                 dtype=bool, count=len(frame))
     predictions = pd.Series(None, index=frame.index, dtype=object)
@@ -78,6 +79,7 @@ def _answer(store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettin
         try:
             parts.append((canary, load_version(artifacts, canary), to_canary))
         except RetrainError as error:
+            _failed_canaries.add(canary.artifact_sha256)
             record_canary_failure(store, model.name, canary, f"not loaded: {error}"[:500], int(to_canary.sum()))
             parts = [(production, pipeline, np.ones(len(frame), dtype=bool))]
     for version, answering, rows in parts:
@@ -89,6 +91,7 @@ def _answer(store: MonitoringStore, artifacts: ArtifactStore, model: ModelSettin
         except Exception as error:
             if version is production:
                 raise
+            _failed_canaries.add(version.artifact_sha256)  # reported once; this process asks it no more
             record_canary_failure(store, model.name, version, f"{type(error).__name__}: {error}"[:500], len(part))
             version = production
             predicted, scored, latency_ms = timed_predict(pipeline, part, model)

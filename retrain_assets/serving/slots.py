@@ -21,6 +21,8 @@ their own: the registry is the only coordination.
 """
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +69,12 @@ class ModelSlots:
         self.canary: dict[str, Slot] = {}
         self.failed_canaries: set[str] = set()  # artifact checksums of canaries that failed a request here
         self._unreported: list[tuple[str, ModelVersion, str, int]] = []  # canary failures not yet in the event log
+        # (answered, failed) requests per (model, version) since this process started, written to
+        # serving_requests at each poll when they changed (the watch's error rate). Only the predicting lane
+        # thread writes it.
+        self.request_counts: dict[tuple[str, int], tuple[int, int]] = {}
+        self._counts_written: dict[tuple[str, int], tuple[int, int]] = {}
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"[:128]
         self.problems: dict[str, str] = {}
         self.production_problems: dict[str, str] = {}  # the part of problems that concerns production
         self._lock = threading.Lock()  # one sync at a time; readers never take it
@@ -122,6 +130,10 @@ class ModelSlots:
                     if slot is None:  # not a reason to stop serving: said, and retried
                         slots.pop(name, None)
                         problems.append(f"{status} {version.label} not loaded ({error})")
+                        if status == "canary" and version.artifact_sha256 not in self.failed_canaries:
+                            # a canary servers cannot load gets no traffic and never its evidence: roll it back
+                            self.failed_canaries.add(version.artifact_sha256)
+                            self._unreported.append((name, version, f"not loaded: {error}"[:500], 0))
                     else:
                         slots[name] = slot
             problem = "; ".join(problems)
@@ -157,12 +169,24 @@ class ModelSlots:
                          "process sends it no more requests", name, canary.version.label, rows, error)
             self._unreported.append((name, canary.version, f"{type(error).__name__}: {error}"[:500], rows))
 
-    def report_failures(self) -> None:
-        """Write the queued canary failures as event rows (the canary sensor rolls the canary back on
-        one); a failure the database does not take stays queued for the next poll."""
+    def count_request(self, name: str, slot: Slot, failed: bool = False) -> None:
+        """One prediction request answered (or failed: the version raised) by ``slot``'s version."""
+        key = (name, slot.version.version)
+        answered, failures = self.request_counts.get(key, (0, 0))
+        self.request_counts[key] = (answered + (not failed), failures + failed)
+
+    def report(self) -> None:
+        """Write what the database has not seen yet: the queued canary failures as event rows (the canary
+        sensor rolls the canary back on one) and the request counts that changed. Whatever the database
+        does not take stays queued for the next poll."""
         while self._unreported:
             record_canary_failure(self.store, *self._unreported[0])
             self._unreported.pop(0)
+        counts = dict(self.request_counts)
+        changed = {key: value for key, value in counts.items() if self._counts_written.get(key) != value}
+        if changed:
+            self.store.predictions.record_request_counts(self.process, changed)
+            self._counts_written.update(changed)
 
     def _slot(self, name: str, version: ModelVersion, held: dict) -> tuple[Slot | None, str | None]:
         if version.artifact_sha256 in held:
@@ -232,9 +256,9 @@ class RegistryFollower:
         else:
             self.database_error = None
             try:
-                self.slots.report_failures()
+                self.slots.report()
             except Exception as error:  # noqa: BLE001 - kept queued: the next poll writes it
-                logger.error("registry follower: a canary failure could not be recorded yet (%s)",
+                logger.error("registry follower: canary failures or request counts could not be recorded yet (%s)",
                              str(error).splitlines()[0][:300])
             now = time.monotonic()
             for model in self.models:

@@ -177,6 +177,11 @@ def _canary_columns(conn: Connection) -> None:
     _add_missing_columns(conn, schema.model_versions, ("traffic_share", "step_started_at", "step_log_id"))
 
 
+def _serving_requests(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.serving_requests])
+    schema.PREDICTION_LOG_BY_VERSION.create(conn, checkfirst=True)
+
+
 def _one_open_claim(conn: Connection) -> None:
     """Close all but the newest open retrain event of each model (left by runs that died before this
     migration existed), then make the claim unique."""
@@ -206,6 +211,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "ml_model_predictions.prediction_error is NULL for a prediction logged as null (before any model)",
               _prediction_error_view),
     Migration(10, "model_versions.traffic_share, step_started_at and step_log_id (canary deployment)", _canary_columns),
+    Migration(11, "serving_requests: requests each version answered and failed, per server process (error rate); "
+                  "prediction_log indexed by model version (the watch and the canary read one version's rows)",
+              _serving_requests),
 )
 
 

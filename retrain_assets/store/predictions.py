@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, func, select, true
+from sqlalchemy import Engine, and_, func, select, true, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from retrain_assets.errors import DataError
-from retrain_assets.store.schema import label_feedback, prediction_log, shadow_predictions
+from retrain_assets.store.schema import label_feedback, prediction_log, serving_requests, shadow_predictions
 
 TIMESTAMP = "timestamp"
 REQUEST_ID = "request_id"
@@ -421,6 +421,26 @@ class PredictionLog:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["shadow_prediction", "prediction", "label"]).iloc[::-1].reset_index(drop=True)
+
+    def record_request_counts(self, process: str, counts: Mapping[tuple[str, int], tuple[int, int]]) -> None:
+        """Store one server process's cumulative (answered, failed) request counts per (model, version).
+        Totals, not increments: writing them again after a failed attempt never counts twice."""
+        now = dt.datetime.now(dt.timezone.utc)
+        r = serving_requests
+        with self.engine.begin() as conn:
+            for (model_name, version), (answered, failed) in counts.items():
+                mine = and_(r.c.process == process, r.c.model_name == model_name, r.c.model_version == version)
+                if conn.execute(update(r).where(mine).values(answered=answered, failed=failed, updated_at=now)).rowcount == 0:
+                    conn.execute(r.insert().values(process=process, model_name=model_name, model_version=version,
+                                                   answered=answered, failed=failed, updated_at=now))
+
+    def request_counts(self, model_name: str, model_version: int) -> tuple[int, int]:
+        """(answered, failed) prediction requests of one version, summed over every server process."""
+        r = serving_requests
+        with self.engine.connect() as conn:
+            row = conn.execute(select(func.coalesce(func.sum(r.c.answered), 0), func.coalesce(func.sum(r.c.failed), 0))
+                               .where(r.c.model_name == model_name, r.c.model_version == model_version)).one()
+        return int(row[0]), int(row[1])
 
     # Counts (cheap enough for sensors) -------------------------------------------------------------------
     def count_predictions(self, model_name: str) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, true, update
 
 from retrain_assets.errors import StoreError
 from retrain_assets.store.schema import dataset_versions, model_retraining_events, model_versions
@@ -160,6 +160,15 @@ class Registry:
             row = conn.execute(query.order_by(dataset_versions.c.number.desc())).first()
         return None if row is None else _dataset(row)
 
+    def critical_dataset_since(self, model_name: str, since: dt.datetime) -> DatasetVersion | None:
+        """The newest dataset of the model created at or after ``since`` whose data quality was critical
+        (a check failed), if any."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(dataset_versions).where(
+                dataset_versions.c.model_name == model_name, dataset_versions.c.created_at >= since,
+                dataset_versions.c.quality.is_not(None)).order_by(dataset_versions.c.number.desc())).all()
+        return next((_dataset(r) for r in rows if any(not q.get("passed") for q in r.quality or [])), None)
+
     def record_quality(self, model_name: str, tag: str, results: list[Mapping]) -> None:
         """Store the data-quality check outcomes with the dataset they judged."""
         with self.engine.begin() as conn:
@@ -257,25 +266,33 @@ class Registry:
             return None
         return latest, [f"gate: {g['name']}" for g in (rejected.gate_results or []) if not g.get("passed")]
 
-    def record_gates(self, model_name: str, version: int, gate_results: list[Mapping], passed: bool) -> None:
-        """Store every gate outcome with the candidate; a failed gate rejects it."""
+    def record_gates(self, model_name: str, version: int, gate_results: list[Mapping], passed: bool,
+                     expected_status: str | None = None) -> bool:
+        """Store every gate outcome with the candidate; a failed gate rejects it. With ``expected_status``,
+        nothing changes unless the version still has that status (a canary promoted or rejected by another
+        run meanwhile is left alone); returns whether the row was updated."""
         values: dict[str, Any] = {"gate_results": list(gate_results)}
         if not passed:
             values["status"] = "rejected"
+        mv = model_versions
         with self.engine.begin() as conn:
-            conn.execute(
-                update(model_versions)
-                .where(model_versions.c.model_name == model_name, model_versions.c.version == version)
+            updated = conn.execute(
+                update(mv)
+                .where(mv.c.model_name == model_name, mv.c.version == version,
+                       mv.c.status == expected_status if expected_status is not None else true())
                 .values(**values)
             )
+        return updated.rowcount > 0
 
     def promote(self, model_name: str, version: int, run_id: str | None = None,
-                event_id: int | None = None, event_outcome: Mapping[str, Any] | None = None) -> ModelVersion | None:
+                event_id: int | None = None, event_outcome: Mapping[str, Any] | None = None,
+                from_status: str | None = None) -> ModelVersion | None:
         """Make ``version`` production, the old production standby, the old standby archived, and complete
         the retraining event ``event_id`` with ``event_outcome`` (columns of :func:`events.completion`), all in
         one transaction: a crash leaves neither a promotion without its outcome nor an outcome without it.
 
-        Returns the previous production version (None for the first promotion).
+        Returns the previous production version (None for the first promotion). With ``from_status``, the
+        version must still have that status (a canary another run rejected meanwhile is not promoted).
         """
         mv = model_versions
         of_model = mv.c.model_name == model_name
@@ -284,6 +301,9 @@ class Registry:
             target = conn.execute(select(mv.c.status).where(of_model, mv.c.version == version).with_for_update()).one_or_none()
             if target is None:
                 raise StoreError(f"cannot promote {model_name} v{version}: no such version in the registry")
+            if from_status is not None and target.status != from_status:
+                raise StoreError(f"not promoting {model_name} v{version}: it is {target.status!r} now, no longer "
+                                 f"{from_status!r} (another run decided on it meanwhile)")
             if target.status not in ("candidate", "shadow", "canary", "standby"):
                 raise StoreError(
                     f"cannot promote {model_name} v{version}: its status is {target.status!r} "

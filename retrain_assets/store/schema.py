@@ -74,6 +74,9 @@ prediction_log = Table(
     UniqueConstraint("model_name", "request_id", name="uq_prediction_log_request"),
 )
 Index("ix_prediction_log_model_ts", prediction_log.c.model_name, prediction_log.c.ts)
+# What one version served, newest first (the watch, the canary's steps): an index range, not a scan of the log.
+PREDICTION_LOG_BY_VERSION = Index("ix_prediction_log_model_version", prediction_log.c.model_name,
+                                  prediction_log.c.model_version, prediction_log.c.id)
 
 label_feedback = Table(
     "label_feedback",
@@ -98,6 +101,19 @@ shadow_predictions = Table(
     Column("score", Float),
     Column("ts", UTCDateTime, nullable=False),
     UniqueConstraint("model_name", "model_version", "request_id", name="uq_shadow_predictions_request"),
+)
+
+serving_requests = Table(
+    "serving_requests",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("process", String(128), nullable=False, comment="host:pid:start of the server process that counted them."),
+    Column("model_name", String(64), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("answered", BigInteger, nullable=False, comment="Prediction requests this version answered (cumulative)."),
+    Column("failed", BigInteger, nullable=False, comment="Requests on which this version raised (answered 500)."),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("process", "model_name", "model_version", name="uq_serving_requests_process_version"),
 )
 
 dataset_versions = Table(

@@ -19,6 +19,7 @@ from retrain_assets.training.quality import (
     QUALITY_CHECKS,
     QualityResult,
     quality_requirements,
+    quality_status,
     reference_for,
     validate_training_data,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "GATE_NAMES",
     "gate_requirements",
     "quality_requirements",
+    "quality_status",
     "QUALITY_CHECKS",
     "DatasetSplit",
     "GateResult",

@@ -30,9 +30,16 @@ NUMERIC_TYPES = [
 ]
 
 
+QUALITY_STATUSES = ("healthy", "warning", "critical")
+
+
 @dataclass(frozen=True)
 class QualityResult:
-    """The verdict of one named quality check, with what was observed and what was expected."""
+    """The verdict of one named quality check, with what was observed and what was expected.
+
+    ``status`` (seed 004's data-quality status): ``critical`` when it failed (the retrain stops),
+    ``warning`` when it passed but used more than half of a tolerance (``warnings`` say which), else
+    ``healthy``."""
 
     name: str
     passed: bool
@@ -40,6 +47,19 @@ class QualityResult:
     expected: Any
     message: str
     details: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "critical" if not self.passed else "warning" if self.warnings else "healthy"
+
+
+def quality_status(checks) -> str:
+    """The status of a dataset: the worst of its checks' (QualityResult objects, or the dicts the registry
+    stores with each dataset; a stored check without a status is healthy when it passed)."""
+    statuses = {c.status if isinstance(c, QualityResult) else c.get("status") or ("healthy" if c.get("passed") else "critical")
+                for c in checks}
+    return next((s for s in reversed(QUALITY_STATUSES) if s in statuses), "healthy")
 
 
 def _reference_bounds(low: float, high: float, margin: float) -> tuple[float, float]:
@@ -119,6 +139,22 @@ def _describe(expectation_type: str, kwargs: dict, result: dict) -> str:
     return f"{subject}{expectation_type}"
 
 
+def _near_limit(expectation_type: str, kwargs: dict, result: dict) -> str | None:
+    """Why a passed expectation is a warning: it used more than half of its tolerance (the share of
+    unexpected values ``mostly`` allows, or the freshness limit), or None."""
+    mostly = kwargs.get("mostly")
+    if mostly is not None and mostly < 1 and "unexpected_percent" in result:
+        share, allowed = (result["unexpected_percent"] or 0) / 100, 1 - mostly
+        if share > allowed / 2:
+            return (f"{kwargs.get('column')}: {share:.2%} unexpected, more than half of the {allowed:.2%} tolerated "
+                    f"({expectation_type})")
+    if expectation_type == "expect_column_min_to_be_between" and kwargs.get("column") == AGE_COLUMN:
+        observed, limit = result.get("observed_value"), kwargs.get("max_value")
+        if observed is not None and limit and observed > limit / 2:
+            return f"newest row {observed:.1f} h old, more than half of the {limit:g} h allowed"
+    return None
+
+
 def _validate(frame: pd.DataFrame, items: list) -> list[tuple[str, bool, str, dict]]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
@@ -145,7 +181,9 @@ def _validate(frame: pd.DataFrame, items: list) -> list[tuple[str, bool, str, di
         text = _describe(config.type, config.kwargs, dict(result.result or {}))
         if error:
             text = f"{text} (error: {error})"
-        rows.append((config.meta["check"], bool(result.success), text, dict(result.result or {})))
+        details = dict(result.result or {})
+        details["warning"] = _near_limit(config.type, config.kwargs, details) if result.success else None
+        rows.append((config.meta["check"], bool(result.success), text, details))
     return rows
 
 
@@ -220,7 +258,10 @@ def validate_training_data(
             passed, message = False, f"{name} failed: " + "; ".join(failures[:5])
         else:
             passed, message = True, f"{name} passed ({len(mine)} expectations)"
-        results.append(QualityResult(name, passed, observed, expected[name], message, failures))
+        warnings = [row[3]["warning"] for row in mine if row[1] and row[3].get("warning")]
+        if passed and warnings:
+            message = f"{name} passed with a warning: " + "; ".join(warnings[:3])
+        results.append(QualityResult(name, passed, observed, expected[name], message, failures, warnings))
     return results
 
 

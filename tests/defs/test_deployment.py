@@ -66,6 +66,20 @@ def test_watch_rolls_back_on_a_live_f1_drop_and_leaves_a_healthy_model(tmp_path,
     assert again.run_requests == [] and "production again through rollback" in again.skip_message
 
 
+def test_watch_rolls_back_when_too_many_requests_fail_whatever_the_labels_say(tmp_path, harness_for):
+    """Seed 002's "error rate > 5 %": the servers' request counts (every process's, summed) judge it in the
+    watch and the close watch, without waiting for a label."""
+    h = two_versions(harness_for, loose_settings(tmp_path))
+    h.store.predictions.record_request_counts("host-a:1:0", {("churn", 2): (60, 2), ("churn", 1): (500, 0)})
+    calm = h.sensor_tick("churn_post_deploy_watch")
+    assert not calm.run_requests and "judging at 20" in calm.skip_message  # too few labels and timed requests yet
+    h.store.predictions.record_request_counts("host-b:2:0", {("churn", 2): (30, 8)})  # a second server process
+    assert h.store.predictions.request_counts("churn", 2) == (90, 10)
+    tick = h.sensor_tick("churn_post_deploy_watch", cursor=calm.cursor)
+    assert len(tick.run_requests) == 1, tick.skip_message
+    assert "10 of 100 requests failed (10.00% > 5%)" in tick.run_requests[0].tags[TAG_REASON]
+
+
 def test_model_card_describes_the_production_model(tmp_path, harness_for):
     h = two_versions(harness_for, loose_settings(tmp_path))
     card = h.instance.get_latest_materialization_event(
@@ -248,6 +262,8 @@ def test_a_canary_steps_through_its_shares_and_is_promoted_at_the_last(tmp_path,
                 if e.event_type_value == "ASSET_OBSERVATION"]
     assert [(o.metadata["canary_version"].value, o.metadata["canary_share"].value) for o in observed] == [("v2", 0.2)]
     assert canary_steps(h) == [("started", 0.2)]
+    card = h.instance.get_latest_materialization_event(h.defs.resolve_assets_def(["churn", "model_card"]).key)
+    assert "canary: v2 answers 20 % of live requests" in card.asset_materialization.metadata["card"].value
     smoke = next(g for g in canary.gate_results if g["name"] == "serving_smoke_test")  # before any traffic
     assert smoke["passed"] and smoke["value"]["answered"] == 100
     claim = h.store.events.open_claim("churn")  # the retrain's event stays open (one retrain at a time) ...
@@ -283,6 +299,8 @@ def test_a_canary_steps_through_its_shares_and_is_promoted_at_the_last(tmp_path,
     assert materialized.metadata["promoted_version"].value == "v2" and materialized.metadata["trigger"].value == "canary"
     assert card_version(h) == "v2"
     assert h.sensor_tick("churn_canary_sensor").skip_message == "churn has no candidate in canary"
+    watch = h.sensor_tick("churn_post_deploy_watch")  # it judges what v2 serves from its promotion on ...
+    assert not watch.run_requests and "0 labeled live predictions so far" in watch.skip_message  # ... not its canary days
 
 
 def test_a_canary_that_does_worse_than_production_over_the_same_requests_is_rolled_back(tmp_path, harness_for):
@@ -359,3 +377,57 @@ def test_a_candidate_that_fails_the_serving_smoke_test_never_takes_traffic(tmp_p
     assert h.store.registry.production("churn").version == 1
     event = h.store.events.get(event_id)
     assert event["execution_successful"] is False and event["execution_metrics"]["failed_gates"] == ["serving_smoke_test"]
+
+
+def test_a_failed_step_run_is_retried_and_one_step_run_at_a_time(tmp_path, harness_for):
+    from retrain_assets.defs.deployment.canary import TAG_CANARY_STEP, canary_job_name
+
+    h, _ = canary_started(harness_for, tmp_path)
+    h.traffic(800, serve=True)
+    first = h.sensor_tick("churn_canary_sensor").run_requests[0]
+    assert first.run_key.endswith("-try1")
+    job = h.defs.resolve_job_def(canary_job_name("churn"))
+    assert job.tags["retrain/concurrency"] == "churn"  # queued behind the model's other runs, one at a time
+    run = h.instance.create_run_for_job(job, tags=first.tags)  # launched, not started yet
+    assert "already queued or running" in h.sensor_tick("churn_canary_sensor").skip_message
+    h.instance.report_run_failed(run)  # it failed (the database was away, say): the step is asked again
+    again = h.sensor_tick("churn_canary_sensor").run_requests[0]
+    assert again.run_key.endswith("-try2") and again.tags[TAG_CANARY_STEP] == first.tags[TAG_CANARY_STEP]
+    assert h.run(canary_job_name("churn"), tags=again.tags).success
+
+
+def test_a_canary_without_evidence_rolls_back_after_canary_max_hours(tmp_path, harness_for):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from retrain_assets.defs.deployment.canary import canary_job_name
+    from retrain_assets.store.schema import model_versions
+
+    h, _ = canary_started(harness_for, tmp_path)
+    assert "0 of 100 labeled requests" in h.sensor_tick("churn_canary_sensor").skip_message
+    with h.store.engine.begin() as conn:  # three days without a label for it (its servers could not load it, say)
+        conn.execute(update(model_versions).where(model_versions.c.version == 2).values(
+            step_started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=73)))
+    tick = h.sensor_tick("churn_canary_sensor")
+    assert len(tick.run_requests) == 1 and "not judged within canary_max_hours" in tick.run_requests[0].tags[TAG_REASON]
+    assert h.run(canary_job_name("churn"), tags=tick.run_requests[0].tags).success
+    rejected = h.store.registry.version("churn", 2)
+    assert rejected.status == "rejected" and "not judged within canary_max_hours (72 h)" in rejected.gate_results[-1]["message"]
+    assert h.store.events.open_claim("churn") is None  # the model may retrain again
+
+
+def test_a_canary_latency_spike_rolls_back_without_waiting_for_labels(tmp_path, harness_for):
+    from retrain_assets.defs.deployment.canary import canary_job_name
+    from retrain_assets.simulate import generate_traffic
+
+    h, _ = canary_started(harness_for, tmp_path)
+    for index in range(25):  # 25 timed requests of each version, no label yet
+        for version, latency in ((1, 8.0 + index / 100), (2, 900.0 + index)):
+            frame = generate_traffic(2, seed=100 + index, id_prefix=f"lat{version}-{index}-")
+            h.store.predictions.log_predictions("churn", frame, h.model.feature_names, prediction=[0, 0],
+                                                model_version=version, latency_ms=latency)
+    tick = h.sensor_tick("churn_canary_sensor")
+    assert len(tick.run_requests) == 1 and "p99 latency" in tick.run_requests[0].tags[TAG_REASON], tick.skip_message
+    assert h.run(canary_job_name("churn"), tags=tick.run_requests[0].tags).success
+    assert h.store.registry.version("churn", 2).status == "rejected"

@@ -230,3 +230,40 @@ def test_the_label_guard_counts_only_labels_since_the_last_training(settings, ha
     assert any("only 100 labeled rows since the last training" in r for r in blocking_guards(few, h.model.triggers))
     h.traffic(300)
     assert not any("since the last training" in r for r in blocking_guards(facts(), h.model.triggers))
+
+
+def test_a_dataset_with_critical_data_quality_blocks_automatic_retraining_for_a_day(tmp_path, harness_for):
+    """Seed 004's prerequisite "data quality not critical in the last day": after a retrain whose dataset
+    failed a quality check (critical), automatic triggers are blocked for quality_block_hours, whatever their
+    severity; a day later the block is gone (the dataset is aged in the database to get there)."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from retrain_assets.defs.definitions import resources_for
+    from retrain_assets.defs.triggers.requests import gather_facts
+    from retrain_assets.monitoring.guards import blocking_guards
+    from retrain_assets.store.schema import dataset_versions
+
+    settings = make_settings(tmp_path, dataset={"max_age_hours": 1}, triggers=IMMEDIATE)  # the traffic is hours old
+    h = harness_for(settings)
+    h.traffic(3000)
+    result = h.retrain()
+    assert not result.success
+    dataset = h.store.registry.latest_dataset("churn")
+    assert [q["status"] for q in dataset.quality if not q["passed"]] == ["critical"]
+    shown = {e.check_name: e.metadata for e in result.get_asset_check_evaluations()}  # what the UI shows per check
+    assert shown["freshness"]["status"].value == "critical" and shown["min_rows"]["status"].value == "healthy"
+    assert shown["min_rows"]["dataset_quality_status"].value == "critical"
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def guards(severity="CRITICAL"):
+        source = resources_for(settings)["data_source"].for_model(h.model)
+        return blocking_guards(gather_facts(h.instance, h.store, source, h.model, severity, now), h.model.triggers)
+
+    blocked = [r for r in guards() if r.startswith("data quality critical")]
+    assert blocked and f"dataset {dataset.tag}: freshness failed at" in blocked[0]
+    with h.store.engine.begin() as conn:
+        conn.execute(update(dataset_versions).where(dataset_versions.c.id == dataset_versions.c.id)
+                     .values(created_at=now - dt.timedelta(hours=25)))
+    assert not [r for r in guards() if r.startswith("data quality critical")]

@@ -57,3 +57,11 @@ def test_timing_by_severity_and_quiet_window():
     assert not in_quiet_window(NOW.replace(hour=12), overnight)
     berlin = TriggerSettings(timezone="Europe/Berlin")  # 01:00 UTC is 03:00 in Berlin (summer time)
     assert in_quiet_window(NOW.replace(hour=1), berlin) and not in_quiet_window(NOW.replace(hour=4), berlin)
+
+
+def test_critical_data_quality_blocks_whatever_the_severity():
+    reason = "dataset v7-2026-06-01: null_rates failed at 2026-06-01 09:00 UTC"
+    for severity in ("HIGH", "CRITICAL"):
+        blocked = blocking_guards(facts(severity=severity, critical_quality=reason), SETTINGS)
+        assert blocked == [f"data quality critical within the last 24 h ({reason}): fix the source; automatic "
+                           "retraining resumes after that (a manual retrain is not blocked)"]

@@ -53,6 +53,19 @@ def test_shadow_compares_candidate_and_production_on_the_same_requests():
     assert not shadow_verdict(GOOD[:50], BAD[:50], TRUE[:50], "classification", SETTINGS).judged
 
 
+def test_the_error_rate_criterion_needs_enough_requests_and_is_absolute():
+    from retrain_assets.monitoring.watch import absolute_verdict
+
+    failing = absolute_verdict(GOOD, TRUE, "classification", SETTINGS, requests=(90, 10))
+    assert failing.worse and failing.new["error_rate"] == 0.1
+    assert "10 of 100 requests failed" in failing.message
+    assert not absolute_verdict(GOOD, TRUE, "classification", SETTINGS, requests=(97, 3)).worse
+    assert "error rate" not in absolute_verdict(GOOD, TRUE, "classification", SETTINGS, requests=(5, 5)).message  # 10 < 20
+    off = DeploymentSettings(rollback_max_error_rate=None)
+    assert not absolute_verdict(GOOD, TRUE, "classification", off, requests=(10, 90)).worse
+    assert post_deploy_verdict(GOOD, TRUE, GOOD, TRUE, "classification", SETTINGS, requests=(50, 50)).worse
+
+
 def test_a_canary_step_is_judged_on_labels_against_production_and_fails_on_any_crash():
     advance = canary_verdict(GOOD, TRUE, GOOD, TRUE, "classification", SETTINGS)
     assert advance.judged and not advance.worse and advance.message.startswith("canary F1")  # latency never holds it

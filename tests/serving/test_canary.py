@@ -141,3 +141,58 @@ def test_the_demo_traffic_path_routes_rows_by_request_id_and_falls_back_on_a_cra
     assert {row["model_version"] for row in logged(store, more["request_id"]).values()} == {1}
     [failure] = store.events.of_type("churn", CANARY_FAILURE, since=crashing.created_at)
     assert failure["trigger_metrics"]["version"] == "v3" and "cannot encode" in failure["trigger_reason"]
+
+
+class Flaky:
+    """A production model that raises on rows with an absurd tenure (a bug on some inputs)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def classes_(self):
+        return self.inner.classes_
+
+    def predict_proba(self, frame):
+        if (frame["tenure_months"] > 1000).any():
+            raise ValueError("overflow in the tenure transform")
+        return self.inner.predict_proba(frame)
+
+    def predict(self, frame):
+        return self.predict_proba(frame).argmax(axis=1)
+
+
+def test_each_server_process_counts_the_requests_a_version_answered_and_failed(backend, tmp_path, churn_pipeline):
+    """The post-deploy watch's error rate comes from these counts (serving_requests), written at each poll."""
+    settings, store = served_settings(tmp_path, backend, churn_pipeline)
+    register(settings, store, Flaky(churn_pipeline), 2)
+    app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
+        good, bad = traffic_rows(3), [{**row, "tenure_months": 5000.0} for row in traffic_rows(3)]
+        assert all(http.post("/predict/batch", json={"model": "churn", "rows": good}).status_code == 200 for _ in range(12))
+        for _ in range(3):
+            failed = http.post("/predict/batch", json={"model": "churn", "rows": bad})
+            assert failed.status_code == 500 and failed.headers["X-Model-Version"] == "v2"
+            assert "model churn v2 failed on this request (ValueError: overflow" in failed.json()["detail"]
+        wait_until(lambda: store.predictions.request_counts("churn", 2) == (12, 3), 30, "the counts in the database")
+
+
+def test_a_canary_the_server_cannot_load_is_reported_as_failed(tmp_path, churn_pipeline):
+    """It would get no traffic and never its evidence: the server reports it, and the sensor rolls it back."""
+    from pathlib import Path
+
+    from tests.faults.conftest import Backend
+
+    path = tmp_path / "monitoring.db"
+    settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
+    candidate = register(settings, store, churn_pipeline, 2, promote=False)
+    (Path(settings.storage.artifact_root) / candidate.artifact_key).unlink()
+    app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        store.registry.start_canary("churn", 2, 0.5, store.predictions.newest_id("churn"))
+        reported = wait_until(lambda: store.events.of_type("churn", CANARY_FAILURE, since=candidate.created_at), 30,
+                              "the load failure in the event log")
+        assert len(reported) == 1 and "not loaded" in reported[0]["trigger_reason"]
+        assert "canary v2 not loaded" in http.get("/readyz").json()["models"]["churn"]["problem"]
+        assert http.post("/predict/batch", json={"model": "churn", "rows": traffic_rows(2)}).json()["model_version"] == "v1"

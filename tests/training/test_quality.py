@@ -137,3 +137,25 @@ def test_a_few_infinities_fail_whatever_the_tolerance(model):
     frame.loc[:2, "monthly_charges"] = np.inf  # 0.3 %: under range_mostly's 1 %, but training would crash
     result = verdicts(frame, model)["value_ranges"]
     assert not result.passed and "monthly_charges" in result.message
+
+
+def test_each_check_has_a_status_and_the_dataset_the_worst_of_them(model):
+    """Seed 004's healthy / warning / critical: a check that passed while using more than half of a
+    tolerance (nulls, out-of-range share, the newest row's age) is a warning; a failed one is critical."""
+    from retrain_assets.training import quality_status
+
+    frame = labeled_traffic(1000)
+    healthy = verdicts(frame, model)
+    assert {r.status for r in healthy.values()} == {"healthy"} and quality_status(healthy.values()) == "healthy"
+    nulls = frame.copy()
+    nulls.loc[: int(len(frame) * 0.035), "support_calls"] = np.nan  # 3.5 % of the 5 % allowed
+    warned = verdicts(nulls, model)
+    assert warned["null_rates"].passed and warned["null_rates"].status == "warning"
+    assert "support_calls: 3.60% unexpected, more than half of the 5.00% tolerated" in warned["null_rates"].warnings[0]
+    assert "passed with a warning" in warned["null_rates"].message and quality_status(warned.values()) == "warning"
+    stale = verdicts(frame, model, now=NOW + dt.timedelta(hours=40))  # 40 h of the 72 h allowed
+    assert stale["freshness"].status == "warning" and quality_status(stale.values()) == "warning"
+    nulls.loc[: int(len(frame) * 0.2), "support_calls"] = np.nan
+    assert quality_status(verdicts(nulls, model).values()) == "critical"
+    stored = [{"name": "labels", "passed": True}, {"name": "null_rates", "passed": False}]  # rows stored before statuses
+    assert quality_status(stored) == "critical" and quality_status(stored[:1]) == "healthy"

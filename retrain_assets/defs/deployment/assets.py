@@ -20,7 +20,8 @@ def deployment_lines(model: ModelSettings, production, now: dt.datetime) -> list
     phase, until = deployment_phase(production.promoted_at, production.proven_at, now, settings)
     criteria = [c for c in (
         f"live accuracy < {settings.rollback_min_accuracy}" if model.task == "classification" and settings.rollback_min_accuracy else "",
-        f"p99 latency > {settings.rollback_max_latency_ms:g} ms" if settings.rollback_max_latency_ms else "") if c]
+        f"p99 latency > {settings.rollback_max_latency_ms:g} ms" if settings.rollback_max_latency_ms else "",
+        f"error rate > {settings.rollback_max_error_rate:.0%}" if settings.rollback_max_error_rate else "") if c]
     explain = {
         "watch": "compared live with the previous model (F1 or MAE, p99 latency) and the absolute criteria "
                  f"({', '.join(criteria) or 'none'}); a failure rolls it back",

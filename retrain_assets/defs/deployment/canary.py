@@ -21,9 +21,9 @@ import dagster as dg
 from retrain_assets.defs.automation import model_sensor
 from retrain_assets.defs.deployment.assets import model_card_materialization
 from retrain_assets.defs.deployment.promotion import promote_candidate, promotion_refusal
-from retrain_assets.defs.keys import TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key, short
+from retrain_assets.defs.keys import TAG_CONCURRENCY, TAG_MODEL, TAG_REASON, TAG_TRIGGER, asset_key, short
 from retrain_assets.defs.resources import ArtifactStoreResource, MonitoringStoreResource
-from retrain_assets.defs.triggers.requests import fail_retrain
+from retrain_assets.defs.triggers.requests import IN_FLIGHT, fail_retrain
 from retrain_assets.errors import StoreError
 from retrain_assets.monitoring.watch import Verdict, canary_verdict
 from retrain_assets.notify import Notifier
@@ -32,6 +32,7 @@ from retrain_assets.settings import ModelSettings
 from retrain_assets.store import ModelVersion, MonitoringStore
 
 CANARY_GATE = "canary"
+TAG_CANARY_STEP = "retrain/canary_step"  # the step a canary step run judges (version@share@evidence line)
 STEP_TRIGGER = "canary_step"  # trigger_type of the event rows that record each canary step
 
 
@@ -46,6 +47,12 @@ def percent(share: float | None) -> str:
 def next_share(model: ModelSettings, share: float | None) -> float:
     """The step after ``share`` (1.0, the promotion, after the last partial one)."""
     return next((s for s in model.deployment.canary_steps if s > (share or 0) + 1e-12), 1.0)
+
+
+def expired(model: ModelSettings, canary: ModelVersion, now: dt.datetime | None = None) -> bool:
+    """The step began more than canary_max_hours ago (and is still not judged: it is rolled back)."""
+    started = canary.step_started_at or canary.created_at
+    return (now or dt.datetime.now(dt.timezone.utc)) - started > dt.timedelta(hours=model.deployment.canary_max_hours)
 
 
 def canary_failures(store: MonitoringStore, model: ModelSettings, canary: ModelVersion) -> list[dict]:
@@ -105,6 +112,10 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
             raise StoreError(f"{model.name} has no candidate in canary: a retrain with deployment.strategy: canary "
                              "puts one there once a production model exists")
         verdict = judge_step(store, model, canary, production)
+        if not verdict.judged and expired(model, canary):
+            verdict = Verdict(True, True, f"its step was not judged within canary_max_hours "
+                                          f"({settings.canary_max_hours:g} h): {verdict.message} (are labels arriving, "
+                                          "can the servers load it?)")
         if not verdict.judged:
             raise StoreError(f"{model.name} {canary.label}'s step at {percent(canary.traffic_share)} cannot be judged "
                              f"yet: {verdict.message}; the {model.name}_canary_sensor launches this job when it can")
@@ -120,7 +131,9 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
                               "min_accuracy": settings.rollback_min_accuracy,
                               "max_latency_ms": settings.rollback_max_latency_ms}}
         if verdict.worse or refusal:
-            store.registry.record_gates(model.name, canary.version, [*(canary.gate_results or []), gate], False)
+            if not store.registry.record_gates(model.name, canary.version, [*(canary.gate_results or []), gate], False,
+                                               expected_status="canary"):
+                raise StoreError(f"{model.name} {canary.label} is no longer in canary: another run decided on it meanwhile")
             if event_id:
                 fail_retrain(store, model, event_id, retraining_model_version=canary.label,
                              execution_metrics={"failed_gates": [CANARY_GATE], "canary": gate["message"]})
@@ -139,10 +152,13 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
             context.log_event(record_step(store, model, canary, "advanced", message, following))
             context.log_event(model_card_materialization(store, artifact_store.get(), model, message))
             return dg.Output(f"{canary.label} at {percent(following)}", metadata={"verdict": dg.MetadataValue.text(message)})
+        # The last step: the evidence line moves to now (the post-deploy watch judges what it serves from here
+        # on, not what it served as a canary), then the promotion, refused if another run decided meanwhile.
+        store.registry.step_canary(model.name, canary.version, 1.0, store.predictions.newest_id(model.log_key))
         store.registry.record_gates(model.name, canary.version, [*(canary.gate_results or []), gate], True)
         promoted = store.registry.version(model.name, canary.version)
         previous, metadata = promote_candidate(store, model, promoted, context.run.run_id, event_id, "canary",
-                                               verdict.message)
+                                               verdict.message, from_status="canary")
         message = (f"{model.name} canary {canary.label} passed its step at {percent(canary.traffic_share)} "
                    f"({verdict.message}): promoted, it answers every request (previous: "
                    f"{previous.label if previous else 'none'}, now the standby)")
@@ -155,7 +171,7 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
                                                      f"promoted {canary.label} after its canary"))
         return dg.Output(f"promoted {canary.label}", metadata={"verdict": dg.MetadataValue.text(message)})
 
-    @dg.job(name=canary_job_name(model.name), tags={TAG_MODEL: model.name},
+    @dg.job(name=canary_job_name(model.name), tags={TAG_MODEL: model.name, TAG_CONCURRENCY: model.name},
             description=f"Judge {model.name}'s canary step: advance it, promote it at the last step, or roll it back.")
     def canary_job():
         judge_canary_step()
@@ -163,27 +179,46 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
     return canary_job
 
 
-def canary_request(store: MonitoringStore, model: ModelSettings) -> dg.RunRequest | dg.SkipReason:
-    """The canary step's run once the step has its evidence (or the canary failed a request), else why not."""
+def canary_request(store: MonitoringStore, model: ModelSettings,
+                   instance: dg.DagsterInstance | None = None) -> dg.RunRequest | dg.SkipReason:
+    """The canary step's run once the step has its evidence, or at once when the canary failed a request, its
+    latency or an absolute criterion already fails without labels, or the step expired; else why not.
+
+    One step run at a time: none is requested while one is queued or running. A step run that failed
+    (the database away, say) is retried at the next evaluation: the run key counts the step's earlier runs."""
     canary = store.registry.with_status(model.name, "canary")
     if canary is None:
         return dg.SkipReason(f"{model.name} has no candidate in canary")
     started = canary.step_started_at or canary.created_at
-    step = f"{canary.label}@{canary.traffic_share}@{started:%Y%m%d%H%M%S%f}"
+    step = f"{canary.label}@{canary.traffic_share}@{canary.step_log_id or 0}"
+    earlier = []
+    if instance is not None:
+        earlier = instance.get_run_records(dg.RunsFilter(job_name=canary_job_name(model.name), tags={TAG_CANARY_STEP: step}))
+        if any(r.dagster_run.status in IN_FLIGHT for r in earlier):
+            return dg.SkipReason(f"a step run of canary {canary.label} is already queued or running")
+
+    def request(reason: str) -> dg.RunRequest:
+        return dg.RunRequest(run_key=f"canary-{step}-try{len(earlier) + 1}",
+                             tags={TAG_MODEL: model.name, TAG_TRIGGER: "canary", TAG_REASON: short(reason),
+                                   TAG_CANARY_STEP: step})
+
     failed = canary_failures(store, model, canary)
     if failed:
-        reason = f"canary {canary.label} failed {len(failed)} request(s): {failed[0]['trigger_reason']}"
-        return dg.RunRequest(run_key=f"canary-failed-{step}",
-                             tags={TAG_MODEL: model.name, TAG_TRIGGER: "canary", TAG_REASON: short(reason)})
+        return request(f"canary {canary.label} failed {len(failed)} request(s): {failed[0]['trigger_reason']}")
     need = model.deployment.watch_min_samples
     labeled = store.predictions.count_served_labeled(model.log_key, canary.version, canary.step_log_id or 0, cap=need)
-    if labeled < need:
-        since = dt.datetime.now(dt.timezone.utc) - started
-        return dg.SkipReason(f"canary {canary.label} at {percent(canary.traffic_share)}: {labeled} of {need} labeled "
-                             f"requests since its step began ({since.total_seconds() / 60:.0f} min ago)")
-    reason = f"canary {canary.label} answered {labeled} labeled requests at {percent(canary.traffic_share)}"
-    return dg.RunRequest(run_key=f"canary-{step}",
-                         tags={TAG_MODEL: model.name, TAG_TRIGGER: "canary", TAG_REASON: short(reason)})
+    if labeled >= need:
+        return request(f"canary {canary.label} answered {labeled} labeled requests at {percent(canary.traffic_share)}")
+    if expired(model, canary):
+        return request(f"canary {canary.label}'s step at {percent(canary.traffic_share)} was not judged within "
+                       f"canary_max_hours ({model.deployment.canary_max_hours:g} h)")
+    production = store.registry.production(model.name)
+    early = judge_step(store, model, canary, production) if production is not None else None
+    if early is not None and early.worse:  # a latency spike or an absolute criterion needs no label
+        return request(f"canary {canary.label} at {percent(canary.traffic_share)}: {early.message}")
+    since = dt.datetime.now(dt.timezone.utc) - started
+    return dg.SkipReason(f"canary {canary.label} at {percent(canary.traffic_share)}: {labeled} of {need} labeled "
+                         f"requests since its step began ({since.total_seconds() / 60:.0f} min ago)")
 
 
 def build_canary_sensor(model: ModelSettings) -> dg.SensorDefinition:
@@ -195,7 +230,7 @@ def build_canary_sensor(model: ModelSettings) -> dg.SensorDefinition:
                      f"{model.deployment.watch_min_samples} labeled requests at its current step (a capped count: "
                      "cheap), or at once when a server reported that the canary failed a request."),
     )
-    def canary_sensor(monitoring_store: MonitoringStoreResource):
-        return canary_request(monitoring_store.get(), model)
+    def canary_sensor(context: dg.SensorEvaluationContext, monitoring_store: MonitoringStoreResource):
+        return canary_request(monitoring_store.get(), model, context.instance)
 
     return canary_sensor

@@ -4,6 +4,7 @@ log; a rejected candidate never plans it, so the lineage keeps production green 
 
 import dagster as dg
 
+from retrain_assets.defs.deployment.assets import model_card_materialization
 from retrain_assets.defs.deployment.canary import start_canary
 from retrain_assets.defs.deployment.promotion import promote_candidate, promotion_refusal
 from retrain_assets.defs.keys import TAG_CANDIDATE_RUN, asset_key, promote_job_name, retrain_job_name, run_trigger
@@ -16,7 +17,7 @@ from retrain_assets.serving.smoke import serving_smoke_test, smoke_samples
 from retrain_assets.settings import ModelSettings
 
 
-def smoke_through_serving(context, store, artifacts, model: ModelSettings, candidate):
+def smoke_through_serving(context, store, artifacts, model: ModelSettings, candidate, serving: ServingSettings):
     """The serving smoke test before the candidate takes any traffic; its result joins the candidate's gates
     (the model card lists it). A failure rejects the candidate, fails its retrain event and this run:
     production stays as it is. Returns the candidate as the registry now holds it."""
@@ -24,7 +25,7 @@ def smoke_through_serving(context, store, artifacts, model: ModelSettings, candi
     if not requests:
         return candidate
     samples = smoke_samples(store, artifacts, model, candidate, requests)
-    smoke = serving_smoke_test(model, ServingSettings(), artifacts, candidate, samples, model.gates.max_latency_p99_s)
+    smoke = serving_smoke_test(model, serving, artifacts, candidate, samples, model.gates.max_latency_p99_s)
     store.registry.record_gates(model.name, candidate.version, [*(candidate.gate_results or []), smoke.to_dict()],
                                 smoke.passed)
     if not smoke.passed:
@@ -41,7 +42,7 @@ def smoke_through_serving(context, store, artifacts, model: ModelSettings, candi
     return store.registry.version(model.name, candidate.version)
 
 
-def build_production_model(model: ModelSettings) -> dg.AssetsDefinition:
+def build_production_model(model: ModelSettings, serving: ServingSettings) -> dg.AssetsDefinition:
     """The model's production_model asset."""
     candidate_key = asset_key(model.name, "candidate_model")
     production_key = asset_key(model.name, "production_model")
@@ -81,12 +82,13 @@ def build_production_model(model: ModelSettings) -> dg.AssetsDefinition:
         refusal = promotion_refusal(store, model, candidate, event_of_run(store, context.run))
         if refusal:
             raise StoreError(refusal)
-        candidate = smoke_through_serving(context, store, artifact_store.get(), model, candidate)
+        candidate = smoke_through_serving(context, store, artifact_store.get(), model, candidate, serving)
         has_production = store.registry.production(model.name) is not None
         if model.deployment.strategy == "canary" and has_production and model.deployment.canary_steps[0] < 1.0:
             observation = start_canary(store, model, candidate)
             context.log.info(observation.description)
             context.log_event(observation)
+            context.log_event(model_card_materialization(store, artifact_store.get(), model, observation.description))
             return
         if model.deployment.shadow and has_production:
             replaced = store.registry.start_shadow(model.name, candidate.version)

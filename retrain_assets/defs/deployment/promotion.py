@@ -60,7 +60,7 @@ def improvement_over_production(gate_results: list[dict]) -> dict:
 
 def promote_candidate(
     store: MonitoringStore, model: ModelSettings, candidate: ModelVersion, run_id: str, event_id: str | int | None,
-    trigger: str, reason: str,
+    trigger: str, reason: str, from_status: str | None = None,
 ) -> tuple[ModelVersion | None, dict]:
     """Promote ``candidate`` (the previous production model becomes the standby) and complete its retraining
     event in the same transaction; return (previous, metadata for the production_model materialization)."""
@@ -76,7 +76,8 @@ def promote_candidate(
         **improvement_over_production(gates),
     )
     previous = store.registry.promote(model.name, candidate.version, run_id=run_id,
-                                      event_id=int(event_id) if event_id else None, event_outcome=outcome)
+                                      event_id=int(event_id) if event_id else None, event_outcome=outcome,
+                                      from_status=from_status)
     metadata = {
         "promoted_version": candidate.label,
         "previous_version": previous.label if previous else "none",

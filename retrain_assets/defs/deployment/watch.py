@@ -55,7 +55,8 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
         description=(
             f"After a promotion of {model.name}: for {settings.watch_minutes:g} minutes compares the new model's live "
             "labeled predictions and request latency with the previous model's; until "
-            f"{settings.close_watch_hours:g} hours checks the absolute criteria (accuracy floor, latency ceiling); "
+            f"{settings.close_watch_hours:g} hours checks the absolute criteria (accuracy floor, latency ceiling, "
+            "error rate); "
             f"requests a rollback when either fails; after {settings.validation_days:g} days without rollback marks "
             "it proven. Each change of phase refreshes the model card and is an event row."
         ),
@@ -106,8 +107,14 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
             return skip(f"{production.label} is production again through {restored}: the watch does not roll a "
                         "restored model back by itself (retrain rollback if it misbehaves)")
         window = model.monitoring.window_rows
-        live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=window).dropna(subset=["prediction", "label"])
-        live_latency = store.predictions.served_latencies(model.log_key, production.version, last_rows=window)
+        # A model promoted from canary served before its promotion; it is watched on what it served after
+        # (the evidence line its last canary step set), not on what its canary steps already judged.
+        after = production.step_log_id
+        live = store.predictions.served_outcomes(model.log_key, production.version, last_rows=window,
+                                                 after_id=after).dropna(subset=["prediction", "label"])
+        live_latency = store.predictions.served_latencies(model.log_key, production.version, last_rows=window,
+                                                          after_id=after)
+        requests = store.predictions.request_counts(model.name, production.version)  # every server process's
         previous = store.registry.with_status(model.name, "standby")
         if previous is None:
             return skip(f"{production.label} has no previous model to compare with or roll back to")
@@ -119,10 +126,11 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
                 live["prediction"], live["label"], before["prediction"], before["label"], model.task, settings,
                 model.positive_label, live_latency_ms=live_latency,
                 before_latency_ms=store.predictions.served_latencies(model.log_key, previous.version, last_rows=window),
+                requests=requests,
             )
         else:  # the close watch: the absolute criteria, every evaluation
             verdict = absolute_verdict(live["prediction"], live["label"], model.task, settings, model.positive_label,
-                                       live_latency)
+                                       live_latency, requests)
         if not verdict.worse:
             if phase == "watch" and verdict.judged:
                 state["judged"] = True

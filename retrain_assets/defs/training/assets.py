@@ -12,10 +12,12 @@ executes: production stays on the last good model. Each step reads on its own: t
 from retrain_assets.defs.deployment.production import build_production_model
 from retrain_assets.defs.training.candidate import build_candidate_model, build_evaluation_gates
 from retrain_assets.defs.training.dataset import build_data_quality, build_training_dataset
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.settings import ModelSettings
 
 
-def build_training_assets(model: ModelSettings) -> list:
-    """The model's retrain chain: dataset and its checks, candidate and its gates, production."""
+def build_training_assets(model: ModelSettings, serving: ServingSettings | None = None) -> list:
+    """The model's retrain chain: dataset and its checks, candidate and its gates, production (whose
+    serving smoke test validates requests with the servers' ``serving`` limits)."""
     return [build_training_dataset(model), build_data_quality(model), build_candidate_model(model),
-            build_evaluation_gates(model), build_production_model(model)]
+            build_evaluation_gates(model), build_production_model(model, serving or ServingSettings())]

@@ -27,6 +27,7 @@ from retrain_assets.training import (
     content_hash,
     dataset_summary,
     quality_requirements,
+    quality_status,
     select_window,
     split_dataset,
     validate_training_data,
@@ -195,8 +196,13 @@ def build_data_quality(model: ModelSettings) -> dg.AssetChecksDefinition:
         )
         store.registry.record_quality(
             model.name, dataset.tag,
-            [{"name": r.name, "passed": bool(r.passed), "message": r.message} for r in results],
+            [{"name": r.name, "passed": bool(r.passed), "status": r.status, "message": r.message, "warnings": r.warnings}
+             for r in results],
         )
+        status = quality_status(results)
+        if status != "healthy":
+            context.log.warning(f"{model.name} dataset {dataset.tag}: data quality {status}: "
+                                + "; ".join(r.message for r in results if r.status != "healthy"))
         failed = [r.name for r in results if not r.passed]
         event_id = event_of_run(store, context.run)
         if failed and event_id:
@@ -216,6 +222,8 @@ def build_data_quality(model: ModelSettings) -> dg.AssetChecksDefinition:
                 description=result.message,
                 metadata={
                     "dataset_version": dataset.tag,
+                    "status": result.status,
+                    "dataset_quality_status": status,
                     "observed": dg.MetadataValue.text(str(result.observed)),
                     "expected": dg.MetadataValue.text(str(result.expected)),
                 },

@@ -238,6 +238,8 @@ def gather_facts(
     last_failure = []
     if failed is not None and source.count_labels_after(failed[0].max_label_id, cap=1) == 0:
         last_failure = failed[1]
+    hours = model.triggers.quality_block_hours
+    critical = store.registry.critical_dataset_since(model.name, now - dt.timedelta(hours=hours)) if hours else None
     trained = store.registry.newest(model.name)
     last = store.registry.dataset(model.name, trained.dataset_tag) if trained is not None else None
     training_rows = last.rows if last is not None else None
@@ -250,6 +252,8 @@ def gather_facts(
         last_attempt=last_retrain_start(instance, model),
         last_failure=last_failure,
         open_p1=store.events.open_p1_incidents(model.name),
+        critical_quality=(f"dataset {critical.tag}: " + ", ".join(q["name"] for q in critical.quality if not q["passed"])
+                          + f" failed at {critical.created_at:%Y-%m-%d %H:%M} UTC") if critical else "",
         runs_in_flight=[r.dagster_run.run_id for r in in_flight],
     )
 
