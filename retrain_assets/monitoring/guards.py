@@ -57,7 +57,7 @@ def blocking_guards(facts: TriggerFacts, settings) -> list[str]:
         reasons.append(f"the latest retrain failed ({', '.join(facts.last_failure)}) and no label arrived since")
     if facts.critical_quality:
         reasons.append(f"data quality critical within the last {settings.quality_block_hours:g} h ({facts.critical_quality}): "
-                       "fix the source; automatic retraining resumes after that (a manual retrain is not blocked)")
+                       "fix the source; a newer dataset that passes (a manual retrain) lifts the block sooner")
     if facts.open_p1:
         reasons.append(f"open P1 incident {', '.join(facts.open_p1)}")
     if facts.last_attempt is not None and facts.severity != "CRITICAL":

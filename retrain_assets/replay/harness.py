@@ -147,6 +147,7 @@ class Replay:
         self.decided_labels = 0  # labels known at the previous decision (what arrived since is the newest batch)
         self.last_attempt: dt.datetime | None = None
         self.failure: Failure | None = None  # the last retrain that did not promote
+        self.quality_failure: tuple[dt.datetime, list[str]] | None = None  # the newest dataset, if it failed quality
         self.version = 0
         self.production: Production | None = None
 
@@ -178,9 +179,18 @@ class Replay:
             new_labels=len(labeled) - production.labels_known, labels_since_training=len(labeled) - since,
             training_rows=production.training_rows, last_attempt=self.last_attempt,
             last_failure=last_failure,
+            critical_quality=self._critical_quality(now),
             # Age: since production was promoted or last challenged by a candidate that did not beat it.
             model_age_days=(now - max(production.promoted_at, self.last_attempt or production.promoted_at)) / dt.timedelta(days=1),
         )
+
+    def _critical_quality(self, now: dt.datetime) -> str:
+        """The guard's fact, as gather_facts builds it from the registry: the newest dataset failed data
+        quality within quality_block_hours."""
+        hours = self.model.triggers.quality_block_hours
+        if self.quality_failure is None or not hours or now - self.quality_failure[0] >= dt.timedelta(hours=hours):
+            return ""
+        return f"dataset of {self.quality_failure[0]:%Y-%m-%d %H:%M}: {', '.join(self.quality_failure[1])} failed"
 
     # Retraining: the product's own functions ------------------------------------------------------------
     def _retrain(self, now: dt.datetime) -> dict:
@@ -197,6 +207,7 @@ class Replay:
             if self.gated:
                 quality = validate_training_data(window, model, self.production and self.production.quality_reference, now=now)
                 failed = [q.name for q in quality if not q.passed]
+                self.quality_failure = (now, failed) if failed else None  # the newest dataset's status, as the registry's
                 if failed:
                     outcome["failed_gates"] = [f"data_quality:{name}" for name in failed]
                     return outcome

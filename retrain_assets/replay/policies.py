@@ -37,6 +37,7 @@ class Knowledge:
     last_attempt: dt.datetime | None
     last_failure: list[str]  # why the last retrain failed, if no label arrived since
     model_age_days: float
+    critical_quality: str = ""  # the newest dataset failed data quality within quality_block_hours: which checks
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Ours(Policy):
             return Verdict(False)
         facts = TriggerFacts(severity=decision.severity, labeled_rows=knowledge.labels_since_training, now=knowledge.now,
                              last_attempt=knowledge.last_attempt, last_failure=knowledge.last_failure,
+                             critical_quality=knowledge.critical_quality,
                              training_rows=knowledge.training_rows)
         if blocking_guards(facts, model.triggers):
             return Verdict(False)

@@ -104,8 +104,8 @@ _DESCRIPTIONS = {
     409: "Conflict: see detail.",
     413: "Request body larger than serving.max_body_bytes (refused before parsing).",
     422: "Invalid request: each error names its field.",
-    500: "The model raised on these rows: detail names the version and the error (counted for the post-deploy "
-         "watch's error rate).",
+    500: "The model raised on these rows (detail names the version and the error; counted for the post-deploy "
+         "watch's error rate), or the server failed (detail says so).",
     502: "The Dagster webserver refused or failed the request.",
     503: "Not available now (database unreachable, no production model, prediction log full): detail says what "
          "to fix; Retry-After when waiting helps.",
@@ -134,6 +134,14 @@ def _batch_request_model(serving: ServingSettings) -> type[BaseModel]:
         request_ids=(list[RequestId] | None, Field(None, description="One id per row, unique, 1-64 characters "
                                                                       "(default: generated)")),
     )
+
+
+class ModelFailed(Exception):
+    """The production model raised on a request's rows (a 500 that counts against it)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _finite(value: Any) -> Any:
@@ -330,6 +338,10 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         yield
         follower.stop()
         lane.shutdown(wait=True)
+        try:  # the last counts and canary failures since the last poll
+            await anyio.to_thread.run_sync(slots.report)
+        except Exception as error:  # noqa: BLE001 - the database is away at shutdown: said, nothing else to do
+            logger.error("at shutdown: request counts not recorded (%s)", str(error).splitlines()[0][:300])
         await anyio.to_thread.run_sync(writer.close)  # written, or kept on disk and reported, before exit
         metrics.process_exited()  # its gauges leave the multi-process aggregate
 
@@ -411,16 +423,17 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             def answer(answering: Slot) -> tuple:
                 try:
                     return timed_predict(answering.pipeline, frame, model)
-                except Exception:
-                    if answering is slot:  # production raised: a 500, counted for the watch's error rate
-                        slots.count_request(model.name, slot, failed=True)
-                    raise
+                except Exception as error:
+                    if answering is not slot:
+                        raise
+                    slots.count_request(model.name, slot, failed=True)  # counted for the watch's error rate
+                    raise ModelFailed(error) from error
 
             try:
                 predictions, scores, latency_ms = answer(chosen)
-            except Exception as error:
-                if chosen is slot:
-                    raise
+            except ModelFailed:
+                raise
+            except Exception as error:  # the canary raised: production answers instead
                 slots.canary_failed(model.name, chosen, error, len(features))
                 chosen = slot
                 predictions, scores, latency_ms = answer(slot)
@@ -435,12 +448,18 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             predictions, scores, latency_ms = await asyncio.get_running_loop().run_in_executor(lane, score)
         except PredictionLogFull as error:  # nothing is served that cannot be kept
             raise HTTPException(503, str(error), headers={"Retry-After": "10"}) from None
-        except Exception as error:  # noqa: BLE001 - the model raised on these rows: say so, count it, keep serving
-            logger.exception("model %s %s failed on a request of %d rows", model.name, slot.version.label, len(features))
+        except ModelFailed as failure:  # the model raised on these rows: say so, it is counted, serving goes on
+            error = failure.error
+            logger.error("model %s %s failed on a request of %d rows: %s: %s", model.name, slot.version.label,
+                         len(features), type(error).__name__, error)
             raise HTTPException(500, f"model {model.name} {slot.version.label} failed on this request "
                                      f"({type(error).__name__}: {str(error)[:300]}); it is counted, and the post-deploy "
                                      "watch rolls back a version whose share of failed requests passes "
                                      "rollback_max_error_rate", headers={VERSION_HEADER: slot.version.label}) from None
+        except Exception as error:  # noqa: BLE001 - a fault of the server, not of the model: not counted against it
+            logger.exception("serving a request of model %s failed", model.name)
+            raise HTTPException(500, f"the server failed on this request ({type(error).__name__}: {str(error)[:300]}); "
+                                     "nothing was logged for it") from None
         label = chosen.version.label
         metrics.requests.labels(model.name, label).inc()
         metrics.rows.labels(model.name, label).inc(len(ids))

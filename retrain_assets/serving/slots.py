@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,12 +70,12 @@ class ModelSlots:
         self.canary: dict[str, Slot] = {}
         self.failed_canaries: set[str] = set()  # artifact checksums of canaries that failed a request here
         self._unreported: list[tuple[str, ModelVersion, str, int]] = []  # canary failures not yet in the event log
-        # (answered, failed) requests per (model, version) since this process started, written to
-        # serving_requests at each poll when they changed (the watch's error rate). Only the predicting lane
-        # thread writes it.
-        self.request_counts: dict[tuple[str, int], tuple[int, int]] = {}
-        self._counts_written: dict[tuple[str, int], tuple[int, int]] = {}
-        self.process = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"[:128]
+        # (answered, failed) requests per (model, version, promotion) this process answered as production,
+        # written to serving_requests at each poll when they changed (the watch's error rate since the
+        # promotion). Only the predicting lane thread writes it.
+        self.request_counts: dict[tuple[str, int, Any], tuple[int, int]] = {}
+        self._counts_written: dict[tuple[str, int, Any], tuple[int, int]] = {}
+        self.process = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self.problems: dict[str, str] = {}
         self.production_problems: dict[str, str] = {}  # the part of problems that concerns production
         self._lock = threading.Lock()  # one sync at a time; readers never take it
@@ -170,8 +171,11 @@ class ModelSlots:
             self._unreported.append((name, canary.version, f"{type(error).__name__}: {error}"[:500], rows))
 
     def count_request(self, name: str, slot: Slot, failed: bool = False) -> None:
-        """One prediction request answered (or failed: the version raised) by ``slot``'s version."""
-        key = (name, slot.version.version)
+        """One prediction request answered (or failed: the version raised) by ``slot``'s version, counted
+        under its promotion when it answered as production (a canary's failures have their own report)."""
+        if slot.version.status != "production" or slot.version.promoted_at is None:
+            return
+        key = (name, slot.version.version, slot.version.promoted_at)
         answered, failures = self.request_counts.get(key, (0, 0))
         self.request_counts[key] = (answered + (not failed), failures + failed)
 

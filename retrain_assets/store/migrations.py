@@ -182,6 +182,14 @@ def _serving_requests(conn: Connection) -> None:
     schema.PREDICTION_LOG_BY_VERSION.create(conn, checkfirst=True)
 
 
+def _serving_requests_by_promotion(conn: Connection) -> None:
+    """Counts since each promotion (a canary's days or an earlier promotion of the same version no longer
+    dilute the watch's error rate): the table is rebuilt with promoted_at in its key. It held only counters
+    of the running servers, which write their counts again under the new key at their next poll."""
+    conn.exec_driver_sql("DROP TABLE IF EXISTS serving_requests")
+    schema.metadata.create_all(conn, tables=[schema.serving_requests])
+
+
 def _one_open_claim(conn: Connection) -> None:
     """Close all but the newest open retrain event of each model (left by runs that died before this
     migration existed), then make the claim unique."""
@@ -214,6 +222,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "serving_requests: requests each version answered and failed, per server process (error rate); "
                   "prediction_log indexed by model version (the watch and the canary read one version's rows)",
               _serving_requests),
+    Migration(12, "serving_requests counts since each promotion (promoted_at in its key)", _serving_requests_by_promotion),
 )
 
 

@@ -422,24 +422,28 @@ class PredictionLog:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["shadow_prediction", "prediction", "label"]).iloc[::-1].reset_index(drop=True)
 
-    def record_request_counts(self, process: str, counts: Mapping[tuple[str, int], tuple[int, int]]) -> None:
-        """Store one server process's cumulative (answered, failed) request counts per (model, version).
-        Totals, not increments: writing them again after a failed attempt never counts twice."""
+    def record_request_counts(self, process: str, counts: Mapping[tuple[str, int, dt.datetime], tuple[int, int]]) -> None:
+        """Store one server process's cumulative (answered, failed) request counts per (model, version,
+        promotion time). Totals, not increments: writing them again after a failed attempt never counts twice."""
         now = dt.datetime.now(dt.timezone.utc)
         r = serving_requests
         with self.engine.begin() as conn:
-            for (model_name, version), (answered, failed) in counts.items():
-                mine = and_(r.c.process == process, r.c.model_name == model_name, r.c.model_version == version)
+            for (model_name, version, promoted_at), (answered, failed) in counts.items():
+                mine = and_(r.c.process == process, r.c.model_name == model_name, r.c.model_version == version,
+                            r.c.promoted_at == promoted_at)
                 if conn.execute(update(r).where(mine).values(answered=answered, failed=failed, updated_at=now)).rowcount == 0:
                     conn.execute(r.insert().values(process=process, model_name=model_name, model_version=version,
-                                                   answered=answered, failed=failed, updated_at=now))
+                                                   promoted_at=promoted_at, answered=answered, failed=failed,
+                                                   updated_at=now))
 
-    def request_counts(self, model_name: str, model_version: int) -> tuple[int, int]:
-        """(answered, failed) prediction requests of one version, summed over every server process."""
+    def request_counts(self, model_name: str, model_version: int, promoted_at: dt.datetime) -> tuple[int, int]:
+        """(answered, failed) prediction requests of one version since its promotion at ``promoted_at``,
+        summed over every server process."""
         r = serving_requests
         with self.engine.connect() as conn:
             row = conn.execute(select(func.coalesce(func.sum(r.c.answered), 0), func.coalesce(func.sum(r.c.failed), 0))
-                               .where(r.c.model_name == model_name, r.c.model_version == model_version)).one()
+                               .where(r.c.model_name == model_name, r.c.model_version == model_version,
+                                      r.c.promoted_at == promoted_at)).one()
         return int(row[0]), int(row[1])
 
     # Counts (cheap enough for sensors) -------------------------------------------------------------------

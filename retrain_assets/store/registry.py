@@ -161,13 +161,13 @@ class Registry:
         return None if row is None else _dataset(row)
 
     def critical_dataset_since(self, model_name: str, since: dt.datetime) -> DatasetVersion | None:
-        """The newest dataset of the model created at or after ``since`` whose data quality was critical
-        (a check failed), if any."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(dataset_versions).where(
-                dataset_versions.c.model_name == model_name, dataset_versions.c.created_at >= since,
-                dataset_versions.c.quality.is_not(None)).order_by(dataset_versions.c.number.desc())).all()
-        return next((_dataset(r) for r in rows if any(not q.get("passed") for q in r.quality or [])), None)
+        """The model's newest dataset if its data quality was critical (a check failed) and it was created at
+        or after ``since``. Only the newest counts: a later dataset that passed (the source was fixed, a
+        person retrained) lifts the block."""
+        newest = self.latest_dataset(model_name)
+        if newest is None or newest.created_at < since or not newest.quality:
+            return None
+        return newest if any(not q.get("passed") for q in newest.quality) else None
 
     def record_quality(self, model_name: str, tag: str, results: list[Mapping]) -> None:
         """Store the data-quality check outcomes with the dataset they judged."""

@@ -107,14 +107,18 @@ serving_requests = Table(
     "serving_requests",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("process", String(128), nullable=False, comment="host:pid:start of the server process that counted them."),
+    Column("process", String(128), nullable=False, comment="host:pid:random id of the server process that counted them."),
     Column("model_name", String(64), nullable=False),
     Column("model_version", Integer, nullable=False),
-    Column("answered", BigInteger, nullable=False, comment="Prediction requests this version answered (cumulative)."),
-    Column("failed", BigInteger, nullable=False, comment="Requests on which this version raised (answered 500)."),
+    Column("promoted_at", UTCDateTime, nullable=False,
+           comment="The promotion these requests were served under: a re-promotion starts new counts (migration 12)."),
+    Column("answered", BigInteger, nullable=False, comment="Requests it answered as production (cumulative)."),
+    Column("failed", BigInteger, nullable=False, comment="Requests on which it raised (answered 500)."),
     Column("updated_at", UTCDateTime, nullable=False),
-    UniqueConstraint("process", "model_name", "model_version", name="uq_serving_requests_process_version"),
+    UniqueConstraint("process", "model_name", "model_version", "promoted_at", name="uq_serving_requests_process_promotion"),
 )
+Index("ix_serving_requests_promotion", serving_requests.c.model_name, serving_requests.c.model_version,
+      serving_requests.c.promoted_at)
 
 dataset_versions = Table(
     "dataset_versions",

@@ -69,12 +69,18 @@ def test_watch_rolls_back_on_a_live_f1_drop_and_leaves_a_healthy_model(tmp_path,
 def test_watch_rolls_back_when_too_many_requests_fail_whatever_the_labels_say(tmp_path, harness_for):
     """Seed 002's "error rate > 5 %": the servers' request counts (every process's, summed) judge it in the
     watch and the close watch, without waiting for a label."""
+    import datetime as dt
+
     h = two_versions(harness_for, loose_settings(tmp_path))
-    h.store.predictions.record_request_counts("host-a:1:0", {("churn", 2): (60, 2), ("churn", 1): (500, 0)})
+    v1, v2 = (h.store.registry.version("churn", v) for v in (1, 2))
+    earlier = v2.promoted_at - dt.timedelta(days=3)  # an earlier promotion of v2 (or its canary days): not counted
+    h.store.predictions.record_request_counts("host-a:1:x", {("churn", 2, v2.promoted_at): (60, 2),
+                                                             ("churn", 1, v1.promoted_at): (500, 0),
+                                                             ("churn", 2, earlier): (100_000, 0)})
     calm = h.sensor_tick("churn_post_deploy_watch")
     assert not calm.run_requests and "judging at 20" in calm.skip_message  # too few labels and timed requests yet
-    h.store.predictions.record_request_counts("host-b:2:0", {("churn", 2): (30, 8)})  # a second server process
-    assert h.store.predictions.request_counts("churn", 2) == (90, 10)
+    h.store.predictions.record_request_counts("host-b:2:y", {("churn", 2, v2.promoted_at): (30, 8)})  # a second process
+    assert h.store.predictions.request_counts("churn", 2, v2.promoted_at) == (90, 10)
     tick = h.sensor_tick("churn_post_deploy_watch", cursor=calm.cursor)
     assert len(tick.run_requests) == 1, tick.skip_message
     assert "10 of 100 requests failed (10.00% > 5%)" in tick.run_requests[0].tags[TAG_REASON]

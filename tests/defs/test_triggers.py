@@ -262,8 +262,16 @@ def test_a_dataset_with_critical_data_quality_blocks_automatic_retraining_for_a_
         return blocking_guards(gather_facts(h.instance, h.store, source, h.model, severity, now), h.model.triggers)
 
     blocked = [r for r in guards() if r.startswith("data quality critical")]
-    assert blocked and f"dataset {dataset.tag}: freshness failed at" in blocked[0]
+    assert blocked and f"dataset {dataset.tag}: freshness failed at" in blocked[0] and "; blocked until" in blocked[0]
     with h.store.engine.begin() as conn:
-        conn.execute(update(dataset_versions).where(dataset_versions.c.id == dataset_versions.c.id)
+        conn.execute(update(dataset_versions).where(dataset_versions.c.tag == dataset.tag)
                      .values(created_at=now - dt.timedelta(hours=25)))
+    assert not [r for r in guards() if r.startswith("data quality critical")]
+    with h.store.engine.begin() as conn:  # critical again, an hour ago ...
+        conn.execute(update(dataset_versions).where(dataset_versions.c.tag == dataset.tag)
+                     .values(created_at=now - dt.timedelta(hours=1)))
+    assert [r for r in guards() if r.startswith("data quality critical")]
+    fields = {k: getattr(dataset, k) for k in ("content_hash", "artifact_key", "artifact_sha256", "rows", "summary")}
+    fixed = h.store.registry.record_dataset("churn", **fields)  # ... then a newer dataset passed: the source is fixed
+    h.store.registry.record_quality("churn", fixed.tag, [{**q, "passed": True, "status": "healthy"} for q in dataset.quality])
     assert not [r for r in guards() if r.startswith("data quality critical")]

@@ -63,5 +63,5 @@ def test_critical_data_quality_blocks_whatever_the_severity():
     reason = "dataset v7-2026-06-01: null_rates failed at 2026-06-01 09:00 UTC"
     for severity in ("HIGH", "CRITICAL"):
         blocked = blocking_guards(facts(severity=severity, critical_quality=reason), SETTINGS)
-        assert blocked == [f"data quality critical within the last 24 h ({reason}): fix the source; automatic "
-                           "retraining resumes after that (a manual retrain is not blocked)"]
+        assert blocked == [f"data quality critical within the last 24 h ({reason}): fix the source; a newer "
+                           "dataset that passes (a manual retrain) lifts the block sooner"]

@@ -193,3 +193,22 @@ def test_a_failed_retrain_waits_for_new_labels(tmp_path, table):
     assert fresh.last_failure == [] and len(fresh.labeled_since) == BATCH and fresh.newest_batch == BATCH
     span = (table.batches[5].start - table.batches[4].start) / pd.Timedelta(days=1)
     assert stuck.model_age_days == 0 and fresh.model_age_days == pytest.approx(span)  # the challenge restarted the clock
+
+
+def test_the_replay_applies_the_data_quality_block_as_the_sensors_do(table):
+    """A dataset that failed data quality blocks the replay's automatic triggers for quality_block_hours, like
+    gather_facts in a running deployment; a later dataset that passes lifts it."""
+    import datetime as dt
+
+    replay = Replay(table, replay_model(table, label_delay=1), Never(), 1)
+    assert replay._retrain(table.batches[0].start.to_pydatetime())["promoted"]
+    now = table.batches[3].start.to_pydatetime()
+    replay.quality_failure = (now - dt.timedelta(hours=2), ["null_rates"])
+    assert "null_rates failed" in replay._critical_quality(now)
+    assert replay._critical_quality(now + dt.timedelta(hours=21, minutes=59)) != ""
+    assert replay._critical_quality(now + dt.timedelta(hours=22)) == ""  # 24 h after the failed dataset
+    assert replay._knowledge(3).critical_quality == replay._critical_quality(now)
+    replay.labels_known_upto = 2
+    outcome = replay._retrain(now)  # a newer dataset that passes data quality (whatever its gates say)
+    assert not any(g.startswith("data_quality") for g in outcome.get("failed_gates", [])), outcome
+    assert replay._critical_quality(now) == ""

@@ -175,7 +175,22 @@ def test_each_server_process_counts_the_requests_a_version_answered_and_failed(b
             failed = http.post("/predict/batch", json={"model": "churn", "rows": bad})
             assert failed.status_code == 500 and failed.headers["X-Model-Version"] == "v2"
             assert "model churn v2 failed on this request (ValueError: overflow" in failed.json()["detail"]
-        wait_until(lambda: store.predictions.request_counts("churn", 2) == (12, 3), 30, "the counts in the database")
+        v2 = store.registry.version("churn", 2)
+        wait_until(lambda: store.predictions.request_counts("churn", 2, v2.promoted_at) == (12, 3), 30,
+                   "the counts in the database")
+        candidate = register(settings, store, churn_pipeline, 3, promote=False)  # a canary answers them all now
+        store.registry.start_canary("churn", candidate.version, 1.0, store.predictions.newest_id("churn"))
+        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["canary"] == "v3", 30, "the canary")
+        assert all(http.post("/predict/batch", json={"model": "churn", "rows": good}).json()["model_version"] == "v3"
+                   for _ in range(4))
+    # the server stopped: its last counts were written at shutdown; the canary's answers count for nobody
+    assert store.predictions.request_counts("churn", 2, v2.promoted_at) == (12, 3)
+    from sqlalchemy import func, select
+
+    from retrain_assets.store.schema import serving_requests
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(serving_requests)
+                            .where(serving_requests.c.model_version == 3)).scalar_one() == 0
 
 
 def test_a_canary_the_server_cannot_load_is_reported_as_failed(tmp_path, churn_pipeline):

@@ -179,7 +179,7 @@ def test_a_store_created_at_migration_3_upgrades_and_keeps_its_rows(store):
                        "step_started_at", "step_log_id"):
             conn.exec_driver_sql(f"ALTER TABLE model_versions DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM retrain_schema_migrations WHERE version >= 4")
-    assert migrate(store.engine) == [4, 5, 6, 7, 8, 9, 10, 11]
+    assert migrate(store.engine) == [4, 5, 6, 7, 8, 9, 10, 11, 12]
     assert {"proven_at", "baseline_metrics", "reference_key", "reference_sha256", "traffic_share", "step_started_at",
             "step_log_id"} <= {c["name"] for c in inspect(store.engine).get_columns("model_versions")}
     assert store.registry.version("m", 1).reference_key is None  # trained before packs: decisions say so

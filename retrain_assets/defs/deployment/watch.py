@@ -114,7 +114,7 @@ def build_watch_sensor(model: ModelSettings) -> dg.SensorDefinition:
                                                  after_id=after).dropna(subset=["prediction", "label"])
         live_latency = store.predictions.served_latencies(model.log_key, production.version, last_rows=window,
                                                           after_id=after)
-        requests = store.predictions.request_counts(model.name, production.version)  # every server process's
+        requests = store.predictions.request_counts(model.name, production.version, production.promoted_at)
         previous = store.registry.with_status(model.name, "standby")
         if previous is None:
             return skip(f"{production.label} has no previous model to compare with or roll back to")

@@ -253,7 +253,8 @@ def gather_facts(
         last_failure=last_failure,
         open_p1=store.events.open_p1_incidents(model.name),
         critical_quality=(f"dataset {critical.tag}: " + ", ".join(q["name"] for q in critical.quality if not q["passed"])
-                          + f" failed at {critical.created_at:%Y-%m-%d %H:%M} UTC") if critical else "",
+                          + f" failed at {critical.created_at:%Y-%m-%d %H:%M} UTC; blocked until "
+                          f"{critical.created_at + dt.timedelta(hours=hours):%Y-%m-%d %H:%M} UTC") if critical else "",
         runs_in_flight=[r.dagster_run.run_id for r in in_flight],
     )
 
