@@ -96,6 +96,14 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_canary(args: argparse.Namespace) -> int:
+    from retrain_assets.defs.launch import abort_canary  # imports Dagster: only when asked for
+
+    aborted = abort_canary(load_settings(args.config), args.model, args.reason, args.requester)
+    print(f"{args.model}: canary {aborted} rolled back; production answers every request again")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
@@ -246,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", default="", help="why (stored with the event)")
     rollback.add_argument("--requester", default="", help="who asks (default: $USER)")
     rollback.set_defaults(handler=_cmd_rollback)
+
+    canary = commands.add_parser("canary", help="act on a canary deployment")
+    canary_actions = canary.add_subparsers(dest="action", required=True)
+    abort = canary_actions.add_parser("abort", help="roll the model's canary back now, whatever its evidence")
+    abort.add_argument("--model", required=True)
+    abort.add_argument("--reason", default="", help="why (stored with the event and the canary's gate)")
+    abort.add_argument("--requester", default="", help="who asks (default: $USER)")
+    abort.set_defaults(handler=_cmd_canary)
 
     serve = commands.add_parser("serve", help="the HTTP API: /predict/batch, /labels, /readyz, /metrics, /training/* (docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1")

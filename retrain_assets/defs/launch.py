@@ -122,6 +122,30 @@ def rollback_model(settings: RetrainSettings, model_name: str, reason: str, requ
     return MonitoringStore(settings.storage.database_url).registry.production(model.name).label
 
 
+def abort_canary(settings: RetrainSettings, model_name: str, reason: str, requester: str = "") -> str:
+    """Roll the model's canary back now (its step job in process on $DAGSTER_HOME, with the abort set);
+    returns the rolled-back version's label."""
+    from retrain_assets.defs.deployment.canary import canary_job_name
+
+    model = settings.model(model_name)
+    store = MonitoringStore(settings.storage.database_url)
+    canary = store.registry.with_status(model.name, "canary")
+    if canary is None:
+        raise RetrainError(f"model {model.name} has no candidate in canary: nothing to abort")
+    instance_home()
+    with dg.DagsterInstance.get() as instance:
+        job = build_definitions(settings).resolve_job_def(canary_job_name(model.name))
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {f"{model.name}_judge_canary_step": {"config": {
+                "abort_reason": reason or "aborted by hand", "requester": requester or os.environ.get("USER", "")}}}},
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        raise RetrainError(root_cause(failure.step_failure_data.error) if failure else "the canary step run failed")
+    return canary.label
+
+
 def instance_home() -> str:
     home = os.environ.get("DAGSTER_HOME")
     if not home:

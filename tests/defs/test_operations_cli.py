@@ -104,6 +104,25 @@ def test_rollback_command(tmp_path, home, capsys):
     assert store.events.recent("churn")[0]["trigger_reason"] == "bad week"
 
 
+def test_canary_abort_command(tmp_path, home, capsys):
+    """A person stops a canary now, whatever its evidence: rolled back, its event failed, the reason kept."""
+    loose = {"max_f1_drop": 1.0, "max_auc_drop": 1.0, "max_relative_drop": 1.0, "significance_tolerance": 1.0}
+    config = write_config(tmp_path, gates=loose, deployment={"strategy": "canary"})
+    assert main(["--config", config, "canary", "abort", "--model", "churn"]) == 2
+    assert "no candidate in canary: nothing to abort" in capsys.readouterr().err
+    for reason in ("first", "second"):  # the first is promoted directly, the second starts a canary at 5 %
+        main(["--config", config, "trigger", "--model", "churn", "--reason", reason])
+    store = MonitoringStore(f"sqlite:///{tmp_path}/monitoring.db")
+    assert store.registry.with_status("churn", "canary").version == 2
+    capsys.readouterr()
+    assert main(["--config", config, "canary", "abort", "--model", "churn", "--reason", "pricing change today",
+                 "--requester", "ana"]) == 0
+    assert "canary v2 rolled back" in capsys.readouterr().out
+    rejected = store.registry.version("churn", 2)
+    assert rejected.status == "rejected" and rejected.gate_results[-1]["message"] == "aborted by ana: pricing change today"
+    assert store.registry.production("churn").version == 1 and store.events.open_claim("churn") is None
+
+
 def test_a_failing_in_process_trigger_says_one_line_and_closes_its_event(tmp_path, home, capsys):
     config = write_config(tmp_path, data_source={"kind": "sql_table", "table": "churn_scored",
                                                   "url": f"sqlite:///{tmp_path}/empty.db"})

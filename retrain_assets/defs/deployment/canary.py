@@ -36,6 +36,14 @@ TAG_CANARY_STEP = "retrain/canary_step"  # the step a canary step run judges (ve
 STEP_TRIGGER = "canary_step"  # trigger_type of the event rows that record each canary step
 
 
+class CanaryStepRequest(dg.Config):
+    """A person's override (the launchpad, or ``retrain canary abort``): with ``abort_reason`` the canary is
+    rolled back now, whatever its evidence says."""
+
+    abort_reason: str = ""
+    requester: str = ""
+
+
 def canary_job_name(model_name: str) -> str:
     return f"{model_name}_canary_step"
 
@@ -103,8 +111,8 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
     @dg.op(name=f"{model.name}_judge_canary_step",
            description="Judges the canary's current step against production on the same period of live traffic: "
                        "moves it to its next share, promotes it at the last, or rolls it back.")
-    def judge_canary_step(context: dg.OpExecutionContext, monitoring_store: MonitoringStoreResource,
-                          artifact_store: ArtifactStoreResource):
+    def judge_canary_step(context: dg.OpExecutionContext, config: CanaryStepRequest,
+                          monitoring_store: MonitoringStoreResource, artifact_store: ArtifactStoreResource):
         store = monitoring_store.get()
         canary = store.registry.with_status(model.name, "canary")
         production = store.registry.production(model.name)
@@ -112,6 +120,8 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
             raise StoreError(f"{model.name} has no candidate in canary: a retrain with deployment.strategy: canary "
                              "puts one there once a production model exists")
         verdict = judge_step(store, model, canary, production)
+        if config.abort_reason:
+            verdict = Verdict(True, True, f"aborted by {config.requester or 'a person'}: {config.abort_reason}")
         if not verdict.judged and expired(model, canary):
             verdict = Verdict(True, True, f"its step was not judged within canary_max_hours "
                                           f"({settings.canary_max_hours:g} h): {verdict.message} (are labels arriving, "
