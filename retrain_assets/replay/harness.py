@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from retrain_assets.config.deployment import DeploymentSettings
 from retrain_assets.errors import ConfigError, DataError, RetrainError
 from retrain_assets.monitoring import ReferencePack, ReferenceProfile, build_reference_pack
 from retrain_assets.replay.data import ReplayTable, batch_span
@@ -73,6 +74,8 @@ def replay_model(table: ReplayTable, *, label_delay: int, tune: bool = False, po
         "gates": {"enabled": list(REPLAY_GATES)},
         # What one monitoring run sees: the newest batch (the drift threshold is calibrated on chunks this size).
         "monitoring": {"window_rows": table.batch_rows},
+        # No post-deploy watch runs in a replay; its evidence floor only has to fit in that window.
+        "deployment": {"watch_min_samples": max(10, min(DeploymentSettings().watch_min_samples, table.batch_rows))},
     }
     if overrides_file is not None and str(overrides_file) != NO_GATES:
         try:

@@ -212,3 +212,11 @@ def test_the_replay_applies_the_data_quality_block_as_the_sensors_do(table):
     outcome = replay._retrain(now)  # a newer dataset that passes data quality (whatever its gates say)
     assert not any(g.startswith("data_quality") for g in outcome.get("failed_gates", [])), outcome
     assert replay._critical_quality(now) == ""
+
+
+def test_small_batches_still_make_a_valid_model_config():
+    """A monitoring window of one small batch (50 rows) is below the live watch's evidence floor (100): the
+    replay, which runs no watch, lowers that floor instead of refusing the configuration."""
+    small = prepared(batch_size=50)
+    model = replay_model(small, label_delay=1)
+    assert (model.monitoring.window_rows, model.deployment.watch_min_samples) == (50, 50)
