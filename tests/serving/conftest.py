@@ -3,13 +3,15 @@ PostgreSQL database), real outages on it, a real uvicorn server in a thread, one
 
 import copy
 
+import numpy as np
+
 import pytest
 
 from retrain_assets.config.serving import ServingSettings
 from retrain_assets.store import ArtifactStore, ModelVersion, MonitoringStore
 from tests.faults.conftest import backend, churn_pipeline, logs, pg_backend
 
-__all__ = ["ThreadCounter", "auth", "backend", "churn_pipeline", "logs", "pg_backend", "quick", "register"]  # fixtures of this folder
+__all__ = ["ThreadCounter", "WrappedModel", "auth", "backend", "churn_pipeline", "logs", "pg_backend", "quick", "register"]  # fixtures of this folder
 TOKEN = "serving-token"
 
 
@@ -40,10 +42,10 @@ def auth():
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-class ThreadCounter:
-    """A real fitted model that records how many OpenMP threads the thread predicting with it may use."""
-
-    seen: list = []
+class WrappedModel:
+    """A real fitted model whose ``predict_proba`` a test changes (records, waits, fails, distorts); ``predict``
+    follows it, so a subclass overrides ``predict_proba`` only. Subclasses live at module level: the artifact
+    store pickles them."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -53,10 +55,19 @@ class ThreadCounter:
         return self.inner.classes_
 
     def predict_proba(self, frame):
+        return self.inner.predict_proba(frame)
+
+    def predict(self, frame):
+        return np.asarray(self.classes_)[np.asarray(self.predict_proba(frame)).argmax(axis=1)]
+
+
+class ThreadCounter(WrappedModel):
+    """Records how many OpenMP threads the thread predicting with it may use."""
+
+    seen: list = []
+
+    def predict_proba(self, frame):
         from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
         ThreadCounter.seen.append(_openmp_effective_n_threads())
         return self.inner.predict_proba(frame)
-
-    def predict(self, frame):
-        return self.inner.predict(frame)

@@ -9,7 +9,7 @@ import pytest
 from retrain_assets.serving.api import create_app
 from retrain_assets.serving.routing import CANARY_FAILURE, routes_to_canary
 from tests.faults.conftest import logged, running, served_settings, traffic_rows, wait_until
-from tests.serving.conftest import TOKEN, quick, register
+from tests.serving.conftest import TOKEN, WrappedModel, quick, register
 from tests.serving.test_follow import samples, value
 
 
@@ -72,20 +72,10 @@ def test_a_server_routes_the_canary_share_and_logs_each_row_under_the_version_th
         assert value(samples(http, "retrain_model_loads_total"), version="v2", outcome="loaded") == 1
 
 
-class Crashing:
+class Crashing(WrappedModel):
     """A canary that raises on every request (a category it cannot encode, say)."""
 
-    def __init__(self, inner):
-        self.inner = inner
-
-    @property
-    def classes_(self):
-        return self.inner.classes_
-
     def predict_proba(self, frame):
-        raise ValueError("cannot encode the value 'enterprise'")
-
-    def predict(self, frame):
         raise ValueError("cannot encode the value 'enterprise'")
 
 
@@ -143,23 +133,13 @@ def test_the_demo_traffic_path_routes_rows_by_request_id_and_falls_back_on_a_cra
     assert failure["trigger_metrics"]["version"] == "v3" and "cannot encode" in failure["trigger_reason"]
 
 
-class Flaky:
+class Flaky(WrappedModel):
     """A production model that raises on rows with an absurd tenure (a bug on some inputs)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    @property
-    def classes_(self):
-        return self.inner.classes_
 
     def predict_proba(self, frame):
         if (frame["tenure_months"] > 1000).any():
             raise ValueError("overflow in the tenure transform")
         return self.inner.predict_proba(frame)
-
-    def predict(self, frame):
-        return self.predict_proba(frame).argmax(axis=1)
 
 
 def test_each_server_process_counts_the_requests_a_version_answered_and_failed(backend, tmp_path, churn_pipeline):

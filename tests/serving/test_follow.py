@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from retrain_assets.serving.api import create_app
 from tests.faults.conftest import logged, running, served_settings, traffic_rows, wait_until
-from tests.serving.conftest import TOKEN, quick, register
+from tests.serving.conftest import TOKEN, WrappedModel, quick, register
 
 
 def predict(http: httpx.Client, rows: list[dict], **extra) -> httpx.Response:
@@ -63,26 +63,16 @@ def test_a_promotion_and_a_rollback_reach_a_running_server_without_a_reload(back
         assert status.headers["X-Model-Version"] == "v1"
 
 
-class Gated:
-    """A real fitted model whose predictions wait for the test's go (requests in flight, made visible)."""
+class Gated(WrappedModel):
+    """Predictions wait for the test's go (requests in flight, made visible)."""
 
     started = threading.Event()
     go = threading.Event()
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    @property
-    def classes_(self):
-        return self.inner.classes_
 
     def predict_proba(self, frame):
         Gated.started.set()
         assert Gated.go.wait(60), "the test never let the prediction finish"
         return self.inner.predict_proba(frame)
-
-    def predict(self, frame):
-        return self.inner.predict(frame)
 
 
 def test_a_request_in_flight_finishes_on_the_model_it_started_with(tmp_path, churn_pipeline):

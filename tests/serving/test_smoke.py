@@ -7,43 +7,23 @@ from retrain_assets.config.serving import ServingSettings
 from retrain_assets.serving.smoke import serving_smoke_test
 from retrain_assets.simulate import generate_traffic
 from tests.faults.conftest import Backend, served_settings
-from tests.serving.conftest import register
+from tests.serving.conftest import WrappedModel, register
 
 
-class Overconfident:
+class Overconfident(WrappedModel):
     """Predicts like the real model, but its scores leave [0, 1] (a broken calibration step, say)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    @property
-    def classes_(self):
-        return self.inner.classes_
 
     def predict_proba(self, frame):
         return self.inner.predict_proba(frame) * 1.5
 
-    def predict(self, frame):
-        return self.inner.predict(frame)
 
-
-class NumbersOnly:
+class NumbersOnly(WrappedModel):
     """Predicts on the training frame, but crashes on a categorical column holding None (as JSON null)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    @property
-    def classes_(self):
-        return self.inner.classes_
 
     def predict_proba(self, frame):
         if frame.isna().any().any():
             raise TypeError("'<' not supported between instances of 'NoneType' and 'str'")
         return self.inner.predict_proba(frame)
-
-    def predict(self, frame):
-        return self.predict_proba(frame).argmax(axis=1)
 
 
 def setup(tmp_path, churn_pipeline):
@@ -59,9 +39,10 @@ def setup(tmp_path, churn_pipeline):
 def test_a_sound_candidate_answers_every_request_with_valid_scores(tmp_path, churn_pipeline):
     settings, store, artifacts, samples = setup(tmp_path, churn_pipeline)
     candidate = register(settings, store, churn_pipeline, 2, promote=False)
-    result = serving_smoke_test(settings.model("churn"), ServingSettings(), artifacts, candidate, samples, 1.0)
+    # A limit no busy machine reaches: this test is about answers, the p99 limit has its own (1e-9 s) below.
+    result = serving_smoke_test(settings.model("churn"), ServingSettings(), artifacts, candidate, samples, 600.0)
     assert result.passed and result.value["requests"] == result.value["answered"] == 100, result.message
-    assert 0 < result.value["p99_s"] < 1.0
+    assert result.value["p99_s"] > 0
 
 
 def test_scores_outside_0_1_a_crash_on_a_null_and_a_corrupt_artifact_fail_it(tmp_path, churn_pipeline):
@@ -88,9 +69,9 @@ def test_rows_the_request_schema_refuses_are_skipped_and_the_servers_limits_appl
     model = settings.model("churn")
     candidate = register(settings, store, churn_pipeline, 2, promote=False)
     samples.loc[samples.index[:10], "region"] = "r" * 300  # longer than the default 256
-    default = serving_smoke_test(model, ServingSettings(), artifacts, candidate, samples, 1.0)
+    default = serving_smoke_test(model, ServingSettings(), artifacts, candidate, samples, 600.0)
     assert default.passed and default.value["answered"] == 90
-    wide = serving_smoke_test(model, ServingSettings(max_category_length=1000), artifacts, candidate, samples, 1.0)
+    wide = serving_smoke_test(model, ServingSettings(max_category_length=1000), artifacts, candidate, samples, 600.0)
     assert wide.passed and wide.value["answered"] == 100
     samples["region"] = "r" * 300
     refused = serving_smoke_test(model, ServingSettings(), artifacts, candidate, samples, 1.0)

@@ -91,8 +91,10 @@ def start_canary(store: MonitoringStore, model: ModelSettings, candidate: ModelV
     return record_step(store, model, candidate, "started", message, share)
 
 
-def judge_step(store: MonitoringStore, model: ModelSettings, canary: ModelVersion, production: ModelVersion) -> Verdict:
-    """The canary against production on the requests each answered since the step began."""
+def judge_step(store: MonitoringStore, model: ModelSettings, canary: ModelVersion, production: ModelVersion,
+               failures: list[dict]) -> Verdict:
+    """The canary against production on the requests each answered since the step began (``failures``: the
+    failures servers reported for it, from :func:`canary_failures`)."""
     after, window, log = canary.step_log_id or 0, model.monitoring.window_rows, store.predictions
     mine = log.served_outcomes(model.log_key, canary.version, last_rows=window, after_id=after).dropna(subset=["prediction", "label"])
     theirs = log.served_outcomes(model.log_key, production.version, last_rows=window, after_id=after).dropna(
@@ -102,7 +104,7 @@ def judge_step(store: MonitoringStore, model: ModelSettings, canary: ModelVersio
         model.positive_label,
         canary_latency_ms=log.served_latencies(model.log_key, canary.version, last_rows=window, after_id=after),
         production_latency_ms=log.served_latencies(model.log_key, production.version, last_rows=window, after_id=after),
-        failures=len(canary_failures(store, model, canary)))
+        failures=len(failures))
 
 
 def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
@@ -119,7 +121,7 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
         if canary is None or production is None:
             raise StoreError(f"{model.name} has no candidate in canary: a retrain with deployment.strategy: canary "
                              "puts one there once a production model exists")
-        verdict = judge_step(store, model, canary, production)
+        verdict = judge_step(store, model, canary, production, canary_failures(store, model, canary))
         if config.abort_reason:
             verdict = Verdict(True, True, f"aborted by {config.requester or 'a person'}: {config.abort_reason}")
         if not verdict.judged and expired(model, canary):
@@ -130,9 +132,8 @@ def build_canary_job(model: ModelSettings) -> dg.JobDefinition:
             raise StoreError(f"{model.name} {canary.label}'s step at {percent(canary.traffic_share)} cannot be judged "
                              f"yet: {verdict.message}; the {model.name}_canary_sensor launches this job when it can")
         event_id = store.events.for_run(canary.run_id) if canary.run_id else None
-        last = next_share(model, canary.traffic_share) >= 1.0
-        refusal = promotion_refusal(store, model, canary, event_id) if last and not verdict.worse else None
         following = next_share(model, canary.traffic_share)
+        refusal = promotion_refusal(store, model, canary, event_id) if following >= 1.0 and not verdict.worse else None
         gate = {"name": CANARY_GATE, "passed": not (verdict.worse or refusal), "applicable": True,
                 "message": refusal or verdict.message,
                 "value": {"share": canary.traffic_share, **{f"canary_{k}": v for k, v in verdict.new.items()},
@@ -223,7 +224,7 @@ def canary_request(store: MonitoringStore, model: ModelSettings,
         return request(f"canary {canary.label}'s step at {percent(canary.traffic_share)} was not judged within "
                        f"canary_max_hours ({model.deployment.canary_max_hours:g} h)")
     production = store.registry.production(model.name)
-    early = judge_step(store, model, canary, production) if production is not None else None
+    early = judge_step(store, model, canary, production, failed) if production is not None else None
     if early is not None and early.worse:  # a latency spike or an absolute criterion needs no label
         return request(f"canary {canary.label} at {percent(canary.traffic_share)}: {early.message}")
     since = dt.datetime.now(dt.timezone.utc) - started
