@@ -299,3 +299,20 @@ def test_promotion_and_its_event_outcome_commit_together(store, monkeypatch):
     assert store.registry.production("m").version == 1
     outcome = store.events.get(event)
     assert outcome["execution_successful"] is True and outcome["retraining_model_version"] == "v1"
+
+
+def test_a_canary_decision_changes_only_a_version_still_in_canary(store):
+    """Two canary step runs deciding at once: the one that comes second neither rejects the model the other
+    just promoted nor promotes the one the other just rejected."""
+    for n in (1, 2, 3):
+        _candidate(store, n)
+    store.registry.promote("m", 1)
+    store.registry.start_canary("m", 2, 0.05, store.predictions.newest_id("m"))
+    store.registry.promote("m", 2, from_status="canary")  # the first run promoted it
+    assert not store.registry.record_gates("m", 2, [{"name": "canary", "passed": False}], False, expected_status="canary")
+    assert store.registry.production("m").version == 2  # the second run's rejection changed nothing
+    store.registry.start_canary("m", 3, 0.05, store.predictions.newest_id("m"))
+    assert store.registry.record_gates("m", 3, [{"name": "canary", "passed": False}], False, expected_status="canary")
+    with pytest.raises(StoreError, match="no longer 'canary'"):  # rejected by one run, not promoted by the other
+        store.registry.promote("m", 3, from_status="canary")
+    assert (store.registry.version("m", 3).status, store.registry.production("m").version) == ("rejected", 2)
