@@ -91,11 +91,17 @@ class Ours(Policy):
     name = "ours"
 
     def __init__(self):
+        self.judged_version: int | None = None  # the production version the previous decision judged
         self.previous_warnings: tuple[str, ...] = ()
         self.verified_at: dt.datetime | None = None  # when a decision last judged production on fresh labels
 
     def decide(self, knowledge: Knowledge, model) -> Verdict:
         production = knowledge.production
+        if production.version != self.judged_version:
+            # As in the monitoring asset: the previous decision's warnings and verification were about
+            # another model (its own reference and errors), so they say nothing about this one.
+            self.previous_warnings, self.verified_at = (), None
+        self.judged_version = production.version
         evidence = gather_evidence(
             model, pipeline=production.pipeline, profile=production.reference, pack=production.pack,
             recent=knowledge.recent_inputs, labeled=knowledge.labeled_since, newest_batch=knowledge.newest_batch,

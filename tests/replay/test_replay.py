@@ -220,3 +220,32 @@ def test_small_batches_still_make_a_valid_model_config():
     small = prepared(batch_size=50)
     model = replay_model(small, label_delay=1)
     assert (model.monitoring.window_rows, model.deployment.watch_min_samples) == (50, 50)
+
+
+def test_a_warning_lasts_only_while_the_same_model_is_in_production(table, monkeypatch):
+    """As the monitoring asset does: a warning at the previous decision counts as lasting only if that
+    decision judged the same production version; after a promotion the new model starts afresh."""
+    import retrain_assets.replay.policies as policies
+
+    seen = []
+    real = policies.gather_evidence
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["previous_warnings"], kwargs["days_since_verified"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policies, "gather_evidence", spy)
+    replay = Replay(table, replay_model(table, label_delay=1), Never(), 1)
+    assert replay._retrain(table.batches[0].start.to_pydatetime())["promoted"]
+    replay.labels_known_upto = 1
+    knowledge = replay._knowledge(3)
+    policy = Ours()
+    policy.decide(knowledge, replay.model)
+    policy.previous_warnings, policy.verified_at = ("drift",), knowledge.now
+    policy.decide(knowledge, replay.model)  # the same model: its warning and verification carry over
+    assert seen[-1][0] == ("drift",) and seen[-1][1] == 0.0
+    policy.previous_warnings, policy.verified_at = ("drift",), knowledge.now
+    replay.labels_known_upto = 2
+    assert replay._retrain(table.batches[3].start.to_pydatetime())["promoted"]
+    policy.decide(replay._knowledge(4), replay.model)  # a new production version: nothing carries over
+    assert seen[-1] == ((), None)
