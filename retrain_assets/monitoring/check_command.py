@@ -20,7 +20,7 @@ from retrain_assets.errors import DataError
 from retrain_assets.monitoring.dataset_drift import detect_drift
 from retrain_assets.monitoring.decision import Decision, Evidence, Outcomes, decide
 from retrain_assets.monitoring.profiles import ReferenceProfile
-from retrain_assets.monitoring.reference_pack import ReferencePack, calibrate_drift
+from retrain_assets.monitoring.reference_pack import ReferencePack, calibrate_drift, weighted_drift
 from retrain_assets.monitoring.sequential import LossReference
 from retrain_assets.settings import ModelSettings
 
@@ -155,8 +155,11 @@ def run_check(args: argparse.Namespace) -> int:
     baseline = parse_baseline(args.baseline)
     loss = loss_reference(baseline, args.task, len(reference))
     pack = ReferencePack(args.task, loss, weights, calibration, None)
-    evidence = Evidence(args.task, drift=detect_drift(profile, current[columns], model.drift, numeric, categorical),
-                        pack=pack, baseline=baseline)
+    drift = detect_drift(profile, current[columns], model.drift, numeric, categorical)
+    # CUR is the data a retrain would be given: the window it would train on is CUR itself.
+    evidence = Evidence(args.task, drift=drift, pack=pack, baseline=baseline,
+                        retrain_window_drift=weighted_drift({c: f.psi for c, f in drift.features.items() if not f.skipped},
+                                                            weights))
     if predictions is not None:
         evidence.outcomes = Outcomes(np.asarray(predictions), np.asarray(actuals), newest_batch=len(predictions))
     decision = decide(evidence, model)

@@ -19,8 +19,11 @@ urgency, a confidence, one plain-words reason, and every signal with its statist
 3. **Drift that matters.** Each feature's PSI is weighted by its permutation importance to the model and
    compared with the larger of the threshold calibrated on the training window's own chunks and PSI's
    sampling noise at ``drift_alpha``. At ``drift_alone_multiple`` (2x) the threshold it retrains alone
-   (HIGH); above 1x it is an early warning that needs confirmation: the estimated accuracy from the model's
-   confidence (CBPE) confirms it while labels are late (HIGH).
+   (HIGH); above 1x it is an early warning that needs confirmation: growing realized errors (a concept-drift
+   warning) or, while labels are late, the estimated accuracy from the model's confidence (CBPE) (HIGH).
+   Drift acts only once a retrain could learn it: the window a retrain would train on (the rows labeled
+   since production's training, mixed with the rest of the window) must show the same weighted PSI above
+   the same threshold; before that a candidate would learn what production already knows.
 4. **Weak signals made worthwhile by labels.** A warning (drift, CBPE, concept drift) that was already
    there at the previous decision retrains once enough new labels arrived to train on something new
    (``worthwhile_labels_fraction`` of the production model's training rows): MEDIUM, in the quiet window.
@@ -94,6 +97,7 @@ class Evidence:
 
     task: str
     drift: DriftReport | None = None  # recent inputs against the profile of its training rows
+    retrain_window_drift: float | None = None  # importance-weighted PSI of the window a retrain would train on
     outcomes: Outcomes | None = None  # labeled predictions since deployment or the last failed retrain
     recent_scores: np.ndarray | None = None  # its scores on the recent (unlabeled) inputs, for CBPE
     recent_outputs: np.ndarray | None = None  # what it output on them (score, class or value), for prediction drift
@@ -276,6 +280,13 @@ def _weighted_drift(evidence: Evidence, model) -> SignalEvidence:
                "calibration_chunks": len(pack.drift.scores), "chunk_rows": pack.drift.chunk_rows}
     text = f"importance-weighted PSI {statistic:.3g} = {ratio:.2f}x its threshold {threshold:.3g} ({listing})"
     confidence = float(max(0.0, 1.0 - 1.0 / ratio)) if ratio > 0 else 0.0
+    in_window = evidence.retrain_window_drift
+    metrics["retrain_window_psi"] = in_window
+    metrics["learnable"] = in_window is not None and in_window > threshold
+    if ratio > 1.0 and not metrics["learnable"]:
+        text += ("; not yet learnable: " + ("no rows labeled since its training" if in_window is None else
+                 f"the window a retrain would train on shows {in_window:.3g}, under the threshold")
+                 + ", so a candidate would learn what production already knows")
     if ratio >= model.decision.drift_alone_multiple:
         return SignalEvidence("drift", "retrain", "weighted_psi", statistic, threshold,
                               f"large drift: {text}", confidence, metrics)
@@ -433,7 +444,7 @@ def assess(evidence: Evidence, model) -> list[SignalEvidence]:
                age_signal(evidence.model_age_days, model, unverified), _prediction_drift(evidence, model),
                _trend(evidence, model)]
     for signal in signals:
-        signal.lasting = signal.status == "weak" and signal.kind in evidence.previous_warnings
+        signal.lasting = signal.status in ("weak", "retrain") and signal.kind in evidence.previous_warnings
     return signals
 
 
@@ -450,13 +461,19 @@ def fuse(signals: list[SignalEvidence], model) -> Decision:
         return _verdict(signals, realized, realized.severity, named)
     if concept.status == "retrain":
         return _verdict(signals, concept, "HIGH", concept.detail)
-    if drift.status == "retrain":
+    # Drift acts only once a retrain could learn it (its training window shows it too); until then it is a
+    # warning that waits for labeled rows of the new inputs.
+    learnable = drift.metrics.get("learnable", True)
+    if drift.status == "retrain" and learnable:
         return _verdict(signals, drift, "HIGH", f"{drift.detail} (at least {model.decision.drift_alone_multiple:g}x its "
                                                 "threshold: retrains without confirmation)")
-    if drift.status == "weak" and estimated.status == "weak":
+    if drift.status == "weak" and learnable and estimated.status == "weak":
         return _verdict(signals, drift, "HIGH", f"{drift.detail}, confirmed by {estimated.detail}")
-    warnings = [s for s in (drift, estimated, concept) if s.status == "weak"]
-    lasting = [s for s in warnings if s.lasting]
+    if drift.status in ("weak", "retrain") and concept.status == "weak":
+        # Confirmed by realized errors: the labeled rows a retrain trains on carry the change in their labels.
+        return _verdict(signals, drift, "HIGH", f"{drift.detail}, confirmed by realized errors: {concept.detail}")
+    warnings = [s for s in (drift, estimated, concept) if s.status in ("weak", "retrain")]
+    lasting = [s for s in warnings if s.lasting and (s is not drift or learnable)]
     if lasting and labels.status == "weak":
         return _verdict(signals, lasting[0], "MEDIUM", f"{lasting[0].detail} (also at the previous decision); {labels.detail}")
     if age.status == "retrain":

@@ -15,11 +15,23 @@ from retrain_assets.metrics import positive_column, predict_with_probabilities
 from retrain_assets.monitoring.dataset_drift import detect_drift
 from retrain_assets.monitoring.decision import Evidence, Outcomes
 from retrain_assets.monitoring.profiles import ReferenceProfile
-from retrain_assets.monitoring.reference_pack import ReferencePack
+from retrain_assets.monitoring.reference_pack import ReferencePack, retrain_window_drift
 
 
 def _missing(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in frame.columns]
+
+
+def _new_rows_share(new_rows: int, training_rows: int | None, dataset) -> float:
+    """The share of a retrain's training window that the rows labeled since production's training would
+    make up: a sliding window of about production's size drops as many old rows as it gains; a full
+    history keeps them all; an incremental one weighs the recent rows ``recent_weight`` times."""
+    if not training_rows or training_rows <= 0:
+        return 1.0
+    if dataset.strategy == "sliding":
+        return min(1.0, new_rows / training_rows)
+    weight = dataset.recent_weight if dataset.strategy == "incremental" else 1.0
+    return weight * new_rows / (training_rows + weight * new_rows)
 
 
 def gather_evidence(
@@ -94,4 +106,10 @@ def gather_evidence(
                 predictions = predictions.astype(float)
             newest = int(keep[len(keep) - newest_batch:].sum()) if newest_batch > 0 else 0
             evidence.outcomes = Outcomes(predictions, actuals[keep], scores, newest)
+        if profile is not None and pack is not None:
+            new_rows = rows[features]
+            if model.dataset.strategy == "sliding" and training_rows and len(new_rows) > training_rows:
+                new_rows = new_rows.iloc[-training_rows:]  # a sliding window keeps only the newest of them
+            share = _new_rows_share(len(new_rows), training_rows, model.dataset)
+            evidence.retrain_window_drift = retrain_window_drift(profile, new_rows, share, pack.importances)
     return evidence

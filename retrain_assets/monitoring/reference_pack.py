@@ -135,13 +135,17 @@ def importance_weights(pipeline, test: pd.DataFrame, model, seed: int = 0) -> di
     return {f: float(w) for f, w in zip(features, raw / raw.sum())}
 
 
-def feature_psis(profile: ReferenceProfile, reference: dict, current: dict) -> dict[str, float]:
+def feature_psis(profile: ReferenceProfile, reference: dict, current: dict, only: set | None = None) -> dict[str, float]:
     """PSI of each feature between two sides counted in ``profile``'s PSI bins (numeric: arrays of PSI-bin
-    counts; categorical: level -> count), exactly as the drift report computes it."""
+    counts; categorical: level -> count), exactly as the drift report computes it (``only``: these
+    features)."""
     out = {}
     for name in profile.numeric:
-        out[name] = psi(reference[name], current[name])
+        if only is None or name in only:
+            out[name] = psi(reference[name], current[name])
     for name in profile.categorical:
+        if only is not None and name not in only:
+            continue
         ref, cur, _, _ = pooled_levels(reference[name], current[name], profile.max_categories)
         out[name] = psi(ref, cur)
     return out
@@ -155,6 +159,39 @@ def weighted_drift(psis: dict[str, float], weights: dict[str, float]) -> float:
         present = {f: 1.0 for f in psis if psis[f] is not None and np.isfinite(psis[f])}
         total = float(len(present)) or 1.0
     return float(sum(w * psis[f] for f, w in present.items()) / total)
+
+
+def retrain_window_drift(profile: ReferenceProfile, new_rows: pd.DataFrame, share: float,
+                         weights: dict[str, float]) -> float:
+    """The importance-weighted PSI, against ``profile``, of the window a retrain would train on now: the
+    rows labeled since the model's training (``new_rows``) make up ``share`` of it, the rest is distributed
+    like the model's own training rows (what the profile counted).
+
+    Drift in the served inputs says the model *may* be stale; a retrain can only learn the change if its
+    training window holds it. While the drifted rows are unlabeled, or too few to move a long window, the
+    candidate would be trained on what production was trained on. Computed from the profile's counts
+    alone: the old rows are never read again.
+    """
+    share = float(min(max(share, 0.0), 1.0))
+    codes = _psi_bin_codes(profile, new_rows)
+    reference, mixed = {}, {}
+    for name, ref in profile.numeric.items():
+        counts = ref.psi_counts(ref.counts).astype(float)
+        code = codes[name]
+        new = np.bincount(code[code >= 0], minlength=profile.psi_bins).astype(float)
+        if counts.sum() <= 0 or new.sum() <= 0:
+            continue
+        reference[name] = counts
+        mixed[name] = share * new / new.sum() + (1.0 - share) * counts / counts.sum()
+    for name, levels in profile.categorical.items():
+        new = category_counts(codes[name])
+        new_total, ref_total = sum(new.values()), sum(levels.values())
+        if new_total <= 0 or ref_total <= 0:
+            continue
+        reference[name] = levels
+        mixed[name] = {k: share * new.get(k, 0) / new_total + (1.0 - share) * levels.get(k, 0) / ref_total
+                       for k in set(levels) | set(new)}
+    return weighted_drift(feature_psis(profile, reference, mixed, only=set(reference)), weights)
 
 
 def _psi_bin_codes(profile: ReferenceProfile, window: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -162,8 +162,9 @@ def test_empty_prediction_log_fails_with_a_clear_message(settings, harness_for):
     assert "no labeled rows for model churn" in root_cause(failure.step_failure_data.error)
 
 
-def test_input_drift_alone_retrains_with_a_large_effect(settings, harness_for):
-    """Unlabeled drifted traffic: no realized evidence yet, the importance-weighted drift decides."""
+def test_input_drift_alone_retrains_with_a_large_effect_once_a_retrain_could_learn_it(settings, harness_for):
+    """Drifted traffic: the importance-weighted drift decides alone, once the rows a retrain would train
+    on hold the drift (their labels arrived); before that a candidate would learn nothing new."""
     h = harness_for(settings)
     h.traffic(3000)
     assert h.retrain().success
@@ -171,9 +172,13 @@ def test_input_drift_alone_retrains_with_a_large_effect(settings, harness_for):
     assert h.run(monitor_job_name("churn")).success
     tick = h.sensor_tick("churn_retrain_sensor")
     assert not tick.run_requests and "no drift that matters" in tick.skip_message
-    h.traffic(2000, TrafficScenario(covariate_drift=1.5), serve=True, label=False)
+    drifted = h.traffic(2000, TrafficScenario(covariate_drift=1.5), serve=True, label=False)
     result = h.run(monitor_job_name("churn"))
     assert result.success and _materialized(result, "drift_report") == 1
+    tick = h.sensor_tick("churn_retrain_sensor", cursor=tick.cursor)
+    assert not tick.run_requests and "large drift" in tick.skip_message and "not yet learnable" in tick.skip_message
+    h.store.predictions.log_labels(h.model.log_key, drifted["request_id"].tolist(), drifted[h.model.target].tolist())
+    assert h.run(monitor_job_name("churn")).success
     tick = h.sensor_tick("churn_retrain_sensor", cursor=tick.cursor)
     assert len(tick.run_requests) == 1, tick.skip_message
     request = tick.run_requests[0]

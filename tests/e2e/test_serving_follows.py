@@ -65,7 +65,7 @@ def test_a_sensor_triggered_promotion_and_a_watch_rollback_reach_a_running_serve
             assert serve(http, writer, h, 2000) == {"v1"}  # v1's live record, labeled through /labels
 
             # Drifted traffic -> monitor run -> the retrain sensor's run request -> retrain and promotion.
-            assert serve(http, writer, h, 2000, TrafficScenario(covariate_drift=1.5), label=False) == {"v1"}
+            assert serve(http, writer, h, 2000, TrafficScenario(covariate_drift=1.5)) == {"v1"}  # labeled: learnable
             assert h.run(monitor_job_name("churn")).success
             tick = h.sensor_tick("churn_retrain_sensor")
             assert len(tick.run_requests) == 1, tick.skip_message

@@ -118,6 +118,61 @@ def test_a_smaller_window_gets_a_higher_threshold_never_a_lower_one(trained):
     assert calibration.noise_quantile(100, weights, 0.01) > calibration.noise_quantile(1000, weights, 0.01)
 
 
+def test_the_retrain_window_drift_is_the_mixture_of_new_rows_and_the_training_rows():
+    """PSI of the window a retrain would train on, from the profile's counts: nothing new gives 0, only
+    new rows give the drift report's PSI of them, and it grows with their share."""
+    from retrain_assets.monitoring import detect_drift
+    from retrain_assets.monitoring.reference_pack import retrain_window_drift
+    from retrain_assets.settings import ModelSettings
+
+    window = rows(4000, seed=3)
+    profile = ReferenceProfile.from_frame(window[FEATURES], numeric=FEATURES)
+    weights = {"x0": 0.7, "x1": 0.3, "x2": 0.0}
+    new = rows(1000, seed=4, shift={"x0": 1.5})[FEATURES]
+    at = [retrain_window_drift(profile, new, share, weights) for share in (0.0, 0.1, 0.25, 0.5, 1.0)]
+    assert at[0] == pytest.approx(0.0, abs=1e-12)
+    assert all(a < b for a, b in zip(at, at[1:]))
+    settings = ModelSettings(name="m", task="classification", target="y",
+                             features=[{"name": f, "type": "numeric"} for f in FEATURES])
+    report = detect_drift(profile, new, settings.drift, FEATURES, [])
+    assert at[-1] == pytest.approx(weighted_drift({f: report.features[f].psi for f in FEATURES}, weights), rel=1e-9)
+
+
+def test_the_new_rows_share_follows_the_dataset_strategy():
+    from retrain_assets.config.training import DatasetSettings
+    from retrain_assets.monitoring.evidence import _new_rows_share
+
+    assert _new_rows_share(500, 2000, DatasetSettings(strategy="sliding", window_rows=2000)) == 0.25
+    assert _new_rows_share(5000, 2000, DatasetSettings(strategy="sliding", window_rows=2000)) == 1.0
+    assert _new_rows_share(500, 2000, DatasetSettings(strategy="full")) == pytest.approx(500 / 2500)
+    assert _new_rows_share(500, 2000, DatasetSettings(strategy="incremental", recent_weight=2.0)) == pytest.approx(1000 / 3000)
+    assert _new_rows_share(500, None, DatasetSettings()) == 1.0
+
+
+def test_drift_waits_until_a_retrain_could_learn_it(trained):
+    """Served inputs far from the training rows retrain only once the window a retrain would train on
+    holds them: before their labels arrive, a candidate would be trained on what production knows."""
+    model = trained[0].model_copy(update={"dataset": trained[0].dataset.model_copy(
+        update={"strategy": "sliding", "window_rows": 4000})})
+    drifted = rows(500, seed=13, shift={"x1": 2.5}, task=model.task)
+
+    def decision(labeled, newest=0):
+        return decide(evidence_for(trained, drifted, labeled, newest=newest, training_rows=4000, new_labels=len(labeled)
+                                   if labeled is not None else 0), model)
+
+    unlabeled = decision(None)
+    drift = unlabeled.signal("drift")
+    assert drift.status == "retrain" and drift.metrics["learnable"] is False and not unlabeled.retrain
+    assert "not yet learnable: no rows labeled since its training" in unlabeled.reason
+    old = rows(1000, seed=14, task=model.task)  # labeled since its training, but from the old inputs
+    stale = decision(old, newest=500)
+    window_psi = stale.signal("drift").metrics["retrain_window_psi"]
+    assert window_psi < stale.signal("drift").threshold and not stale.retrain
+    assert "drift" in stale.warnings  # still a warning: it may last until its rows are labeled
+    fresh = decision(pd.concat([old, rows(1500, seed=15, shift={"x1": 2.5}, task=model.task)]), newest=1500)
+    assert fresh.signal("drift").metrics["learnable"] is True and fresh.retrain
+
+
 def test_importances_weigh_the_features_the_model_uses(trained):
     model, _, _, pack = trained
     assert pack.importances["x0"] > pack.importances["x1"] > pack.importances["x2"]
@@ -126,7 +181,7 @@ def test_importances_weigh_the_features_the_model_uses(trained):
     used = decide(evidence_for(trained, rows(500, seed=4, shift={"x0": 1.5})), model)
     assert unused.drift.features["x2"].drifted  # the seed's per-feature test sees it ...
     assert unused.signal("drift").status in ("none", "weak") and not unused.retrain  # ... it hardly matters here
-    assert used.signal("drift").status == "retrain" and used.trigger == "drift" and used.severity == "HIGH"
+    assert used.signal("drift").status == "retrain"  # alone enough to retrain, once it is learnable (below)
     assert weighted_drift({"x0": 0.4, "x1": 0.0}, {"x0": 0.5, "x1": 0.5}) == pytest.approx(0.2)
 
 
@@ -175,6 +230,11 @@ def test_a_drift_warning_needs_confirmation_and_lasting_warnings_need_labels():
     assert not warning.retrain and warning.severity == "LOW" and "drift warning" in warning.reason
     confirmed = with_(estimated_performance={"status": "weak", "detail": "estimated accuracy drop"})
     assert confirmed.retrain and confirmed.trigger == "drift" and confirmed.severity == "HIGH"
+    realized = with_(concept_drift={"status": "weak", "detail": "error growth"})
+    assert realized.retrain and realized.trigger == "drift" and "confirmed by realized errors" in realized.reason
+    unlearnable = {"status": "weak", "metrics": {"learnable": False}, "lasting": True}
+    assert not with_(drift=unlearnable, estimated_performance={"status": "weak"}, data_volume={"status": "weak"}).retrain
+    assert with_(drift=unlearnable, concept_drift={"status": "weak"}).retrain  # the labels carry the change
     assert not with_(data_volume={"status": "weak"}).retrain  # labels and a first warning: not yet
     lasting = with_(data_volume={"status": "weak"}, drift={"lasting": True})
     assert lasting.retrain and lasting.severity == "MEDIUM" and lasting.trigger == "drift"
