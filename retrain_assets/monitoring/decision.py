@@ -20,7 +20,8 @@ urgency, a confidence, one plain-words reason, and every signal with its statist
    compared with the larger of the threshold calibrated on the training window's own chunks and PSI's
    sampling noise at ``drift_alpha``. At ``drift_alone_multiple`` (2x) the threshold it retrains alone
    (HIGH); above 1x it is an early warning that needs confirmation: growing realized errors (a concept-drift
-   warning) or, while labels are late, the estimated accuracy from the model's confidence (CBPE) (HIGH).
+   warning) or the estimated accuracy from the model's confidence on the newest, unlabeled inputs (CBPE)
+   (HIGH).
    Drift acts only once a retrain could learn it: the window a retrain would train on (the rows labeled
    since production's training, mixed with the rest of the window) must show the same weighted PSI above
    the same threshold; before that a candidate would learn what production already knows.
@@ -284,7 +285,8 @@ def _weighted_drift(evidence: Evidence, model) -> SignalEvidence:
     metrics["retrain_window_psi"] = in_window
     metrics["learnable"] = in_window is not None and in_window > threshold
     if ratio > 1.0 and not metrics["learnable"]:
-        text += ("; not yet learnable: " + ("no rows labeled since its training" if in_window is None else
+        text += ("; not yet learnable: " + (evidence.unavailable.get("retrain_window", "no rows labeled since its training")
+                                            if in_window is None else
                  f"the window a retrain would train on shows {in_window:.3g}, under the threshold")
                  + ", so a candidate would learn what production already knows")
     if ratio >= model.decision.drift_alone_multiple:
@@ -471,7 +473,8 @@ def fuse(signals: list[SignalEvidence], model) -> Decision:
         return _verdict(signals, drift, "HIGH", f"{drift.detail}, confirmed by {estimated.detail}")
     if drift.status in ("weak", "retrain") and concept.status == "weak":
         # Confirmed by realized errors: the labeled rows a retrain trains on carry the change in their labels.
-        return _verdict(signals, drift, "HIGH", f"{drift.detail}, confirmed by realized errors: {concept.detail}")
+        detail = drift.detail.split("; not yet learnable: ")[0]  # the labels carry it: learnability does not matter
+        return _verdict(signals, drift, "HIGH", f"{detail}, confirmed by realized errors: {concept.detail}")
     warnings = [s for s in (drift, estimated, concept) if s.status in ("weak", "retrain")]
     lasting = [s for s in warnings if s.lasting and (s is not drift or learnable)]
     if lasting and labels.status == "weak":
@@ -496,7 +499,8 @@ def _verdict(signals: list[SignalEvidence], decider: SignalEvidence | None, seve
     elif insufficient:
         confidence = 0.0
     else:
-        confidence = 1.0 - max([s.confidence for s in signals if s.status == "weak" and s.kind != "data_volume"], default=0.0)
+        confidence = 1.0 - max([s.confidence for s in signals if s.status in ("weak", "retrain") and s.kind != "data_volume"],
+                               default=0.0)
     if insufficient and not retrain:
         unavailable = [s.detail for s in signals if s.status == "unavailable"]
         reason = "insufficient data: " + "; ".join(unavailable) if unavailable else reason

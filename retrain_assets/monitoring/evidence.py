@@ -111,5 +111,8 @@ def gather_evidence(
             if model.dataset.strategy == "sliding" and training_rows and len(new_rows) > training_rows:
                 new_rows = new_rows.iloc[-training_rows:]  # a sliding window keeps only the newest of them
             share = _new_rows_share(len(new_rows), training_rows, model.dataset)
-            evidence.retrain_window_drift = retrain_window_drift(profile, new_rows, share, pack.importances)
+            try:
+                evidence.retrain_window_drift = retrain_window_drift(profile, new_rows, share, pack.importances)
+            except (RetrainError, ValueError, TypeError) as error:
+                evidence.unavailable["retrain_window"] = f"the window a retrain would train on: {error}"
     return evidence

@@ -20,7 +20,7 @@ decides on the rest.
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -173,6 +173,8 @@ def retrain_window_drift(profile: ReferenceProfile, new_rows: pd.DataFrame, shar
     alone: the old rows are never read again.
     """
     share = float(min(max(share, 0.0), 1.0))
+    profile = replace(profile, numeric={n: r for n, r in profile.numeric.items() if n in new_rows.columns},
+                      categorical={n: c for n, c in profile.categorical.items() if n in new_rows.columns})
     codes = _psi_bin_codes(profile, new_rows)
     reference, mixed = {}, {}
     for name, ref in profile.numeric.items():
@@ -188,7 +190,7 @@ def retrain_window_drift(profile: ReferenceProfile, new_rows: pd.DataFrame, shar
         new_total, ref_total = sum(new.values()), sum(levels.values())
         if new_total <= 0 or ref_total <= 0:
             continue
-        reference[name] = levels
+        reference[name] = {k: v / ref_total for k, v in levels.items()}
         mixed[name] = {k: share * new.get(k, 0) / new_total + (1.0 - share) * levels.get(k, 0) / ref_total
                        for k in set(levels) | set(new)}
     return weighted_drift(feature_psis(profile, reference, mixed, only=set(reference)), weights)

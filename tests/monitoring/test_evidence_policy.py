@@ -138,6 +138,28 @@ def test_the_retrain_window_drift_is_the_mixture_of_new_rows_and_the_training_ro
     assert at[-1] == pytest.approx(weighted_drift({f: report.features[f].psi for f in FEATURES}, weights), rel=1e-9)
 
 
+def test_the_retrain_window_drift_of_categories_and_of_a_column_the_rows_lack():
+    from retrain_assets.monitoring import detect_drift
+    from retrain_assets.monitoring.reference_pack import retrain_window_drift
+    from retrain_assets.settings import ModelSettings
+
+    rng = np.random.default_rng(5)
+    window = rows(3000, seed=5).assign(plan=rng.choice(["a", "b", "c"], 3000, p=[0.6, 0.3, 0.1]))
+    profile = ReferenceProfile.from_frame(window[[*FEATURES, "plan"]], numeric=FEATURES, categorical=["plan"])
+    new = rows(800, seed=6)[FEATURES].assign(plan=rng.choice(["c", "d"], 800))  # a level the profile never saw
+    weights = {"x0": 0.25, "x1": 0.25, "x2": 0.0, "plan": 0.5}
+    settings = ModelSettings(name="m", task="classification", target="y",
+                             features=[*({"name": f, "type": "numeric"} for f in FEATURES),
+                                       {"name": "plan", "type": "categorical"}])
+    report = detect_drift(profile, new, settings.drift, FEATURES, ["plan"])
+    expected = weighted_drift({f: report.features[f].psi for f in [*FEATURES, "plan"]}, weights)
+    assert retrain_window_drift(profile, new, 1.0, weights) == pytest.approx(expected, rel=1e-9)
+    assert 0 < retrain_window_drift(profile, new, 0.3, weights) < expected
+    # A column the configuration no longer has (the profile still does) is left out, never an error.
+    lacking = retrain_window_drift(profile, new.drop(columns=["x2"]), 1.0, weights)
+    assert lacking == pytest.approx(expected, rel=1e-9)  # x2 weighs nothing here
+
+
 def test_the_new_rows_share_follows_the_dataset_strategy():
     from retrain_assets.config.training import DatasetSettings
     from retrain_assets.monitoring.evidence import _new_rows_share
@@ -235,6 +257,12 @@ def test_a_drift_warning_needs_confirmation_and_lasting_warnings_need_labels():
     unlearnable = {"status": "weak", "metrics": {"learnable": False}, "lasting": True}
     assert not with_(drift=unlearnable, estimated_performance={"status": "weak"}, data_volume={"status": "weak"}).retrain
     assert with_(drift=unlearnable, concept_drift={"status": "weak"}).retrain  # the labels carry the change
+    waiting = with_(drift={"status": "retrain", "metrics": {"learnable": False}, "confidence": 0.9,
+                           "detail": "large drift: x; not yet learnable: y"})
+    assert not waiting.retrain and waiting.severity == "LOW" and waiting.confidence == pytest.approx(0.1)
+    confirmed_large = with_(drift={"status": "retrain", "metrics": {"learnable": False},
+                                   "detail": "large drift: x; not yet learnable: y"}, concept_drift={"status": "weak"})
+    assert confirmed_large.retrain and "not yet learnable" not in confirmed_large.reason
     assert not with_(data_volume={"status": "weak"}).retrain  # labels and a first warning: not yet
     lasting = with_(data_volume={"status": "weak"}, drift={"lasting": True})
     assert lasting.retrain and lasting.severity == "MEDIUM" and lasting.trigger == "drift"
