@@ -104,6 +104,10 @@ def test_daemon_launches_a_drift_retrain_that_promotes(tmp_path, postgres_db, mo
         assert deciding["status"] == "retrain" and deciding["value"] is not None and deciding["threshold"] is not None
         assert event["execution_attempted"] is True and event["execution_successful"] is True
         assert event["retraining_model_version"] == "v2" and event["execution_completed_at"] is not None
+    except AssertionError as error:  # what the daemon said is the first thing to read
+        failure = error
+    else:
+        failure = None
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -112,6 +116,8 @@ def test_daemon_launches_a_drift_retrain_that_promotes(tmp_path, postgres_db, mo
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
         output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+    if failure is not None:
+        raise AssertionError(f"{failure}\n--- dagster dev output (tail) ---\n{output[-6000:]}") from failure
     assert process.returncode is not None, output[-2000:]
     leftover = subprocess.run(["pgrep", "-f", "dagster dev -h 127.0.0.1 -p 3123"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "dagster dev is still running"

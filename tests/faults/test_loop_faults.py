@@ -5,6 +5,7 @@ production stays on the last good model, the event gets its outcome, and the mes
 """
 
 import datetime as dt
+import time
 
 import dagster as dg
 import pytest
@@ -91,5 +92,15 @@ def test_a_started_run_whose_local_worker_is_gone_is_reaped(tmp_path):
         assert len(reaped) == 1 and reaped[0].startswith(dead.run_id[:8]) and f"process {dead_pid} is gone" in reaped[0]
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+        # A run read as STARTED whose worker then recorded success and exited is not failed (the race a
+        # sensor tick lost once: the retrain succeeded, the reaper failed it, the promotion was refused).
+        finished_run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+        instance.report_engine_event(f"Started process for run (pid: {dead_pid}).", finished_run)
+        read_before = instance.get_run_by_id(finished_run.run_id)
+        instance.handle_new_event(dg.EventLogEntry(
+            error_info=None, level="DEBUG", user_message="", run_id=finished_run.run_id, timestamp=time.time(),
+            dagster_event=dg.DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, finished_run.job_name)))
+        assert instance.get_run_by_id(finished_run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        assert dead_local_worker(instance, read_before) is None
         worker.kill()
         worker.wait()

@@ -60,18 +60,23 @@ def dead_local_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str |
         match = WORKER_PID.search(record.message or "")
         if match:
             pid = int(match.group(1))
+            why = None
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return f"its worker process {pid} is gone (killed?)"
+                why = f"its worker process {pid} is gone (killed?)"
             except PermissionError:
                 return None  # it exists, under another user
-            try:  # the pid may have been reused by an unrelated process
-                if b"dagster" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return f"its worker process {pid} is gone (the pid now belongs to another program)"
-            except OSError:
-                pass
-            return None
+            if why is None:
+                try:  # the pid may have been reused by an unrelated process
+                    if b"dagster" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        why = f"its worker process {pid} is gone (the pid now belongs to another program)"
+                except OSError:
+                    pass
+            # A worker records its run's end before it exits: read the status again *after* seeing it gone,
+            # or a run that just succeeded (read as STARTED a moment ago) would be failed.
+            fresh = instance.get_run_by_id(run.run_id) if why else None
+            return why if fresh is not None and fresh.status == dg.DagsterRunStatus.STARTED else None
     return None
 
 
