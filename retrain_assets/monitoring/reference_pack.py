@@ -135,17 +135,13 @@ def importance_weights(pipeline, test: pd.DataFrame, model, seed: int = 0) -> di
     return {f: float(w) for f, w in zip(features, raw / raw.sum())}
 
 
-def feature_psis(profile: ReferenceProfile, reference: dict, current: dict, only: set | None = None) -> dict[str, float]:
+def feature_psis(profile: ReferenceProfile, reference: dict, current: dict) -> dict[str, float]:
     """PSI of each feature between two sides counted in ``profile``'s PSI bins (numeric: arrays of PSI-bin
-    counts; categorical: level -> count), exactly as the drift report computes it (``only``: these
-    features)."""
+    counts; categorical: level -> count), exactly as the drift report computes it."""
     out = {}
     for name in profile.numeric:
-        if only is None or name in only:
-            out[name] = psi(reference[name], current[name])
+        out[name] = psi(reference[name], current[name])
     for name in profile.categorical:
-        if only is not None and name not in only:
-            continue
         ref, cur, _, _ = pooled_levels(reference[name], current[name], profile.max_categories)
         out[name] = psi(ref, cur)
     return out
@@ -172,9 +168,12 @@ def retrain_window_drift(profile: ReferenceProfile, new_rows: pd.DataFrame, shar
     candidate would be trained on what production was trained on. Computed from the profile's counts
     alone: the old rows are never read again.
     """
+    def only(names) -> ReferenceProfile:
+        return replace(profile, numeric={n: r for n, r in profile.numeric.items() if n in names},
+                       categorical={n: c for n, c in profile.categorical.items() if n in names})
+
     share = float(min(max(share, 0.0), 1.0))
-    profile = replace(profile, numeric={n: r for n, r in profile.numeric.items() if n in new_rows.columns},
-                      categorical={n: c for n, c in profile.categorical.items() if n in new_rows.columns})
+    profile = only(set(new_rows.columns))  # a column the configuration no longer has is left out
     codes = _psi_bin_codes(profile, new_rows)
     reference, mixed = {}, {}
     for name, ref in profile.numeric.items():
@@ -193,7 +192,7 @@ def retrain_window_drift(profile: ReferenceProfile, new_rows: pd.DataFrame, shar
         reference[name] = {k: v / ref_total for k, v in levels.items()}
         mixed[name] = {k: share * new.get(k, 0) / new_total + (1.0 - share) * levels.get(k, 0) / ref_total
                        for k in set(levels) | set(new)}
-    return weighted_drift(feature_psis(profile, reference, mixed, only=set(reference)), weights)
+    return weighted_drift(feature_psis(only(set(reference)), reference, mixed), weights)
 
 
 def _psi_bin_codes(profile: ReferenceProfile, window: pd.DataFrame) -> dict[str, np.ndarray]:
