@@ -5,9 +5,12 @@ production stays on the last good model, the event gets its outcome, and the mes
 """
 
 import datetime as dt
+import multiprocessing
 import time
+from pathlib import Path
 
 import dagster as dg
+from dagster._core.events import EngineEventData
 import pytest
 
 from retrain_assets.defs.keys import TAG_EVENT_ID, monitor_job_name, retrain_job_name
@@ -82,15 +85,29 @@ def test_a_started_run_whose_local_worker_is_gone_is_reaped(tmp_path):
         job = h.defs.resolve_job_def(retrain_job_name("churn"))
         finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
         dead_pid = int(finished.stdout)
-        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # a dagster run worker"])
+        # A code server starts its run workers with multiprocessing's spawn: their command line names no dagster
+        # module, so nothing but the start time tells a live worker from a reused pid (a daemon test failed on it).
+        worker = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(120,))
+        worker.start()
+        assert b"dagster" not in Path(f"/proc/{worker.pid}/cmdline").read_bytes()
         alive = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
         instance.report_engine_event(f"Started process for run (pid: {worker.pid}).", alive)
         dead = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
         instance.report_engine_event(f"Started process for run (pid: {dead_pid}).", dead)
+        # A pid logged an hour ago that a process started since now holds: the worker is gone.
+        reused = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+        instance.handle_new_event(dg.EventLogEntry(
+            error_info=None, level="DEBUG", user_message="", run_id=reused.run_id, timestamp=time.time() - 3600,
+            dagster_event=dg.DagsterEvent(dg.DagsterEventType.ENGINE_EVENT.value, reused.job_name,
+                                          message=f"Started process for run (pid: {worker.pid}).",
+                                          event_specific_data=EngineEventData())))
         assert dead_local_worker(instance, instance.get_run_by_id(alive.run_id)) is None
-        reaped = reap_dead_runs(instance, settings.models[0])
-        assert len(reaped) == 1 and reaped[0].startswith(dead.run_id[:8]) and f"process {dead_pid} is gone" in reaped[0]
+        reaped = sorted(reap_dead_runs(instance, settings.models[0]))
+        assert len(reaped) == 2
+        assert any(r.startswith(dead.run_id[:8]) and f"process {dead_pid} is gone (killed?)" in r for r in reaped)
+        assert any(r.startswith(reused.run_id[:8]) and "started later" in r for r in reaped)
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(reused.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
         # A run read as STARTED whose worker then recorded success and exited is not failed (the race a
         # sensor tick lost once: the retrain succeeded, the reaper failed it, the promotion was refused).
@@ -103,4 +120,4 @@ def test_a_started_run_whose_local_worker_is_gone_is_reaped(tmp_path):
         assert instance.get_run_by_id(finished_run.run_id).status == dg.DagsterRunStatus.SUCCESS
         assert dead_local_worker(instance, read_before) is None
         worker.kill()
-        worker.wait()
+        worker.join()

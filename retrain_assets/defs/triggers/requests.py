@@ -44,6 +44,22 @@ IN_FLIGHT = [
 
 
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
+# /proc/stat's boot time is whole seconds; a worker starts before it logs its pid, a reused pid long after.
+START_TIME_SLACK_S = 2.0
+
+
+def process_started_at(pid: int) -> float | None:
+    """When the process now holding ``pid`` started (epoch seconds, from /proc), or None if it cannot be told."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    # Field 22 (starttime, in clock ticks after boot); the command name (field 2) may hold spaces, so count
+    # from the closing parenthesis, after which field 3 comes first.
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def dead_local_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
@@ -53,6 +69,10 @@ def dead_local_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str |
     with ``kill -9`` (or by the OOM killer) emits no failure, and run monitoring cannot ask this launcher
     about worker health, so the run would stay STARTED until its ``dagster/max_runtime``. Other launchers
     (Kubernetes, Docker) report worker health to run monitoring themselves.
+
+    A pid that exists may have been reused by another process after the worker died. Its command line cannot
+    tell (a code server starts workers with multiprocessing's ``spawn``, whose command line names no
+    dagster module); its start time can: the worker started before it logged its pid.
     """
     if run.status != dg.DagsterRunStatus.STARTED or not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
         return None
@@ -68,11 +88,9 @@ def dead_local_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str |
             except PermissionError:
                 return None  # it exists, under another user
             if why is None:
-                try:  # the pid may have been reused by an unrelated process
-                    if b"dagster" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        why = f"its worker process {pid} is gone (the pid now belongs to another program)"
-                except OSError:
-                    pass
+                started = process_started_at(pid)
+                if started is not None and started > record.timestamp + START_TIME_SLACK_S:
+                    why = f"its worker process {pid} is gone (the pid now belongs to a process started later)"
             # A worker records its run's end before it exits: read the status again *after* seeing it gone,
             # or a run that just succeeded (read as STARTED a moment ago) would be failed.
             fresh = instance.get_run_by_id(run.run_id) if why else None
