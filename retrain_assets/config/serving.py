@@ -21,6 +21,10 @@ class ServingSettings(BaseModel):
                                                     "(replayed when it is back and when the server starts) and for rows it "
                                                     "refuses (quarantine files). Default: prediction-spill/ next to the SQLite "
                                                     "database, else next to a local artifact_root, else ./.retrain/prediction-spill.")
+    max_batch_rows: int = Field(1_000, ge=1, description="Requests for the same model version that wait together in a "
+                                                         "server process are scored in one model call of at most "
+                                                         "this many rows (a larger request runs alone; 1: each "
+                                                         "request alone). Nothing waits for a batch to fill.")
     log_queue_rows: int = Field(50_000, ge=1, description="Served rows held in memory for the log writer; beyond that a "
                                                           "request's rows go straight to the spill folder (bounded memory).")
     log_batch_rows: int = Field(5_000, ge=1, description="Rows written to prediction_log in one transaction (and read back "

@@ -21,7 +21,6 @@ above ``max_body_bytes`` are refused with 413 before they are parsed. Mutating e
 trigger) need ``Authorization: Bearer $RETRAIN_API_TOKEN``.
 """
 
-import asyncio
 import datetime as dt
 import functools
 import hmac
@@ -29,7 +28,7 @@ import logging
 import math
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -46,6 +45,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from retrain_assets.errors import RetrainError, RetrainInFlight, StoreError
+from retrain_assets.serving.batching import BatchingLane, Job
 from retrain_assets.serving.log_writer import (
     LoggedRequest,
     PredictionLogFull,
@@ -134,6 +134,26 @@ def _batch_request_model(serving: ServingSettings) -> type[BaseModel]:
         request_ids=(list[RequestId] | None, Field(None, description="One id per row, unique, 1-64 characters "
                                                                       "(default: generated)")),
     )
+
+
+@dataclass
+class PredictJob:
+    """A validated /predict/batch request on its way to the prediction lane: the production slot it was
+    admitted under and the slot chosen to answer it (the canary for its share of request ids)."""
+
+    model: ModelSettings
+    slot: Slot
+    chosen: Slot
+    features: list[dict]
+    ids: list[str]
+
+
+def _outcome(function, *args) -> Any:
+    """``function(*args)``, or the exception it raised (one per request in a batch)."""
+    try:
+        return function(*args)
+    except Exception as error:  # noqa: BLE001 - handed to the request that caused it
+        return error
 
 
 class ModelFailed(Exception):
@@ -328,7 +348,6 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     adapters = {m.name: row_adapter(m, serving) for m in settings.models}
     BatchRequest = _batch_request_model(serving)
     writer = PredictionLogWriter(store, settings, serving)
-    lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=_one_native_thread)
     follower = RegistryFollower(slots, list(settings.models), serving.registry_poll_seconds,
                                 on_tick=lambda: metrics.update_log(writer.stats()))
 
@@ -337,7 +356,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         follower.start()
         yield
         follower.stop()
-        lane.shutdown(wait=True)
+        lane.shutdown()  # what is queued is scored and handed to the log writer before it closes
         try:  # the last counts and canary failures since the last poll
             await anyio.to_thread.run_sync(slots.report)
         except Exception as error:  # noqa: BLE001 - the database is away at shutdown: said, nothing else to do
@@ -388,15 +407,74 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+    def finish(job: PredictJob, answering: Slot, predictions: list, scores: list | None, latency_ms: float) -> tuple:
+        """Count the answered request and hand its rows to the prediction log (per request: a full log
+        refuses this request only)."""
+        model = job.model
+        slots.count_request(model.name, answering)
+        rows = prediction_rows(model.log_key, job.ids, job.features, ts=dt.datetime.now(dt.timezone.utc),
+                               prediction=predictions, score=scores, model_version=answering.version.version,
+                               latency_ms=latency_ms)
+        writer.put(LoggedRequest(model.log_key, rows, slots.shadow.get(model.name)))
+        return answering, predictions, scores, latency_ms
+
+    def score_alone(job: PredictJob) -> tuple:
+        """One request in its own model call: a canary that raises leaves it to production; production
+        raising is the request's ModelFailed (a 500 counted against the version)."""
+        model, frame = job.model, features_frame(job.model, job.features)
+
+        def answer(answering: Slot) -> tuple:
+            try:
+                return timed_predict(answering.pipeline, frame, model)
+            except Exception as error:
+                if answering is not job.slot:
+                    raise
+                slots.count_request(model.name, job.slot, failed=True)  # counted for the watch's error rate
+                raise ModelFailed(error) from error
+
+        chosen = job.chosen
+        try:
+            predictions, scores, latency_ms = answer(chosen)
+        except ModelFailed:
+            raise
+        except Exception as error:  # the canary raised: production answers instead
+            slots.canary_failed(model.name, chosen, error, len(job.features))
+            chosen = job.slot
+            predictions, scores, latency_ms = answer(chosen)
+        return finish(job, chosen, predictions, scores, latency_ms)
+
+    def score_batch(jobs: list[Job]) -> list:
+        """Requests for the same model version, waiting together, in one model call. If that call raises,
+        each request is scored alone, so a failure (and a 500) belongs to the request that caused it."""
+        batch = [job.payload for job in jobs]
+        metrics.batch_requests.labels(batch[0].model.name).observe(len(batch))
+        if len(batch) > 1:
+            first = batch[0]
+            try:
+                combined = features_frame(first.model, [row for job in batch for row in job.features])
+                predictions, scores, latency_ms = timed_predict(first.chosen.pipeline, combined, first.model)
+            except Exception:  # noqa: BLE001 - found out request by request below
+                pass
+            else:
+                results, start = [], 0
+                for job in batch:
+                    end = start + len(job.features)
+                    results.append(_outcome(finish, job, job.chosen, predictions[start:end],
+                                            None if scores is None else scores[start:end], latency_ms))
+                    start = end
+                return results
+        return [_outcome(score_alone, job) for job in batch]
+
+    lane = BatchingLane(score_batch, serving.max_batch_rows, initializer=_one_native_thread)
+    app.state.lane = lane
+
     @app.post("/predict/batch", response_model=PredictResponse,
               responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 500, 503)})
     async def predict_batch(request: BatchRequest, response: Response):
         """Validation runs on the event loop (microseconds); the model, the log rows and the hand-over to
-        the log writer run in one dedicated thread per process, one request at a time (``lane``). Why:
-        the model is CPU-bound Python holding the GIL, so parallel prediction threads only take turns and
-        thrash (measured: 60 requests/s and p99 350 ms with the thread pool, 110 and 94 ms in one lane);
-        requests now queue in arrival order, the event loop stays free for /healthz, /readyz and /metrics,
-        and throughput scales with processes (``--workers``)."""
+        the log writer run in the process's prediction lane (:mod:`retrain_assets.serving.batching`): one
+        thread, requests in arrival order, and the requests waiting together for the same version scored
+        in one model call."""
         model = model_of(request.model)
         slot = slots.active.get(model.name)  # this request keeps this slot, whatever a swap does meanwhile
         if slot is None:
@@ -415,37 +493,10 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         # The canary (if any) answers its share of requests, keyed by the first request id: a retried request
         # lands on the same version. A canary that raises is never a failed request: production answers.
         chosen = slots.route(model.name, ids[0]) or slot
-
-        def score() -> tuple:
-            nonlocal chosen
-            frame = features_frame(model, features)
-
-            def answer(answering: Slot) -> tuple:
-                try:
-                    return timed_predict(answering.pipeline, frame, model)
-                except Exception as error:
-                    if answering is not slot:
-                        raise
-                    slots.count_request(model.name, slot, failed=True)  # counted for the watch's error rate
-                    raise ModelFailed(error) from error
-
-            try:
-                predictions, scores, latency_ms = answer(chosen)
-            except ModelFailed:
-                raise
-            except Exception as error:  # the canary raised: production answers instead
-                slots.canary_failed(model.name, chosen, error, len(features))
-                chosen = slot
-                predictions, scores, latency_ms = answer(slot)
-            slots.count_request(model.name, chosen)
-            rows = prediction_rows(model.log_key, ids, features, ts=dt.datetime.now(dt.timezone.utc),
-                                   prediction=predictions, score=scores, model_version=chosen.version.version,
-                                   latency_ms=latency_ms)
-            writer.put(LoggedRequest(model.log_key, rows, slots.shadow.get(model.name)))
-            return predictions, scores, latency_ms
-
+        job = PredictJob(model, slot, chosen, features, ids)
         try:
-            predictions, scores, latency_ms = await asyncio.get_running_loop().run_in_executor(lane, score)
+            chosen, predictions, scores, latency_ms = await lane.submit((model.name, id(slot), id(chosen)),
+                                                                        len(features), job)
         except PredictionLogFull as error:  # nothing is served that cannot be kept
             raise HTTPException(503, str(error), headers={"Retry-After": "10"}) from None
         except ModelFailed as failure:  # the model raised on these rows: say so, it is counted, serving goes on

@@ -33,6 +33,9 @@ class ServingMetrics:
         self.rows = Counter("retrain_predict_rows", "Rows predicted, by model and version.", ["model", "version"], **kw)
         self.model_seconds = Histogram("retrain_predict_model_seconds", "Time in the model per prediction request.",
                                        ["model", "version"], buckets=LATENCY_BUCKETS, **kw)
+        self.batch_requests = Histogram("retrain_predict_batch_requests", "Requests scored together in one model call "
+                                        "(adaptive batching: the requests waiting for the same version).",
+                                        ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), **kw)
         self.http_seconds = Histogram("retrain_http_request_duration_seconds", "HTTP request latency, by route "
                                       "(as declared, e.g. /predict/batch; 'unmatched' for unknown paths).",
                                       ["method", "route"], buckets=LATENCY_BUCKETS, **kw)

@@ -1,0 +1,144 @@
+"""Adaptive batching in the prediction lane: requests waiting together for the same version share one model
+call, with the answers each would get alone; a request the model fails on fails alone. The lane's own
+rules (same key only, the row limit, arrival order, one answer per job) are tested without a model."""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from retrain_assets.serving.api import create_app
+from retrain_assets.serving.batching import BatchingLane
+from tests.faults.conftest import Backend, logged, running, served_settings, traffic_rows, wait_until
+from tests.serving.conftest import TOKEN, WrappedModel, quick, register
+from tests.serving.test_follow import samples, value
+
+
+def test_the_lane_combines_waiting_jobs_of_one_key_within_the_row_limit_in_arrival_order():
+    release, calls = threading.Event(), []
+
+    def run_batch(jobs):
+        calls.append([job.payload for job in jobs])
+        if len(calls) == 1:
+            release.wait(30)  # the first job holds the lane while the others queue behind it
+        return [ValueError(job.payload) if job.payload == "a-bad" else job.payload.upper() for job in jobs]
+
+    async def scenario():
+        lane = BatchingLane(run_batch, max_batch_rows=250)
+        first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
+        while not calls:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(lane.submit(key, 100, payload))
+                for key, payload in [("a", "a2"), ("b", "b1"), ("a", "a3"), ("a", "a-bad"), ("b", "b2")]]
+        while lane.waiting < 5:
+            await asyncio.sleep(0.01)
+        release.set()
+        answers = await asyncio.gather(first, *rest, return_exceptions=True)
+        lane.shutdown()
+        return answers
+
+    answers = asyncio.run(scenario())
+    # a2 and a3 fill the 250-row limit; b1 and b2 go together; a-bad comes last, in a call of its own
+    assert calls == [["a1"], ["a2", "a3"], ["b1", "b2"], ["a-bad"]]
+    assert answers[:4] == ["A1", "A2", "B1", "A3"] and answers[5] == "B2"
+    assert isinstance(answers[4], ValueError) and str(answers[4]) == "a-bad"
+
+
+def test_a_batch_limit_of_one_row_scores_every_request_alone():
+    calls = []
+
+    async def scenario():
+        lane = BatchingLane(lambda jobs: calls.append(len(jobs)) or [j.payload for j in jobs], max_batch_rows=1)
+        answers = await asyncio.gather(*(lane.submit("a", 5, i) for i in range(6)))
+        lane.shutdown()
+        return answers
+
+    assert asyncio.run(scenario()) == list(range(6)) and calls == [1] * 6
+
+
+class Gated(WrappedModel):
+    """Production whose first call waits for the test (so requests queue behind it), that records the
+    rows of every call, and raises on an absurd tenure (a bug on some inputs)."""
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def predict_proba(self, frame):
+        Gated.calls.append(len(frame))
+        if len(Gated.calls) == 1:
+            Gated.release.wait(60)
+        if (frame["tenure_months"] > 1000).any():
+            raise ValueError("overflow in the tenure transform")
+        return self.inner.predict_proba(frame)
+
+
+def test_requests_queued_together_share_one_model_call_and_a_failing_one_fails_alone(tmp_path, churn_pipeline):
+    path = tmp_path / "monitoring.db"
+    settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
+    register(settings, store, Gated(churn_pipeline), 2)
+    Gated.release.clear()
+    Gated.calls.clear()
+    app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
+    bodies = [{"model": "churn", "rows": traffic_rows(3, seed=20 + i), "request_ids": [f"r{i}-{j}" for j in range(3)]}
+              for i in range(5)]
+    bodies.append({"model": "churn", "rows": [{**row, "tenure_months": 5000.0} for row in traffic_rows(3)],
+                   "request_ids": ["bad-0", "bad-1", "bad-2"]})
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http, ThreadPoolExecutor(6) as pool:
+        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
+        post = lambda body: httpx.post(f"{base}/predict/batch", json=body, timeout=60)  # noqa: E731
+        first = pool.submit(post, bodies[0])
+        wait_until(lambda: Gated.calls, 30, "the first request to reach the model")
+        queued = [pool.submit(post, body) for body in bodies[1:]]
+        wait_until(lambda: app.state.lane.waiting == 5, 30, "five requests queued behind it")
+        Gated.release.set()
+        responses = [first.result()] + [f.result() for f in queued]
+    # one call for the first; the five queued ones together (15 rows, which raised); then each alone
+    assert Gated.calls == [3, 15, 3, 3, 3, 3, 3], Gated.calls
+    assert [r.status_code for r in responses] == [200] * 5 + [500]
+    assert "overflow in the tenure transform" in responses[5].json()["detail"]
+    for body, response in zip(bodies[:5], responses[:5]):  # the answers each request gets alone
+        alone = churn_pipeline.predict_proba(pd.DataFrame(body["rows"]))[:, 1]
+        assert response.json()["request_ids"] == body["request_ids"]
+        assert np.allclose(response.json()["scores"], alone)
+    rows = logged(store, [rid for body in bodies for rid in body["request_ids"]])
+    assert sorted(rows) == sorted(rid for body in bodies[:5] for rid in body["request_ids"])
+    assert {row["model_version"] for row in rows.values()} == {2}
+
+
+def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn_pipeline):
+    """Without a failure: the queued requests are answered from one call of all their rows, each row with
+    its own request id, score and the version that answered; the log holds every row once."""
+    path = tmp_path / "monitoring.db"
+    settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
+    register(settings, store, Gated(churn_pipeline), 2)
+    Gated.release.clear()
+    Gated.calls.clear()
+    app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
+    sizes = [1, 7, 2, 40]
+    bodies = [{"model": "churn", "rows": traffic_rows(n, seed=40 + i)} for i, n in enumerate(sizes)]
+    bodies[2]["rows"][0] = {**bodies[2]["rows"][0], "region": "a region never seen", "contract": None}
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http, ThreadPoolExecutor(5) as pool:
+        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
+        post = lambda body: httpx.post(f"{base}/predict/batch", json=body, timeout=60)  # noqa: E731
+        first = pool.submit(post, {"model": "churn", "rows": traffic_rows(2)})
+        wait_until(lambda: Gated.calls, 30, "the first request to reach the model")
+        queued = [pool.submit(post, body) for body in bodies]
+        wait_until(lambda: app.state.lane.waiting == len(bodies), 30, "the requests queued")
+        Gated.release.set()
+        assert first.result().status_code == 200
+        answers = [f.result().json() for f in queued]
+        calls = samples(http, "retrain_predict_batch_requests_count")  # two model calls: one alone, four together
+        assert value(calls, model="churn") == 2
+        assert value(samples(http, "retrain_predict_batch_requests_sum"), model="churn") == 5
+    assert Gated.calls == [2, sum(sizes)]
+    for body, answer in zip(bodies, answers):
+        frame = pd.DataFrame(body["rows"])
+        assert answer["model_version"] == "v2" and len(answer["request_ids"]) == len(body["rows"])
+        assert np.allclose(answer["scores"], churn_pipeline.predict_proba(frame)[:, 1])
+        assert answer["predictions"] == churn_pipeline.predict(frame).tolist()
+    rows = wait_until(lambda: (found := logged(store, [r for a in answers for r in a["request_ids"]]))
+                      and len(found) == sum(sizes) and found, 30, "every row in the log")
+    assert {row["model_version"] for row in rows.values()} == {2}
