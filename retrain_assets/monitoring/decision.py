@@ -73,6 +73,9 @@ URGENCY_ORDER = ("none", "monitor", "next_quiet_window", "within_24h", "now")
 # Deciding-signal order when several could decide: what labels show first, then what inputs show.
 # The design documents' degradation thresholds that make a drop "large" (AUC is not one of them).
 LARGE_DROP_METRICS = ("accuracy", "f1", "mae", "rmse", "r2")
+# Appended to a drift detail while a retrain could not learn the drift yet; a confirmation by realized
+# errors (whose labels carry the change) drops it from the reason.
+NOT_LEARNABLE = "; not yet learnable: "
 
 
 @dataclass
@@ -285,7 +288,7 @@ def _weighted_drift(evidence: Evidence, model) -> SignalEvidence:
     metrics["retrain_window_psi"] = in_window
     metrics["learnable"] = in_window is not None and in_window > threshold
     if ratio > 1.0 and not metrics["learnable"]:
-        text += ("; not yet learnable: " + (evidence.unavailable.get("retrain_window", "no rows labeled since its training")
+        text += (NOT_LEARNABLE + (evidence.unavailable.get("retrain_window", "no rows labeled since its training")
                                             if in_window is None else
                  f"the window a retrain would train on shows {in_window:.3g}, under the threshold")
                  + ", so a candidate would learn what production already knows")
@@ -473,7 +476,7 @@ def fuse(signals: list[SignalEvidence], model) -> Decision:
         return _verdict(signals, drift, "HIGH", f"{drift.detail}, confirmed by {estimated.detail}")
     if drift.status in ("weak", "retrain") and concept.status == "weak":
         # Confirmed by realized errors: the labeled rows a retrain trains on carry the change in their labels.
-        detail = drift.detail.split("; not yet learnable: ")[0]  # the labels carry it: learnability does not matter
+        detail = drift.detail.split(NOT_LEARNABLE)[0]  # the labels carry it: learnability does not matter
         return _verdict(signals, drift, "HIGH", f"{detail}, confirmed by realized errors: {concept.detail}")
     warnings = [s for s in (drift, estimated, concept) if s.status in ("weak", "retrain")]
     lasting = [s for s in warnings if s.lasting and (s is not drift or learnable)]

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import EngineEventData
 import pytest
+from dagster._core.events import EngineEventData  # not exported: an engine event with an old timestamp
 
 from retrain_assets.defs.keys import TAG_EVENT_ID, monitor_job_name, retrain_job_name
 from retrain_assets.defs.metadata import root_cause

@@ -5,6 +5,7 @@ rules (same key only, the row limit, arrival order, one answer per job) are test
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -75,26 +76,42 @@ class Gated(WrappedModel):
         return self.inner.predict_proba(frame)
 
 
-def test_requests_queued_together_share_one_model_call_and_a_failing_one_fails_alone(tmp_path, churn_pipeline):
+@contextmanager
+def gated_server(tmp_path, churn_pipeline):
+    """A real server whose production is ``Gated``: yields (store, app, base url, client)."""
     path = tmp_path / "monitoring.db"
     settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
     register(settings, store, Gated(churn_pipeline), 2)
     Gated.release.clear()
     Gated.calls.clear()
     app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
+        yield store, app, base, http
+
+
+def queued_behind_a_first_request(app, base: str, first: dict, bodies: list[dict]) -> list[httpx.Response]:
+    """Send ``first``; while the model holds the lane with it, queue ``bodies``; release; the responses, first's
+    first."""
+    def post(body):
+        return httpx.post(f"{base}/predict/batch", json=body, timeout=60)
+
+    with ThreadPoolExecutor(len(bodies) + 1) as pool:
+        held = pool.submit(post, first)
+        wait_until(lambda: Gated.calls, 30, "the first request to reach the model")
+        queued = [pool.submit(post, body) for body in bodies]
+        wait_until(lambda: app.state.lane.waiting == len(bodies), 30, "the requests queued behind it")
+        Gated.release.set()
+        return [held.result()] + [f.result() for f in queued]
+
+
+def test_requests_queued_together_share_one_model_call_and_a_failing_one_fails_alone(tmp_path, churn_pipeline):
     bodies = [{"model": "churn", "rows": traffic_rows(3, seed=20 + i), "request_ids": [f"r{i}-{j}" for j in range(3)]}
               for i in range(5)]
     bodies.append({"model": "churn", "rows": [{**row, "tenure_months": 5000.0} for row in traffic_rows(3)],
                    "request_ids": ["bad-0", "bad-1", "bad-2"]})
-    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http, ThreadPoolExecutor(6) as pool:
-        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
-        post = lambda body: httpx.post(f"{base}/predict/batch", json=body, timeout=60)  # noqa: E731
-        first = pool.submit(post, bodies[0])
-        wait_until(lambda: Gated.calls, 30, "the first request to reach the model")
-        queued = [pool.submit(post, body) for body in bodies[1:]]
-        wait_until(lambda: app.state.lane.waiting == 5, 30, "five requests queued behind it")
-        Gated.release.set()
-        responses = [first.result()] + [f.result() for f in queued]
+    with gated_server(tmp_path, churn_pipeline) as (store, app, base, _):
+        responses = queued_behind_a_first_request(app, base, bodies[0], bodies[1:])
     # one call for the first; the five queued ones together (15 rows, which raised); then each alone
     assert Gated.calls == [3, 15, 3, 3, 3, 3, 3], Gated.calls
     assert [r.status_code for r in responses] == [200] * 5 + [500]
@@ -111,25 +128,13 @@ def test_requests_queued_together_share_one_model_call_and_a_failing_one_fails_a
 def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn_pipeline):
     """Without a failure: the queued requests are answered from one call of all their rows, each row with
     its own request id, score and the version that answered; the log holds every row once."""
-    path = tmp_path / "monitoring.db"
-    settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
-    register(settings, store, Gated(churn_pipeline), 2)
-    Gated.release.clear()
-    Gated.calls.clear()
-    app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
     sizes = [1, 7, 2, 40]
     bodies = [{"model": "churn", "rows": traffic_rows(n, seed=40 + i)} for i, n in enumerate(sizes)]
     bodies[2]["rows"][0] = {**bodies[2]["rows"][0], "region": "a region never seen", "contract": None}
-    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http, ThreadPoolExecutor(5) as pool:
-        wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
-        post = lambda body: httpx.post(f"{base}/predict/batch", json=body, timeout=60)  # noqa: E731
-        first = pool.submit(post, {"model": "churn", "rows": traffic_rows(2)})
-        wait_until(lambda: Gated.calls, 30, "the first request to reach the model")
-        queued = [pool.submit(post, body) for body in bodies]
-        wait_until(lambda: app.state.lane.waiting == len(bodies), 30, "the requests queued")
-        Gated.release.set()
-        assert first.result().status_code == 200
-        answers = [f.result().json() for f in queued]
+    with gated_server(tmp_path, churn_pipeline) as (store, app, base, http):
+        first, *queued = queued_behind_a_first_request(app, base, {"model": "churn", "rows": traffic_rows(2)}, bodies)
+        assert first.status_code == 200
+        answers = [response.json() for response in queued]
         calls = samples(http, "retrain_predict_batch_requests_count")  # two model calls: one alone, four together
         assert value(calls, model="churn") == 2
         assert value(samples(http, "retrain_predict_batch_requests_sum"), model="churn") == 5

@@ -54,11 +54,11 @@ def process_started_at(pid: int) -> float | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
-    except (OSError, StopIteration, ValueError):
+        # Field 22 (starttime, in clock ticks after boot); the command name (field 2) may hold spaces, so
+        # count from the closing parenthesis, after which field 3 comes first.
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, StopIteration, ValueError, IndexError):
         return None
-    # Field 22 (starttime, in clock ticks after boot); the command name (field 2) may hold spaces, so count
-    # from the closing parenthesis, after which field 3 comes first.
-    ticks = int(stat.rsplit(")", 1)[1].split()[19])
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
