@@ -7,8 +7,10 @@ labeled rows; monitoring reads the most recent window; sensors only ever ask for
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -101,8 +103,29 @@ def _copy_csv(rows: Sequence[Mapping]) -> io.StringIO:
     return buffer
 
 
-_SQLITE_INSERT = (f"INSERT INTO prediction_log ({', '.join(_COPY_COLUMNS)}) VALUES ({', '.join('?' * len(_COPY_COLUMNS))})")
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format of DateTime on SQLite (naive UTC, see UTCDateTime)
+_SQLITE_ROW = f"({', '.join('?' * len(_COPY_COLUMNS))})"
+_SQLITE_ROWS_PER_STATEMENT = 1000
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    return f"INSERT INTO prediction_log ({', '.join(_COPY_COLUMNS)}) VALUES {', '.join([_SQLITE_ROW] * rows)}"
+
+
+def _sqlite_insert_many(cursor, params: list[tuple]) -> None:
+    """Up to 1000 rows per INSERT statement rather than one statement per row (``executemany``).
+
+    Why: Python's sqlite3 releases the GIL around every statement step, and getting it back waits for
+    whichever thread holds it to give it up (up to the 5 ms switch interval). In a serving process whose
+    prediction thread keeps the GIL busy, one step per row made the log writer insert a few thousand rows
+    a second (the log fell behind and spilled); a step per thousand rows takes it back to tens of thousands.
+    """
+    limit = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COPY_COLUMNS)
+    per = max(1, min(_SQLITE_ROWS_PER_STATEMENT, limit))
+    for start in range(0, len(params), per):
+        chunk = params[start:start + per]
+        cursor.execute(_sqlite_insert(len(chunk)), [value for row in chunk for value in row])
 
 
 def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
@@ -167,7 +190,14 @@ class PredictionLog:
         elif self.engine.dialect.name == "sqlite":
             params = _sqlite_params(rows)
             with self.engine.begin() as conn:
-                conn.exec_driver_sql(_SQLITE_INSERT, params)
+                cursor = conn.connection.cursor()
+                try:
+                    _sqlite_insert_many(cursor, params)
+                except self.engine.dialect.loaded_dbapi.Error as error:
+                    raise DBAPIError.instance(_sqlite_insert(1), None, error, self.engine.dialect.loaded_dbapi.Error,
+                                              dialect=self.engine.dialect) from None
+                finally:
+                    cursor.close()
         else:
             with self.engine.begin() as conn:
                 conn.execute(prediction_log.insert(), list(rows))

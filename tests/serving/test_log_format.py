@@ -5,7 +5,8 @@ import datetime as dt
 import sqlite3
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
 
 from retrain_assets.store import MonitoringStore
 from retrain_assets.store.predictions import prediction_rows
@@ -37,3 +38,30 @@ def test_fast_sqlite_insert_stores_what_the_orm_insert_stores(tmp_path):
     assert back["fast-0"].ts == ts and back["fast-1"].features == features[1] and back["fast-1"].prediction is None
     with pytest.raises(ValueError, match="naive datetime"):
         store.predictions.insert_rows(prediction_rows("churn", ["naive"], [{}], ts=dt.datetime(2026, 1, 1)))
+
+
+def test_sqlite_insert_takes_a_thousand_rows_per_statement(tmp_path):
+    """Python's sqlite3 gives the GIL away at every statement step and waits for it back; one statement per
+    row (``executemany``) let a busy prediction thread starve the log writer to a few thousand rows a
+    second. Rows go in a thousand per statement, all of them or none."""
+    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
+    store.engine.dispose()
+    inserts: list[str] = []
+
+    @event.listens_for(store.engine, "connect")
+    def trace(dbapi_connection, _record):
+        dbapi_connection.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
+
+    ts = dt.datetime.now(dt.timezone.utc)
+    rows = prediction_rows("churn", [f"r{i}" for i in range(2500)], [{"x": float(i)} for i in range(2500)], ts=ts,
+                           prediction=[i % 2 for i in range(2500)], model_version=1)
+    assert store.predictions.insert_rows(rows) == 2500
+    assert len(inserts) == 3  # 1000 + 1000 + 500
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(prediction_log.c.request_id, prediction_log.c.features)).all()
+    assert len(stored) == 2500 and dict(stored)["r1999"] == {"x": 1999.0}
+    again = prediction_rows("churn", [f"new{i}" for i in range(1500)] + ["r7"], [{}] * 1501, ts=ts)
+    with pytest.raises(IntegrityError):  # SQLAlchemy's class, as the writer classifies it: the batch is split
+        store.predictions.insert_rows(again)
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(prediction_log)).scalar() == 2500
