@@ -63,22 +63,47 @@ def prediction_rows(
     """
     count = len(request_ids)
     stamps = [ts] * count if isinstance(ts, dt.datetime) else list(ts)
-    latency = np.broadcast_to(np.asarray(np.nan if latency_ms is None else latency_ms, dtype=float), count)
     flags = [safe_to_send] * count if safe_to_send is None or isinstance(safe_to_send, bool) else list(safe_to_send)
+    predictions = [None] * count if prediction is None else _json_values(prediction)
+    scores = [None] * count if score is None else _json_floats(score, count)
+    latencies = _json_floats(np.nan if latency_ms is None else latency_ms, count)
     return [
         {
             "model_name": model_name,
             "request_id": str(request_ids[i]),
             "ts": stamps[i],
             "features": dict(features[i]),
-            "prediction": None if prediction is None else _json_value(prediction[i]),
-            "score": None if score is None else _json_value(float(score[i])),
+            "prediction": predictions[i],
+            "score": scores[i],
             "model_version": model_version,
             "safe_to_send": None if flags[i] is None or pd.isna(flags[i]) else bool(flags[i]),
-            "latency_ms": _json_value(float(latency[i])),
+            "latency_ms": latencies[i],
         }
         for i in range(count)
     ]
+
+
+_PLAIN_JSON = (int, str, bool, type(None))
+
+
+def _json_values(values: Sequence) -> list:
+    """``_json_value`` of each value; a column of plain ints, strings or bools (class labels, most of the
+    time) is taken as it is, without a Python call per value."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":  # regression
+        return _json_floats(values, len(values))
+    plain = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if all(value.__class__ in _PLAIN_JSON for value in plain):
+        return plain
+    return [_json_value(value) for value in plain]
+
+
+def _json_floats(values, count: int) -> list:
+    """Floats (one value or one per row) as plain Python floats, NaN as None, ``count`` of them."""
+    array = np.broadcast_to(np.asarray(values, dtype=float), count)
+    floats = array.tolist()
+    if np.isnan(array).any():
+        floats = [None if value != value else value for value in floats]
+    return floats
 
 
 _COPY_COLUMNS = ("model_name", "request_id", "ts", "features", "prediction", "score", "model_version",
@@ -104,6 +129,7 @@ def _copy_csv(rows: Sequence[Mapping]) -> io.StringIO:
 
 
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format of DateTime on SQLite (naive UTC, see UTCDateTime)
+_plain_json = json.JSONEncoder(check_circular=False).encode  # json.dumps' text; row values are never circular
 _SQLITE_ROW = f"({', '.join('?' * len(_COPY_COLUMNS))})"
 _SQLITE_ROWS_PER_STATEMENT = 1000
 
@@ -131,8 +157,10 @@ def _sqlite_insert_many(cursor, params: list[tuple]) -> None:
 def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
     """The rows as the SQLite driver's parameters, stored exactly as SQLAlchemy's types store them (JSON
     text, naive-UTC timestamp text, 0/1 booleans): what the ORM-level insert spent per row in type
-    processing was a third of a request's cost in the serving log writer."""
+    processing was a third of a request's cost in the serving log writer. Predictions are a few distinct
+    class labels: each one's JSON text is made once per call."""
     stamps: dict[dt.datetime, str] = {}
+    predictions: dict[tuple, str] = {}
     params = []
     for row in rows:
         ts = row["ts"]
@@ -141,10 +169,18 @@ def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
             if ts.tzinfo is None:
                 raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
             text = stamps[ts] = ts.astimezone(dt.timezone.utc).strftime(_SQLITE_TS)
+        prediction = row.get("prediction")
+        key = (prediction.__class__, prediction)  # 1, 1.0 and True are equal keys, not equal JSON
+        try:
+            prediction_json = predictions.get(key)
+        except TypeError:  # unhashable
+            prediction_json = _plain_json(prediction)
+        if prediction_json is None:
+            prediction_json = predictions[key] = _plain_json(prediction)
         safe = row.get("safe_to_send")
-        params.append((row["model_name"], row["request_id"], text, json.dumps(row["features"]),
-                       json.dumps(row.get("prediction")), row.get("score"), row.get("model_version"),
-                       None if safe is None else int(bool(safe)), row.get("latency_ms")))
+        params.append((row["model_name"], row["request_id"], text, _plain_json(row["features"]), prediction_json,
+                       row.get("score"), row.get("model_version"), None if safe is None else int(bool(safe)),
+                       row.get("latency_ms")))
     return params
 
 

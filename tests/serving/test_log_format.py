@@ -65,3 +65,23 @@ def test_sqlite_insert_takes_a_thousand_rows_per_statement(tmp_path):
         store.predictions.insert_rows(again)
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(prediction_log)).scalar() == 2500
+
+
+def test_equal_predictions_of_other_types_keep_their_own_json(tmp_path):
+    """The insert makes each distinct prediction's JSON once per batch: 1, 1.0, True and "1" are equal
+    or alike as dictionary keys but not as JSON. Stored as SQLAlchemy's own insert stores them."""
+    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
+    values = [1, 1.0, True, "1", None, 1, 2.5, True]
+    ts = dt.datetime.now(dt.timezone.utc)
+
+    def rows(prefix):
+        return prediction_rows("churn", [f"{prefix}{i}" for i in range(len(values))], [{}] * len(values), ts=ts,
+                               prediction=values)
+
+    store.predictions.insert_rows(rows("fast"))
+    with store.engine.begin() as conn:
+        conn.execute(prediction_log.insert(), rows("orm"))
+    with store.engine.connect() as conn:
+        raw = dict(conn.exec_driver_sql("SELECT request_id, quote(prediction) FROM prediction_log").all())
+    assert [raw[f"fast{i}"] for i in range(len(values))] == [raw[f"orm{i}"] for i in range(len(values))]
+    assert raw["fast2"] == raw["fast7"] == "'true'" and raw["fast3"] == """'"1"'""" and raw["fast4"] == "'null'"
