@@ -11,7 +11,7 @@ import functools
 import io
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,24 +112,20 @@ _COPY_SQL = (f"COPY prediction_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH 
              "FORCE_NULL (score, model_version, safe_to_send, latency_ms))")
 
 
+_plain_json = json.JSONEncoder(check_circular=False).encode  # json.dumps' text; row values are never circular
+
+
 def _copy_csv(rows: Sequence[Mapping]) -> io.StringIO:
     """The rows as CSV for COPY: JSON columns as JSON text (None as JSON null, as the JSON type stores it),
     other missing values as NULL, timestamps with their offset (naive ones refused, as UTCDateTime does)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
-    for row in rows:
-        ts = row["ts"]
-        if ts.tzinfo is None:
-            raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
-        writer.writerow([row["model_name"], row["request_id"], ts.isoformat(), json.dumps(row["features"]),
-                         json.dumps(row.get("prediction")), row.get("score"), row.get("model_version"),
-                         row.get("safe_to_send"), row.get("latency_ms")])
+    writer.writerows(_encoded(rows, dt.datetime.isoformat))
     buffer.seek(0)
     return buffer
 
 
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format of DateTime on SQLite (naive UTC, see UTCDateTime)
-_plain_json = json.JSONEncoder(check_circular=False).encode  # json.dumps' text; row values are never circular
 _SQLITE_ROW = f"({', '.join('?' * len(_COPY_COLUMNS))})"
 _SQLITE_ROWS_PER_STATEMENT = 1000
 
@@ -154,34 +150,42 @@ def _sqlite_insert_many(cursor, params: list[tuple]) -> None:
         cursor.execute(_sqlite_insert(len(chunk)), [value for row in chunk for value in row])
 
 
-def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
-    """The rows as the SQLite driver's parameters, stored exactly as SQLAlchemy's types store them (JSON
-    text, naive-UTC timestamp text, 0/1 booleans): what the ORM-level insert spent per row in type
-    processing was a third of a request's cost in the serving log writer. Predictions are a few distinct
-    class labels: each one's JSON text is made once per call."""
+def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str]) -> Iterator[tuple]:
+    """Each row's values in ``_COPY_COLUMNS`` order with the JSON columns as text and the timestamp as
+    ``stamp`` writes it (naive ones refused, as UTCDateTime does). Both fast inserts share it. Rows of a
+    batch share a few timestamps and class labels: each one's text is made once per call, labels keyed by
+    type as well as value (1, 1.0 and True are equal keys, not equal JSON)."""
     stamps: dict[dt.datetime, str] = {}
     predictions: dict[tuple, str] = {}
-    params = []
     for row in rows:
         ts = row["ts"]
         text = stamps.get(ts)
         if text is None:
             if ts.tzinfo is None:
                 raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
-            text = stamps[ts] = ts.astimezone(dt.timezone.utc).strftime(_SQLITE_TS)
+            text = stamps[ts] = stamp(ts)
         prediction = row.get("prediction")
-        key = (prediction.__class__, prediction)  # 1, 1.0 and True are equal keys, not equal JSON
+        key = (prediction.__class__, prediction)
         try:
             prediction_json = predictions.get(key)
         except TypeError:  # unhashable
             prediction_json = _plain_json(prediction)
         if prediction_json is None:
             prediction_json = predictions[key] = _plain_json(prediction)
-        safe = row.get("safe_to_send")
-        params.append((row["model_name"], row["request_id"], text, _plain_json(row["features"]), prediction_json,
-                       row.get("score"), row.get("model_version"), None if safe is None else int(bool(safe)),
-                       row.get("latency_ms")))
-    return params
+        yield (row["model_name"], row["request_id"], text, _plain_json(row["features"]), prediction_json,
+               row.get("score"), row.get("model_version"), row.get("safe_to_send"), row.get("latency_ms"))
+
+
+def _sqlite_stamp(ts: dt.datetime) -> str:
+    return ts.astimezone(dt.timezone.utc).strftime(_SQLITE_TS)
+
+
+def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
+    """The rows as the SQLite driver's parameters, stored exactly as SQLAlchemy's types store them (JSON
+    text, naive-UTC timestamp text, 0/1 booleans): what the ORM-level insert spent per row in type
+    processing was a third of a request's cost in the serving log writer."""
+    return [(*values[:7], None if values[7] is None else int(bool(values[7])), values[8])
+            for values in _encoded(rows, _sqlite_stamp)]
 
 
 class PredictionLog:
@@ -248,7 +252,7 @@ class PredictionLog:
         with self.engine.begin() as conn:
             cursor = conn.connection.cursor()
             try:
-                cursor.copy_expert(_COPY_SQL, data)
+                cursor.copy_expert(_COPY_SQL, data, size=max(8192, len(data.getvalue())))
             except dialect.loaded_dbapi.Error as error:
                 raise DBAPIError.instance(_COPY_SQL, None, error, dialect.loaded_dbapi.Error, dialect=dialect) from None
             finally:
