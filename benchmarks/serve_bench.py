@@ -129,6 +129,16 @@ def workers_serving(base: str) -> int:
     return max(len({s.labels.get("pid") for s in samples}), 1 if samples else 0)
 
 
+def requests_per_call(base: str) -> float:
+    """Requests scored per model call so far, from the server's batch-size histogram (every process)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    totals = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name in ("retrain_predict_batch_requests_sum", "retrain_predict_batch_requests_count")}
+    return totals.get("retrain_predict_batch_requests_sum", 0) / max(totals.get("retrain_predict_batch_requests_count", 0), 1)
+
+
 def stop_server(server: subprocess.Popen) -> None:
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=120)
@@ -343,6 +353,7 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False, alone: bo
         load = run_load(base, payload, args.seconds, args.concurrency, registry_changes)
         server_cpu = group_seconds(server.pid) - server_before
         others = busy_seconds() - machine_before - server_cpu - load.cpu_seconds - (time.process_time() - own_before)
+        per_call = requests_per_call(base)
     finally:
         stop_server(server)  # the log writers write what they hold before exiting
     in_log = logged_rows(store) - before
@@ -359,7 +370,7 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False, alone: bo
               "failed": len(load.failures), "missing": load.served_rows - in_log,
               "swap_first_p99": _p99(delays[:, 0]), "swap_all_p99": _p99(delays[:, 1]),
               "ratio": p99 / base_p99, "base_p99": base_p99, "mean": float(latencies.mean()),
-              "cpu_ms_per_request": server_cpu / max(len(latencies), 1) * 1000,
+              "cpu_ms_per_request": server_cpu / max(len(latencies), 1) * 1000, "per_call": per_call,
               **{f"model_{k}": v for k, v in costs.items()}}
     available = (os.cpu_count() or 1) * args.seconds
     lines = [
@@ -367,7 +378,7 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False, alone: bo
         f"{load.served_rows:,} / {in_log:,} / {on_disk:,} | {len(swaps)} ({', '.join(v for _, v in swaps)}) | "
         f"{_median(delays[:, 0]):.2f} / {result['swap_first_p99']:.2f} s | {result['swap_all_p99']:.2f} s "
         f"(each: {', '.join(f'{d:.2f}' for d in delays[:, 1])}) | "
-        f"{p99 / base_p99:.1f}x | {server_cpu:.1f} / {load.cpu_seconds:.1f} / {max(others, 0):.1f} of {available:.0f} |",
+        f"{p99 / base_p99:.1f}x | {per_call:.2f} | {server_cpu:.1f} / {load.cpu_seconds:.1f} / {max(others, 0):.1f} of {available:.0f} |",
     ]
     if load.failures:
         print("failures:", load.failures[:5])
@@ -423,8 +434,8 @@ def steady_section(args, payload_rows) -> str:
         "",
         "| server | requests/s | p50 | p99 | failed | rows served / in prediction_log / on local disk for the next start | registry changes | "
         "swap delay to the first new-version response, median / p99 | to every process converged, p99 | "
-        "API p99 / in-process p99 | CPU seconds: server / load generator / other processes, of the machine's |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "API p99 / in-process p99 | requests per model call | CPU seconds: server / load generator / other processes, of the machine's |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
         *rows,
         "",
         f"Adaptive batching, same run, `--workers {max(args.workers)}`: {batched['rps']:.1f} requests/s against "
@@ -441,7 +452,9 @@ def steady_section(args, payload_rows) -> str:
         "(scikit-learn's ColumnTransformer and the estimator's input checks), not per row. So each process runs "
         "one model call at a time (parallel threads only traded the GIL) and scores the requests that waited "
         "together for the same version in one call (adaptive batching, measured above against each request "
-        "alone); processes (`--workers`) add cores. The prediction log writer inserts a thousand rows per "
+        "alone); after each call the lane gives the GIL away once, so that the event loop hands over the "
+        "requests that arrived during the call before the next one is taken (the requests per model call "
+        "column); processes (`--workers`) add cores. The prediction log writer inserts a thousand rows per "
         "SQLite statement: with one statement per row, the prediction thread starved it of the GIL, and the "
         "log fell behind and spilled from about 22,000 rows/s. "
         f"A request cost {cpu_per_request} of server "
