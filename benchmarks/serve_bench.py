@@ -406,7 +406,7 @@ def steady_section(args, payload_rows) -> str:
     p99s = ", ".join(f"{r['p99'] * 1000:.0f} ms" for r in results)
     first = results[0]
     ratio_best = min(results, key=lambda r: r["ratio"])
-    needed = args.concurrency * (ratio_best["p99"] / ratio_best["mean"]) / (5 * base_p99)
+    needed = args.concurrency * (ratio_best["p99"] / ratio_best["mean"]) / (5 * ratio_best["base_p99"])
     cpu_per_request = " and ".join(f"{r['cpu_ms_per_request']:.1f} ms" for r in results[:2])
     ratios = ", ".join(f"{r['ratio']:.1f}x" for r in results)
     targets = [
@@ -462,7 +462,7 @@ def steady_section(args, payload_rows) -> str:
         f"The p99 ratio is bounded by that cost: with the server busy, {args.concurrency} requests in flight "
         f"wait, by Little's law, {args.concurrency} / throughput on average, and the measured p99 is "
         f"{ratio_best['p99'] / ratio_best['mean']:.2f}x the mean ({ratio_best['label']}), so a p99 of 5x the "
-        f"in-process p99 ({5 * base_p99 * 1000:.1f} ms) would need about {needed:.0f} requests/s there, against "
+        f"in-process p99 of that run ({5 * ratio_best['base_p99'] * 1000:.1f} ms) would need about {needed:.0f} requests/s there, against "
         f"{ratio_best['rps']:.0f} measured. "
         "The last column shows how much of the machine other processes took during each run (the machine is "
         "shared). The load generator staggers its first connects by 50 ms: `--workers` processes accept on one "

@@ -65,6 +65,8 @@ def prediction_rows(
     stamps = [ts] * count if isinstance(ts, dt.datetime) else list(ts)
     flags = [safe_to_send] * count if safe_to_send is None or isinstance(safe_to_send, bool) else list(safe_to_send)
     predictions = [None] * count if prediction is None else _json_values(prediction)
+    if score is not None and len(score) != count:
+        raise ValueError(f"{len(score)} scores for {count} rows")
     scores = [None] * count if score is None else _json_floats(score, count)
     latencies = _json_floats(np.nan if latency_ms is None else latency_ms, count)
     return [
@@ -108,6 +110,7 @@ def _json_floats(values, count: int) -> list:
 
 _COPY_COLUMNS = ("model_name", "request_id", "ts", "features", "prediction", "score", "model_version",
                  "safe_to_send", "latency_ms")
+_COPY_READ_MAX = 64 * 1024 * 1024
 _COPY_SQL = (f"COPY prediction_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, "
              "FORCE_NULL (score, model_version, safe_to_send, latency_ms))")
 
@@ -115,14 +118,16 @@ _COPY_SQL = (f"COPY prediction_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH 
 _plain_json = json.JSONEncoder(check_circular=False).encode  # json.dumps' text; row values are never circular
 
 
-def _copy_csv(rows: Sequence[Mapping]) -> io.StringIO:
-    """The rows as CSV for COPY: JSON columns as JSON text (None as JSON null, as the JSON type stores it),
-    other missing values as NULL, timestamps with their offset (naive ones refused, as UTCDateTime does)."""
+def _copy_csv(rows: Sequence[Mapping]) -> tuple[io.StringIO, int]:
+    """The rows as CSV for COPY, and its length in characters: JSON columns as JSON text (None as JSON null,
+    as the JSON type stores it), other missing values as NULL, timestamps with their offset (naive ones
+    refused, as UTCDateTime does)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     writer.writerows(_encoded(rows, dt.datetime.isoformat))
+    size = buffer.tell()
     buffer.seek(0)
-    return buffer
+    return buffer, size
 
 
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format of DateTime on SQLite (naive UTC, see UTCDateTime)
@@ -135,26 +140,28 @@ def _sqlite_insert(rows: int) -> str:
     return f"INSERT INTO prediction_log ({', '.join(_COPY_COLUMNS)}) VALUES {', '.join([_SQLITE_ROW] * rows)}"
 
 
-def _sqlite_insert_many(cursor, params: list[tuple]) -> None:
-    """Up to 1000 rows per INSERT statement rather than one statement per row (``executemany``).
+def _sqlite_insert_many(conn, params: list[tuple]) -> None:
+    """Up to 1000 rows per INSERT statement rather than one statement per row (``executemany``), in the
+    caller's transaction.
 
     Why: Python's sqlite3 releases the GIL around every statement step, and getting it back waits for
     whichever thread holds it to give it up (up to the 5 ms switch interval). In a serving process whose
     prediction thread keeps the GIL busy, one step per row made the log writer insert a few thousand rows
     a second (the log fell behind and spilled); a step per thousand rows takes it back to tens of thousands.
+    The statements go through SQLAlchemy, so errors come out as its classes, as the log writer expects.
     """
-    limit = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COPY_COLUMNS)
+    limit = conn.connection.dbapi_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COPY_COLUMNS)
     per = max(1, min(_SQLITE_ROWS_PER_STATEMENT, limit))
     for start in range(0, len(params), per):
         chunk = params[start:start + per]
-        cursor.execute(_sqlite_insert(len(chunk)), [value for row in chunk for value in row])
+        conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(value for row in chunk for value in row))
 
 
 def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str]) -> Iterator[tuple]:
     """Each row's values in ``_COPY_COLUMNS`` order with the JSON columns as text and the timestamp as
     ``stamp`` writes it (naive ones refused, as UTCDateTime does). Both fast inserts share it. Rows of a
     batch share a few timestamps and class labels: each one's text is made once per call, labels keyed by
-    type as well as value (1, 1.0 and True are equal keys, not equal JSON)."""
+    type as well as value (1 and True are equal keys, not equal JSON)."""
     stamps: dict[dt.datetime, str] = {}
     predictions: dict[tuple, str] = {}
     for row in rows:
@@ -165,13 +172,11 @@ def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str]) -> It
                 raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
             text = stamps[ts] = stamp(ts)
         prediction = row.get("prediction")
-        key = (prediction.__class__, prediction)
-        try:
-            prediction_json = predictions.get(key)
-        except TypeError:  # unhashable
+        if prediction.__class__ in _PLAIN_JSON:  # labels; a float's text is made each time (0.0 == -0.0)
+            key = (prediction.__class__, prediction)
+            prediction_json = predictions.get(key) or predictions.setdefault(key, _plain_json(prediction))
+        else:
             prediction_json = _plain_json(prediction)
-        if prediction_json is None:
-            prediction_json = predictions[key] = _plain_json(prediction)
         yield (row["model_name"], row["request_id"], text, _plain_json(row["features"]), prediction_json,
                row.get("score"), row.get("model_version"), row.get("safe_to_send"), row.get("latency_ms"))
 
@@ -230,14 +235,7 @@ class PredictionLog:
         elif self.engine.dialect.name == "sqlite":
             params = _sqlite_params(rows)
             with self.engine.begin() as conn:
-                cursor = conn.connection.cursor()
-                try:
-                    _sqlite_insert_many(cursor, params)
-                except self.engine.dialect.loaded_dbapi.Error as error:
-                    raise DBAPIError.instance(_sqlite_insert(1), None, error, self.engine.dialect.loaded_dbapi.Error,
-                                              dialect=self.engine.dialect) from None
-                finally:
-                    cursor.close()
+                _sqlite_insert_many(conn, params)
         else:
             with self.engine.begin() as conn:
                 conn.execute(prediction_log.insert(), list(rows))
@@ -247,16 +245,23 @@ class PredictionLog:
         """PostgreSQL: ``COPY ... FROM STDIN``, a few times faster than a multi-row INSERT (what the serving
         log writer can catch up after an outage is bound by it). Errors come out as SQLAlchemy's, like the
         INSERT's (IntegrityError, DataError, OperationalError...), so callers classify them the same way."""
-        data = _copy_csv(rows)
+        data, size = _copy_csv(rows)
         dialect = self.engine.dialect
         with self.engine.begin() as conn:
-            cursor = conn.connection.cursor()
+            cursor = None
             try:
-                cursor.copy_expert(_COPY_SQL, data, size=max(8192, len(data.getvalue())))
+                cursor = conn.connection.cursor()
+                # One read of the whole text (bounded): psycopg2 takes the GIL back for every read, 8 KB by default.
+                cursor.copy_expert(_COPY_SQL, data, size=min(max(size, 8192), _COPY_READ_MAX))
             except dialect.loaded_dbapi.Error as error:
-                raise DBAPIError.instance(_COPY_SQL, None, error, dialect.loaded_dbapi.Error, dialect=dialect) from None
+                lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
+                if lost:
+                    conn.invalidate()
+                raise DBAPIError.instance(_COPY_SQL, None, error, dialect.loaded_dbapi.Error, dialect=dialect,
+                                          connection_invalidated=lost) from None
             finally:
-                cursor.close()
+                if cursor is not None:
+                    cursor.close()
 
     def logged_requests(self, model_name: str, request_ids: Sequence[str]) -> dict[str, tuple[dt.datetime, int | None]]:
         """Which of ``request_ids`` the log already holds for ``model_name``: request id -> (served at,

@@ -2,14 +2,16 @@
 so every reader (training, monitoring, the watch) sees the same values whichever path wrote them."""
 
 import datetime as dt
+import json
 import sqlite3
 
+import numpy as np
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from retrain_assets.store import MonitoringStore
-from retrain_assets.store.predictions import prediction_rows
+from retrain_assets.store.predictions import _sqlite_params, prediction_rows
 from retrain_assets.store.schema import prediction_log
 
 
@@ -69,9 +71,10 @@ def test_sqlite_insert_takes_a_thousand_rows_per_statement(tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_equal_predictions_of_other_types_keep_their_own_json(tmp_path, request, backend):
-    """The fast inserts (SQLite's multi-row INSERT, PostgreSQL's COPY) make each distinct prediction's JSON
-    once per batch: 1, 1.0, True and "1" are equal or alike as dictionary keys but not as JSON. Stored as
-    SQLAlchemy's own insert stores them."""
+    """The fast inserts (SQLite's multi-row INSERT, PostgreSQL's COPY) make each distinct label's JSON once
+    per batch: 1, 1.0, True and "1" are equal or alike as dictionary keys but not as JSON. Stored as
+    SQLAlchemy's own insert stores them; the text is json.dumps' for every value (0.0 and -0.0 too, which
+    neither database keeps apart)."""
     url = request.getfixturevalue("postgres_db")[0] if backend == "postgres" else f"sqlite:///{tmp_path / 'm.db'}"
     store = MonitoringStore(url)
     values = [1, 1.0, True, "1", None, 1, 2.5, True]
@@ -91,4 +94,40 @@ def test_equal_predictions_of_other_types_keep_their_own_json(tmp_path, request,
     assert [raw[f"fast{i}"] for i in range(len(values))] == [raw[f"orm{i}"] for i in range(len(values))]
     assert raw["fast2"] == raw["fast7"] != raw["fast0"] and raw["fast3"] not in (raw["fast0"], raw["fast2"])
     assert back["fast0"].ts == ts and back["fast0"].features == {"x": 1.5} and back["fast4"].prediction is None
+    odd = values + [0.0, -0.0, [1, 2], [1.0, 2.0]]
+    texts = [params[4] for params in _sqlite_params(prediction_rows("churn", [str(i) for i in range(len(odd))],
+                                                                     [{}] * len(odd), ts=ts, prediction=odd))]
+    assert texts == [json.dumps(value) for value in odd]
     store.engine.dispose()
+
+
+def test_sqlite_insert_keeps_under_the_variable_limit(tmp_path):
+    """A SQLite built with a low limit on statement variables gets smaller statements, not an error (which
+    the log writer would take for an outage)."""
+    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
+    store.engine.dispose()
+    inserts: list[str] = []
+
+    @event.listens_for(store.engine, "connect")
+    def low_limit(dbapi_connection, _record):
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 20)  # 2 rows of 9 columns
+        dbapi_connection.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
+
+    rows = prediction_rows("churn", [f"r{i}" for i in range(25)], [{}] * 25, ts=dt.datetime.now(dt.timezone.utc))
+    assert store.predictions.insert_rows(rows) == 25
+    assert len(inserts) == 13
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(prediction_log)).scalar() == 25
+
+
+def test_prediction_rows_converts_numpy_columns():
+    ts = dt.datetime.now(dt.timezone.utc)
+    rows = prediction_rows("m", ["a", "b", "c"], [{}] * 3, ts=ts, prediction=np.array([0.5, -0.0, np.nan], dtype=np.float32),
+                           score=np.array([0.25, np.nan, 1.0]), latency_ms=3.5, safe_to_send=[True, None, np.nan])
+    assert [r["prediction"] for r in rows] == [0.5, -0.0, None] and type(rows[0]["prediction"]) is float
+    assert [r["score"] for r in rows] == [0.25, None, 1.0] and [r["latency_ms"] for r in rows] == [3.5] * 3
+    assert [r["safe_to_send"] for r in rows] == [True, None, None]
+    labels = prediction_rows("m", ["a", "b"], [{}] * 2, ts=ts, prediction=np.array([1, 0]))
+    assert [type(r["prediction"]) for r in labels] == [int, int]
+    with pytest.raises(ValueError, match="2 scores for 3 rows"):
+        prediction_rows("m", ["a", "b", "c"], [{}] * 3, ts=ts, score=[0.1, 0.2])
