@@ -79,11 +79,15 @@ class LoggedRequest:
 
 def features_frame(model, features: list[dict]) -> pd.DataFrame:
     """The model's input frame from validated feature rows: numeric columns as float (None -> NaN),
-    categorical ones as given (str or None). Serving and shadow scoring build it the same way. Built
-    column by column with numpy (a third of the cost of ``DataFrame.from_records`` and a cast)."""
+    categorical ones as given (str or None), in object columns. Serving and shadow scoring build it the
+    same way. Built column by column with numpy (a third of the cost of ``DataFrame.from_records`` and a
+    cast). Why object columns: pandas would infer its Arrow-backed string dtype, which the pipeline's first
+    categorical step converts straight back to Python strings; skipping the round trip saves about an
+    eighth of a model call on 100-500 rows, with the same predictions."""
     numeric = set(model.numeric_features)
     columns = {name: np.fromiter((row[name] for row in features), dtype=float, count=len(features))
-               if name in numeric else [row[name] for row in features] for name in model.feature_names}
+               if name in numeric else pd.Series([row[name] for row in features], dtype=object)
+               for name in model.feature_names}
     return pd.DataFrame(columns, columns=model.feature_names)
 
 
