@@ -11,6 +11,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from retrain_assets.errors import StoreError
 from retrain_assets.store.migrations import migrate
+from retrain_assets.store.schema import json_text
 
 
 ENV_PREFIX = "env:"
@@ -77,7 +78,7 @@ def _open_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, json_serializer=json_text)
     except (ArgumentError, ImportError) as error:
         raise StoreError(f"cannot use database URL {redact(url)!r}: {error}") from None
     if engine.dialect.name == "sqlite":

@@ -9,7 +9,6 @@ import csv
 import datetime as dt
 import functools
 import io
-import json
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -19,7 +18,7 @@ from sqlalchemy import Engine, and_, func, select, true, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from retrain_assets.errors import DataError
-from retrain_assets.store.schema import label_feedback, prediction_log, serving_requests, shadow_predictions
+from retrain_assets.store.schema import json_text, label_feedback, prediction_log, serving_requests, shadow_predictions
 
 TIMESTAMP = "timestamp"
 REQUEST_ID = "request_id"
@@ -115,7 +114,7 @@ _COPY_SQL = (f"COPY prediction_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH 
              "FORCE_NULL (score, model_version, safe_to_send, latency_ms))")
 
 
-_plain_json = json.JSONEncoder(check_circular=False).encode  # json.dumps' text; row values are never circular
+_plain_json = json_text  # the engine's JSON text: both fast inserts store what SQLAlchemy's insert stores
 
 
 def _copy_csv(rows: Sequence[Mapping]) -> tuple[io.StringIO, int]:

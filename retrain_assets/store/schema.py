@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from pydantic_core import to_json
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
@@ -31,6 +32,14 @@ metadata = MetaData()
 # BIGINT on PostgreSQL (10M+ rows), INTEGER on SQLite (only INTEGER PRIMARY KEY autoincrements there).
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def json_text(value) -> str:
+    """The text of a value in a JSON column, written by every path alike (the engine's serializer and the
+    prediction log's fast inserts). pydantic-core's encoder: a quarter of ``json.dumps``' CPU on a served
+    request's feature rows, which the log writer encodes for every row it writes; the same values read
+    back (NaN and Infinity written as ``json.dumps`` writes them), in compact text."""
+    return to_json(value, inf_nan_mode="constants").decode()
 
 
 class UTCDateTime(TypeDecorator):

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from retrain_assets.store import MonitoringStore
 from retrain_assets.store.predictions import _sqlite_params, prediction_rows
-from retrain_assets.store.schema import prediction_log
+from retrain_assets.store.schema import json_text, prediction_log
 
 
 def test_fast_sqlite_insert_stores_what_the_orm_insert_stores(tmp_path):
@@ -73,8 +73,8 @@ def test_sqlite_insert_takes_a_thousand_rows_per_statement(tmp_path):
 def test_equal_predictions_of_other_types_keep_their_own_json(tmp_path, request, backend):
     """The fast inserts (SQLite's multi-row INSERT, PostgreSQL's COPY) make each distinct label's JSON once
     per batch: 1, 1.0, True and "1" are equal or alike as dictionary keys but not as JSON. Stored as
-    SQLAlchemy's own insert stores them; the text is json.dumps' for every value (0.0 and -0.0 too, which
-    neither database keeps apart)."""
+    SQLAlchemy's own insert stores them; each text reads back as its own value and type (0.0 and -0.0 too,
+    which neither database keeps apart)."""
     url = request.getfixturevalue("postgres_db")[0] if backend == "postgres" else f"sqlite:///{tmp_path / 'm.db'}"
     store = MonitoringStore(url)
     values = [1, 1.0, True, "1", None, 1, 2.5, True]
@@ -97,7 +97,8 @@ def test_equal_predictions_of_other_types_keep_their_own_json(tmp_path, request,
     odd = values + [0.0, -0.0, [1, 2], [1.0, 2.0]]
     texts = [params[4] for params in _sqlite_params(prediction_rows("churn", [str(i) for i in range(len(odd))],
                                                                      [{}] * len(odd), ts=ts, prediction=odd))]
-    assert texts == [json.dumps(value) for value in odd]
+    assert texts == [json_text(value) for value in odd]
+    assert [(type(v), v) for v in map(json.loads, texts)] == [(type(v), v) for v in json.loads(json.dumps(odd))]
     store.engine.dispose()
 
 
