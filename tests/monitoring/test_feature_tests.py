@@ -38,6 +38,20 @@ def test_ks_with_ties_equals_scipy():
     assert (result.statistic, result.p_value) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12)
 
 
+def test_ks_says_asymptotic_when_scipys_exact_calculation_gives_up(recwarn):
+    """Many ties and a tiny D (a Poisson(1) column split in halves) defeat scipy's exact KS; scipy warns and
+    uses the asymptotic p-value. The report says which method gave the number, and the run's log gets no
+    warning for it."""
+    rng = np.random.default_rng(10476)
+    rng.standard_t(3, 1500)  # the draw before it in the hypothesis example that found this case
+    values = rng.poisson(1, 1500).astype(float)
+    ref, cur = pd.DataFrame({"k": values[:750]}), pd.DataFrame({"k": values[750:]})
+    result = detect_drift(ref, cur).features["k"]
+    assert result.method == "asymp" and "did not converge" in " ".join(result.notes)
+    assert result.p_value == pytest.approx(stats.ks_2samp(values[:750], values[750:], method="asymp").pvalue)
+    assert not [w for w in recwarn if "Exact calculation unsuccessful" in str(w.message)]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_binned_ks_stays_within_its_bound_and_uses_scipys_asymptotic_pvalue(seed):
     rng = np.random.default_rng(seed)
