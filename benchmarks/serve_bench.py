@@ -457,7 +457,7 @@ def steady_section(args, payload_rows) -> str:
         "column); processes (`--workers`) add cores. The prediction log writer inserts a thousand rows per "
         "SQLite statement: with one statement per row, the prediction thread starved it of the GIL, and the "
         "log fell behind and spilled from about 22,000 rows/s; it encodes each row's features with "
-        "pydantic-core's JSON encoder (a quarter of json.dumps' CPU). The served frame keeps category columns "
+        "pydantic-core's JSON encoder (about a third of json.dumps' CPU). The served frame keeps category columns "
         "as Python objects: pandas' inferred Arrow strings cost an eighth of a model call and the pipeline's "
         "first step converted them straight back. "
         f"A request cost {cpu_per_request} of server "

@@ -56,6 +56,7 @@ from retrain_assets.serving.predict import shadow_score
 from retrain_assets.config.serving import ServingSettings
 from retrain_assets.store import MonitoringStore, PredictionLog
 from retrain_assets.store.database import redact
+from retrain_assets.store.schema import json_text
 
 logger = logging.getLogger("retrain_assets.serving.log")
 
@@ -317,9 +318,9 @@ def writer_engine(engine: Engine, timeout: float) -> tuple[Engine, bool]:
         connect = {"connect_timeout": max(1, math.ceil(timeout)), "keepalives": 1, "keepalives_idle": 10,
                    "keepalives_interval": 5, "keepalives_count": 3}
         return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_timeout=timeout,
-                             connect_args=connect), True
+                             connect_args=connect, json_serializer=json_text), True
     if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
-        return create_engine(url, pool_pre_ping=True, connect_args={"timeout": timeout}), True
+        return create_engine(url, pool_pre_ping=True, connect_args={"timeout": timeout}, json_serializer=json_text), True
     return engine, False
 
 

@@ -132,3 +132,17 @@ def test_prediction_rows_converts_numpy_columns():
     assert [type(r["prediction"]) for r in labels] == [int, int]
     with pytest.raises(ValueError, match="2 scores for 3 rows"):
         prediction_rows("m", ["a", "b", "c"], [{}] * 3, ts=ts, score=[0.1, 0.2])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_every_engine_writes_json_columns_with_the_same_text(tmp_path, request, backend):
+    """The store's engine and the log writer's own engine (whose plain insert is the fallback for other
+    PostgreSQL drivers) serialize JSON columns with the same function as the fast inserts."""
+    from retrain_assets.serving.log_writer import writer_engine
+
+    url = request.getfixturevalue("postgres_db")[0] if backend == "postgres" else f"sqlite:///{tmp_path / 'm.db'}"
+    store = MonitoringStore(url)
+    own, owned = writer_engine(store.engine, 5)
+    assert owned and store.engine.dialect._json_serializer is json_text and own.dialect._json_serializer is json_text
+    own.dispose()
+    store.engine.dispose()

@@ -95,3 +95,29 @@ def test_the_predictions_view_carries_the_prediction_error(store):
     with store.engine.connect() as conn:
         early = conn.execute(text("SELECT prediction_error FROM ml_model_predictions WHERE model_id = 'early'")).scalar_one()
     assert early is None
+
+
+def test_a_label_logged_before_and_after_an_upgrade_compares_equal(store):
+    """Earlier versions stored JSON with json.dumps (non-ASCII escaped, spaces after separators); SQLite's
+    json() keeps escapes as written, so the JSON text of a class label must not change between versions, or
+    a prediction logged before an upgrade and labelled after it would count as wrong."""
+    import json
+
+    import pandas as pd
+
+    from retrain_assets.store.schema import json_text
+
+    now = dt.datetime.now(dt.timezone.utc)
+    frame = pd.DataFrame({"request_id": ["old", "new"], "timestamp": [now] * 2, "x": [1.0, 2.0]})
+    store.predictions.log_predictions("cafe", frame, ["x"], prediction=["Café ☃ 😀", "Café ☃ 😀"], model_version=1)
+    with store.engine.begin() as conn:  # the row as an earlier version wrote it
+        cast = "CAST(:p AS jsonb)" if store.engine.dialect.name == "postgresql" else ":p"
+        conn.execute(text(f"UPDATE prediction_log SET prediction = {cast} WHERE request_id = 'old'"),
+                     {"p": json.dumps("Café ☃ 😀")})
+    store.predictions.log_labels("cafe", ["old", "new"], ["Café ☃ 😀", "Café ☃ 😀"])
+    with store.engine.connect() as conn:
+        errors = dict(conn.execute(text("SELECT request_id, prediction_error FROM ml_model_predictions "
+                                        "WHERE model_id = 'cafe'")).all())
+    assert errors == {"old": 0.0, "new": 0.0}
+    for value in ["Café", "☃", "😀", "\u2028", {"é": ["ü", 1.5]}, [1, "x"]]:
+        assert json.loads(json_text(value)) == value and json_text(value) == json.dumps(value, separators=(",", ":"))
