@@ -147,11 +147,15 @@ def numeric_drift(name: str, ref: NumericReference, current: NumericCounts, zsco
             exact = stats.ks_2samp(ref.counts.sample, current.sample, method="auto")
         result.statistic, result.p_value = float(exact.statistic), float(exact.pvalue)
         result.method = "exact" if max(ref.counts.count, current.count) <= 10_000 else "asymp"
-        if any(_KS_FELL_BACK in str(warning.message) for warning in caught):
-            # Heavy ties and a tiny D can defeat scipy's exact computation; it then uses the asymptotic
-            # formula and warns once per call. Said where the number is, not in the run's warnings.
-            result.method = "asymp"
-            result.notes.append("exact KS p-value did not converge (many tied values): asymptotic p-value used")
+        for warning in caught:
+            if _KS_FELL_BACK in str(warning.message):
+                # Heavy ties and a tiny D can defeat scipy's exact computation; it then uses the asymptotic
+                # formula and warns. Said where the number is, not in the run's warnings.
+                result.method = "asymp"
+                result.notes.append("exact KS p-value did not converge (many tied values): asymptotic p-value used")
+            else:  # anything else scipy said is passed on, not swallowed
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno,
+                                       source=warning.source)
     else:
         statistic, bound = binned_ks(ref.counts, current)
         result.statistic = statistic
