@@ -165,9 +165,13 @@ class ModelFailed(Exception):
 
 
 def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: echo such inputs back as text in error messages."""
+    """Inputs echoed in error messages, made sendable: JSON has no NaN or Infinity (echoed as text), and a
+    lone surrogate (a JSON "\\ud800" escape, which the schema refuses) cannot be encoded as UTF-8 (echoed as
+    its escape)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -344,6 +344,16 @@ def test_rows_are_validated_strictly_and_logged_typed(backend, tmp_path, churn_p
             [error] = response.json()["detail"]
             assert error["loc"] == ["body", "rows", 1, "monthly_charges"] and error["type"] == "finite_number"
         rows = [dict(row) for row in good]
+        rows[1]["region"] = "__VALUE__"  # a lone surrogate: valid JSON text, no Unicode string
+        body = json.dumps({"model": "churn", "rows": rows}).replace('"__VALUE__"', '"north\\ud800"')
+        response = http.post("/predict/batch", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "rows", 1, "region"] and error["input"] == "north\\ud800"
+        unknown = json.dumps({"model": "__VALUE__", "rows": good}).replace('"__VALUE__"', '"churn\\udfff"')
+        response = http.post("/predict/batch", content=unknown, headers={"content-type": "application/json"})
+        assert response.status_code in (404, 422), response.text
+        rows = [dict(row) for row in good]
         rows[0]["tenure_months"], rows[2]["monthly_charges"], rows[2]["region"] = 12, None, None
         response = predict(http, rows, ["t0", "t1", "t2"])
         assert response.status_code == 200, response.text
