@@ -164,7 +164,7 @@ class ModelFailed(Exception):
         self.error = error
 
 
-def _finite(value: Any) -> Any:
+def _sendable(value: Any) -> Any:
     """Inputs echoed in error messages, made sendable: JSON has no NaN or Infinity (echoed as text), and a
     lone surrogate (a JSON "\\ud800" escape, which the schema refuses) cannot be encoded as UTF-8 (echoed as
     its escape)."""
@@ -173,15 +173,15 @@ def _finite(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: _sendable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [_sendable(v) for v in value]
     return value
 
 
 def _validation_errors(errors: list[dict]) -> list[dict]:
     """The first errors (each naming its field), then one line counting the others."""
-    shown = [_finite(jsonable_encoder(error)) for error in errors[:MAX_ERRORS_SHOWN]]
+    shown = [_sendable(jsonable_encoder(error)) for error in errors[:MAX_ERRORS_SHOWN]]
     if len(errors) > MAX_ERRORS_SHOWN:
         shown.append({"type": "too_many_errors", "loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS_SHOWN} more "
                       "errors not shown: fix the ones above first"})
@@ -276,7 +276,7 @@ def _label_errors(model: ModelSettings, slot: Slot | None, labels: list) -> dict
         _label_adapter(kind).validate_python(labels)
     except ValidationError as error:
         for e in error.errors(include_url=False):
-            errors.setdefault(e["loc"][0], f"label {_finite(e.get('input'))!r} for {model.name} ({model.task}): {e['msg']}")
+            errors.setdefault(e["loc"][0], f"label {_sendable(e.get('input'))!r} for {model.name} ({model.task}): {e['msg']}")
     if classes is not None:
         valid = np.asarray([i for i in range(len(labels)) if i not in errors], dtype=int)
         # Compared as Python objects: a fixed-width string dtype would truncate a longer label into a class.

@@ -114,9 +114,6 @@ _COPY_SQL = (f"COPY prediction_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH 
              "FORCE_NULL (score, model_version, safe_to_send, latency_ms))")
 
 
-_plain_json = json_text  # the engine's JSON text: both fast inserts store what SQLAlchemy's insert stores
-
-
 def _copy_csv(rows: Sequence[Mapping]) -> tuple[io.StringIO, int]:
     """The rows as CSV for COPY, and its length in characters: JSON columns as JSON text (None as JSON null,
     as the JSON type stores it), other missing values as NULL, timestamps with their offset (naive ones
@@ -173,10 +170,10 @@ def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str]) -> It
         prediction = row.get("prediction")
         if prediction.__class__ in _PLAIN_JSON:  # labels; a float's text is made each time (0.0 == -0.0)
             key = (prediction.__class__, prediction)
-            prediction_json = predictions.get(key) or predictions.setdefault(key, _plain_json(prediction))
+            prediction_json = predictions.get(key) or predictions.setdefault(key, json_text(prediction))
         else:
-            prediction_json = _plain_json(prediction)
-        yield (row["model_name"], row["request_id"], text, _plain_json(row["features"]), prediction_json,
+            prediction_json = json_text(prediction)
+        yield (row["model_name"], row["request_id"], text, json_text(row["features"]), prediction_json,
                row.get("score"), row.get("model_version"), row.get("safe_to_send"), row.get("latency_ms"))
 
 

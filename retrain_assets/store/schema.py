@@ -7,6 +7,7 @@ and created by the versioned migrations in :mod:`retrain_assets.store.migrations
 
 import datetime as dt
 
+from pydantic_core import to_json
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -23,7 +24,6 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from pydantic_core import to_json
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
