@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import functools
 import io
+import itertools
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -150,14 +151,16 @@ def _sqlite_insert_many(conn, params: list[tuple]) -> None:
     per = max(1, min(_SQLITE_ROWS_PER_STATEMENT, limit))
     for start in range(0, len(params), per):
         chunk = params[start:start + per]
-        conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(value for row in chunk for value in row))
+        conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
 
 
-def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str]) -> Iterator[tuple]:
-    """Each row's values in ``_COPY_COLUMNS`` order with the JSON columns as text and the timestamp as
-    ``stamp`` writes it (naive ones refused, as UTCDateTime does). Both fast inserts share it. Rows of a
-    batch share a few timestamps and class labels: each one's text is made once per call, labels keyed by
-    type as well as value (1 and True are equal keys, not equal JSON)."""
+def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str],
+             flags_as_int: bool = False) -> Iterator[tuple]:
+    """Each row's values in ``_COPY_COLUMNS`` order with the JSON columns as text, the timestamp as
+    ``stamp`` writes it (naive ones refused, as UTCDateTime does) and, with ``flags_as_int``, safe_to_send
+    as 0/1 (SQLite's booleans). Both fast inserts share it. Rows of a batch share a few timestamps and
+    class labels: each one's text is made once per call, labels keyed by type as well as value (1 and True
+    are equal keys, not equal JSON)."""
     stamps: dict[dt.datetime, str] = {}
     predictions: dict[tuple, str] = {}
     for row in rows:
@@ -173,8 +176,11 @@ def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str]) -> It
             prediction_json = predictions.get(key) or predictions.setdefault(key, json_text(prediction))
         else:
             prediction_json = json_text(prediction)
+        flag = row.get("safe_to_send")
+        if flags_as_int and flag is not None:
+            flag = int(bool(flag))
         yield (row["model_name"], row["request_id"], text, json_text(row["features"]), prediction_json,
-               row.get("score"), row.get("model_version"), row.get("safe_to_send"), row.get("latency_ms"))
+               row.get("score"), row.get("model_version"), flag, row.get("latency_ms"))
 
 
 def _sqlite_stamp(ts: dt.datetime) -> str:
@@ -185,8 +191,7 @@ def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
     """The rows as the SQLite driver's parameters, stored exactly as SQLAlchemy's types store them (JSON
     text, naive-UTC timestamp text, 0/1 booleans): what the ORM-level insert spent per row in type
     processing was a third of a request's cost in the serving log writer."""
-    return [(*values[:7], None if values[7] is None else int(bool(values[7])), values[8])
-            for values in _encoded(rows, _sqlite_stamp)]
+    return list(_encoded(rows, _sqlite_stamp, flags_as_int=True))
 
 
 class PredictionLog:
