@@ -41,8 +41,10 @@ def json_text(value) -> str:
     writes. The same values read back (NaN and Infinity written as ``json.dumps`` writes them), in compact
     text, with non-ASCII characters escaped as ``json.dumps`` escapes them: SQLite's ``json()`` keeps escapes
     as written, so a class label logged by an earlier version must compare equal to the same label logged
-    now (the ml_model_predictions view's prediction_error)."""
-    return to_json(value, inf_nan_mode="constants", ensure_ascii=True).decode()
+    now (the ml_model_predictions view's prediction_error). DEL is the one character pydantic-core leaves
+    raw and json.dumps escapes."""
+    text = to_json(value, inf_nan_mode="constants", ensure_ascii=True).decode()
+    return text.replace("\x7f", "\\u007f") if "\x7f" in text else text
 
 
 class UTCDateTime(TypeDecorator):

@@ -108,16 +108,18 @@ def test_a_label_logged_before_and_after_an_upgrade_compares_equal(store):
     from retrain_assets.store.schema import json_text
 
     now = dt.datetime.now(dt.timezone.utc)
+    label = "Café ☃ 😀\x7f"  # DEL: json.dumps escapes it, pydantic-core does not by itself
     frame = pd.DataFrame({"request_id": ["old", "new"], "timestamp": [now] * 2, "x": [1.0, 2.0]})
-    store.predictions.log_predictions("cafe", frame, ["x"], prediction=["Café ☃ 😀", "Café ☃ 😀"], model_version=1)
+    store.predictions.log_predictions("cafe", frame, ["x"], prediction=[label, label], model_version=1)
     with store.engine.begin() as conn:  # the row as an earlier version wrote it
         cast = "CAST(:p AS jsonb)" if store.engine.dialect.name == "postgresql" else ":p"
         conn.execute(text(f"UPDATE prediction_log SET prediction = {cast} WHERE request_id = 'old'"),
-                     {"p": json.dumps("Café ☃ 😀")})
-    store.predictions.log_labels("cafe", ["old", "new"], ["Café ☃ 😀", "Café ☃ 😀"])
+                     {"p": json.dumps(label)})
+    store.predictions.log_labels("cafe", ["old", "new"], [label, label])
     with store.engine.connect() as conn:
         errors = dict(conn.execute(text("SELECT request_id, prediction_error FROM ml_model_predictions "
                                         "WHERE model_id = 'cafe'")).all())
     assert errors == {"old": 0.0, "new": 0.0}
-    for value in ["Café", "☃", "😀", "\u2028", {"é": ["ü", 1.5]}, [1, "x"]]:
+    every_character = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))  # all but lone surrogates
+    for value in ["Café", "☃", "😀", "\u2028", "\x7f", every_character, {"é": ["ü", 1.5]}, [1, "x"]]:
         assert json.loads(json_text(value)) == value and json_text(value) == json.dumps(value, separators=(",", ":"))
