@@ -6,8 +6,9 @@
    requests/s, p50/p99, failed requests, rows missing from prediction_log, the swap delay (registry write ->
    first response of the new version, and -> the last response of the old one), and the ratio of the
    API's p99 to the in-process prediction's p99; then one process again with a category value the model
-   never saw in every row, and ``--workers 2`` with adaptive batching off (``serving.max_batch_rows: 1``),
-   the baseline the batching is measured against in the same run. Targets (issue 17): >= 200 requests/s,
+   never saw in every row, and ``--workers 2`` with adaptive batching off (``serving.max_batch_rows: 1``)
+   and with its workers not pinned to CPUs (``serving.pin_workers: never``), the baselines these two are
+   measured against in the same run. Targets (issue 17): >= 200 requests/s,
    p99 <= 150 ms, 0 failed, 0 missing rows, swap delay p99 <= 5 s, p99 ratio <= 5x.
 2. Database outage: the same load for 60 s on PostgreSQL (a database this benchmark creates and drops),
    whose database refuses connections for 10 s in the middle (``ALLOW_CONNECTIONS false`` and its backends
@@ -46,6 +47,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import machine_description, update_results  # noqa: E402
+from retrain_assets.serving.cpu_pinning import pinning_wanted  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("RETRAIN_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
@@ -321,11 +323,17 @@ def logged_rows(store) -> int:
                             .where(prediction_log.c.model_name == "churn")).scalar_one()
 
 
-def steady_run(args, payload_rows, workers: int, unseen: bool = False, alone: bool = False) -> tuple[list[str], dict]:
-    """One server under load; ``alone``: adaptive batching off (``serving.max_batch_rows: 1``), the
-    baseline the batching is measured against in the same run."""
+# The same-run baselines: one feature off, each against the product as configured.
+VARIANTS = {"alone": ({"max_batch_rows": 1}, ", each request alone (`max_batch_rows: 1`)"),
+            "unpinned": ({"pin_workers": "never"}, ", workers not pinned to CPUs (`pin_workers: never`)")}
+
+
+def steady_run(args, payload_rows, workers: int, unseen: bool = False,
+               variant: str | None = None) -> tuple[list[str], dict]:
+    """One server under load; ``variant`` (one of VARIANTS): a feature turned off, the baseline that feature
+    is measured against in the same run."""
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    config, (settings, store, model) = prepare(root, serving={"max_batch_rows": 1} if alone else None)
+    config, (settings, store, model) = prepare(root, serving=VARIANTS[variant][0] if variant else None)
     batch = payload_rows(model)
     if unseen:  # a category value the model never saw, in every row (issue 17 measured 12 requests/s with it)
         batch = batch.assign(region="never-seen-region")
@@ -365,8 +373,8 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False, alone: bo
     rps = len(latencies) / args.seconds
     label = (("one process" if workers == 1 else f"`--workers {workers}`")
              + (", an unseen category in every row" if unseen else "")
-             + (", each request alone (`max_batch_rows: 1`)" if alone else ""))
-    result = {"label": label, "alone": alone, "workers": workers, "unseen": unseen, "rps": rps, "p50": p50, "p99": p99,
+             + (VARIANTS[variant][1] if variant else ""))
+    result = {"label": label, "variant": variant, "workers": workers, "unseen": unseen, "rps": rps, "p50": p50, "p99": p99,
               "failed": len(load.failures), "missing": load.served_rows - in_log,
               "swap_first_p99": _p99(delays[:, 0]), "swap_all_p99": _p99(delays[:, 1]),
               "ratio": p99 / base_p99, "base_p99": base_p99, "mean": float(latencies.mean()),
@@ -387,10 +395,10 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False, alone: bo
 
 def steady_section(args, payload_rows) -> str:
     rows, results = [], []
-    runs = ([(w, False, False) for w in args.workers] + ([(1, True, False)] if args.unseen else [])
-            + [(max(args.workers), False, True)])  # the same-run baseline: batching off
-    for workers, unseen, alone in runs:
-        lines, result = steady_run(args, payload_rows, workers, unseen, alone)
+    runs = ([(w, False, None) for w in args.workers] + ([(1, True, None)] if args.unseen else [])
+            + [(max(args.workers), False, variant) for variant in VARIANTS])  # the same-run baselines
+    for workers, unseen, variant in runs:
+        lines, result = steady_run(args, payload_rows, workers, unseen, variant)
         print(lines[0], flush=True)
         rows += lines
         results.append(result)
@@ -398,9 +406,12 @@ def steady_section(args, payload_rows) -> str:
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**NOT met**"
 
-    batched = next(r for r in results if r["workers"] == max(args.workers) and not r["unseen"] and not r["alone"])
-    alone = next(r for r in results if r["alone"])
-    results = [r for r in results if not r["alone"]]  # the targets concern the product as configured
+    batched = next(r for r in results if r["workers"] == max(args.workers) and not r["unseen"] and not r["variant"])
+    alone = next(r for r in results if r["variant"] == "alone")
+    unpinned = next(r for r in results if r["variant"] == "unpinned")
+    results = [r for r in results if not r["variant"]]  # the targets concern the product as configured
+    cpus = len(os.sched_getaffinity(0))
+    pinned = pinning_wanted("auto", max(args.workers), cpus)
     best = max(results, key=lambda r: r["rps"])
     p99s = ", ".join(f"{r['p99'] * 1000:.0f} ms" for r in results)
     first = results[0]
@@ -442,6 +453,12 @@ def steady_section(args, payload_rows) -> str:
         f"{alone['rps']:.1f} with each request scored alone (**{batched['rps'] / alone['rps']:.2f}x**), p99 "
         f"{batched['p99'] * 1000:.0f} ms against {alone['p99'] * 1000:.0f} ms "
         f"({batched['p99'] / alone['p99']:.2f}x).",
+        "",
+        f"Workers pinned to CPUs, same run, `--workers {max(args.workers)}` on {cpus} CPUs (`pin_workers: auto` "
+        f"{'pins them' if pinned else 'does not pin them'} here): {batched['rps']:.1f} requests/s against "
+        f"{unpinned['rps']:.1f} unpinned (**{batched['rps'] / unpinned['rps']:.2f}x**), p99 "
+        f"{batched['p99'] * 1000:.0f} ms against {unpinned['p99'] * 1000:.0f} ms "
+        f"({batched['p99'] / unpinned['p99']:.2f}x).",
         "",
         "Targets (issue 17):",
         "",

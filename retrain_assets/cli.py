@@ -110,24 +110,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from retrain_assets.serving.cpu_pinning import LOCKS_ENV, pinning_wanted
     from retrain_assets.serving.metrics import MULTIPROC_ENV
 
-    load_settings(args.config)  # a bad config is one line on stderr here, not a traceback in every worker
+    settings = load_settings(args.config)  # a bad config is one line on stderr here, not a traceback in every worker
     # Every worker builds its own app from the environment (retrain_assets.serving.app).
     if args.config is not None:
         os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
     if args.dagster_url:
         os.environ["RETRAIN_DAGSTER_URL"] = args.dagster_url
-    metrics_dir = None
+    made = []
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):  # /metrics adds up every worker's values
-        metrics_dir = tempfile.mkdtemp(prefix="retrain-metrics-")
-        os.environ[MULTIPROC_ENV] = metrics_dir
+        made.append(tempfile.mkdtemp(prefix="retrain-metrics-"))
+        os.environ[MULTIPROC_ENV] = made[-1]
+    os.environ.pop(LOCKS_ENV, None)
+    if pinning_wanted(settings.serving.pin_workers, args.workers, len(os.sched_getaffinity(0))):
+        made.append(tempfile.mkdtemp(prefix="retrain-cpus-"))  # each worker locks the file of its CPU there
+        os.environ[LOCKS_ENV] = made[-1]
     try:
         uvicorn.run("retrain_assets.serving.app:create_from_environment", factory=True, host=args.host,
                     port=args.port, workers=args.workers, log_level=args.log_level)
     finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Serving settings: the HTTP API's limits, the durable prediction log and how servers follow the registry."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -25,6 +27,11 @@ class ServingSettings(BaseModel):
                                                          "server process are scored in one model call of at most "
                                                          "this many rows (a larger request runs alone; 1: each "
                                                          "request alone). Nothing waits for a batch to fill.")
+    pin_workers: Literal["auto", "always", "never"] = Field(
+        "auto", description="With `retrain serve --workers N`, pin each worker process to a CPU of its own: `auto` "
+                            "when the workers are as many as the CPUs the server may use, `always` whenever there "
+                            "are several workers, `never`. A pinned worker's GIL holder is not preempted by another "
+                            "worker (retrain_assets/serving/cpu_pinning.py).")
     log_queue_rows: int = Field(50_000, ge=1, description="Served rows held in memory for the log writer; beyond that a "
                                                           "request's rows go straight to the spill folder (bounded memory).")
     log_batch_rows: int = Field(5_000, ge=1, description="Rows written to prediction_log in one transaction (and read back "

@@ -50,6 +50,11 @@ def versions_by_process(base: str) -> dict[str, float]:
             if f.name == "retrain_model_serving_version" for s in f.samples}
 
 
+def cpus_of_threads(pid: int) -> set[int]:
+    """Every CPU any thread of process ``pid`` may run on."""
+    return {cpu for task in os.listdir(f"/proc/{pid}/task") for cpu in os.sched_getaffinity(int(task))}
+
+
 def answers(base: str, n: int = 12) -> set[str]:
     """The versions that answer ``n`` requests, each on a new connection (spread over the workers)."""
     found = set()
@@ -67,7 +72,7 @@ def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_
     config.write_text(yaml.safe_dump({
         "storage": {"database_url": pg_backend.url, "artifact_root": settings.storage.artifact_root},
         "models": [{**model_config(), "training": {"tuning_trials": 0}}],
-        "serving": {"registry_poll_seconds": 0.2, "spill_dir": str(tmp_path / "spill")},
+        "serving": {"registry_poll_seconds": 0.2, "spill_dir": str(tmp_path / "spill"), "pin_workers": "always"},
     }))
     workers, workers_url = serve(config, "--workers", "2")
     replica, replica_url = serve(config)
@@ -75,6 +80,10 @@ def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_
         wait_until(lambda: up(workers_url) and up(replica_url), 120, "both servers to be ready")
         wait_until(lambda: len(versions_by_process(workers_url)) == 2, 60, "both workers in /metrics")
         assert set(versions_by_process(workers_url).values()) == {1.0}
+        # Each worker runs on a CPU of its own, every thread of it (event loop, log writer, registry follower).
+        usable = sorted(os.sched_getaffinity(0))
+        pinned = [cpus_of_threads(int(pid)) for pid in versions_by_process(workers_url)]
+        assert all(len(cpus) == 1 for cpus in pinned) and len(set().union(*pinned)) == min(2, len(usable)), pinned
         assert answers(workers_url) == answers(replica_url) == {"v1"}
 
         register(settings, store, churn_pipeline, 2)  # a promotion, written to the registry only
