@@ -4,8 +4,9 @@ Why: a worker's Python threads (event loop, prediction lane, log writer) take tu
 CPU has a worker, the kernel moves threads between CPUs and preempts whichever runs, including a thread
 that holds its worker's GIL: that whole worker then waits until the thread is scheduled again, while its
 requests queue. Pinned, each worker's threads share one CPU and preempt only each other (which wait for
-the GIL anyway). Measured with ``--workers 2`` on 2 cores, pinned against unpinned in paired runs: 4-11 %
-more requests/s and a p99 8-18 % lower (benchmarks/RESULTS.md, Serving, measures it in every run). A single process is never pinned: its native work (the trees'
+the GIL anyway). Measured with ``--workers 2`` on 2 cores, pinned against unpinned in five paired runs:
+2-11 % more requests/s and a p99 6-18 % lower (the serve benchmark measures it in every run:
+benchmarks/RESULTS.md, Serving). A single process is never pinned: its native work (the trees'
 predictions, SQLite) runs on the other CPUs meanwhile.
 
 ``serving.pin_workers``: ``auto`` (the default) pins when the workers are as many as the CPUs the server
