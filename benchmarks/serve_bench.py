@@ -47,7 +47,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import machine_description, update_results  # noqa: E402
-from retrain_assets.serving.cpu_pinning import pinning_wanted  # noqa: E402
+from retrain_assets.serving.cpu_pinning import pinning_wanted, usable_cpus  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("RETRAIN_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
@@ -410,7 +410,7 @@ def steady_section(args, payload_rows) -> str:
     alone = next(r for r in results if r["variant"] == "alone")
     unpinned = next(r for r in results if r["variant"] == "unpinned")
     results = [r for r in results if not r["variant"]]  # the targets concern the product as configured
-    cpus = len(os.sched_getaffinity(0))
+    cpus = len(usable_cpus())
     pinned = pinning_wanted("auto", max(args.workers), cpus)
     best = max(results, key=lambda r: r["rps"])
     p99s = ", ".join(f"{r['p99'] * 1000:.0f} ms" for r in results)

@@ -110,7 +110,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from retrain_assets.serving.cpu_pinning import LOCKS_ENV, pinning_wanted
+    from retrain_assets.serving.cpu_pinning import LOCKS_ENV, pinning_wanted, usable_cpus
     from retrain_assets.serving.metrics import MULTIPROC_ENV
 
     settings = load_settings(args.config)  # a bad config is one line on stderr here, not a traceback in every worker
@@ -124,7 +124,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         made.append(tempfile.mkdtemp(prefix="retrain-metrics-"))
         os.environ[MULTIPROC_ENV] = made[-1]
     os.environ.pop(LOCKS_ENV, None)
-    if pinning_wanted(settings.serving.pin_workers, args.workers, len(os.sched_getaffinity(0))):
+    if pinning_wanted(settings.serving.pin_workers, args.workers, len(usable_cpus())):
         made.append(tempfile.mkdtemp(prefix="retrain-cpus-"))  # each worker locks the file of its CPU there
         os.environ[LOCKS_ENV] = made[-1]
     try:

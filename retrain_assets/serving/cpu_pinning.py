@@ -13,14 +13,13 @@ predictions, SQLite) runs on the other CPUs meanwhile.
 may run on (a VM or a container given whole cores); with more CPUs than workers there is room to move and
 pinning would only bind a worker to a CPU something else may be using (e.g. a Kubernetes node without the
 static CPU manager, where the process sees every CPU of the node). ``always`` pins whenever there are
-several workers, ``never`` does not pin.
+several workers, ``never`` does not pin. Nothing is pinned where the platform has no CPU affinity (macOS).
 
 How a worker finds its CPU: each one takes an exclusive lock on one file per CPU in a folder the CLI
 makes for the server (``flock``, held for the worker's life); the first free CPU is its own. A worker that
 dies releases its lock with its process, so the one uvicorn starts in its place takes the same CPU.
 """
 
-import fcntl
 import logging
 import os
 from collections.abc import Sequence
@@ -32,15 +31,23 @@ LOCKS_ENV = "RETRAIN_SERVE_CPU_LOCKS"
 _held: list[IO] = []  # the lock of this process's CPU, held until the process exits
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity: a container's cpuset, a taskset), or none where the
+    platform cannot pin (macOS has no CPU affinity)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+
+
 def pinning_wanted(mode: str, workers: int, cpus: int) -> bool:
     """Whether ``workers`` server processes on ``cpus`` usable CPUs should each be pinned (module docstring)."""
-    if mode == "never" or workers < 2:
+    if mode == "never" or workers < 2 or cpus == 0:
         return False
     return mode == "always" or workers == cpus
 
 
 def claim_cpu(lock_dir: Path, cpus: Sequence[int]) -> tuple[int, IO] | None:
     """The first of ``cpus`` no other live process holds, and its held lock file; None when all are taken."""
+    import fcntl  # POSIX only; called only where CPUs can be pinned
+
     for cpu in cpus:
         handle = open(lock_dir / f"cpu-{cpu}.lock", "w")  # noqa: SIM115 - held open: the lock lives with it
         try:
@@ -67,7 +74,7 @@ def pin_worker_from_environment() -> int | None:
     lock_dir = os.environ.get(LOCKS_ENV)
     if not lock_dir:
         return None
-    claimed = claim_cpu(Path(lock_dir), sorted(os.sched_getaffinity(0)))
+    claimed = claim_cpu(Path(lock_dir), usable_cpus())
     if claimed is None:
         logger.warning("serving worker %d: every CPU already has a worker; this one is not pinned", os.getpid())
         return None

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from retrain_assets.serving.cpu_pinning import LOCKS_ENV, claim_cpu, pinning_wanted
+from retrain_assets.serving.cpu_pinning import LOCKS_ENV, claim_cpu, pinning_wanted, usable_cpus
 
 
 @pytest.mark.parametrize(("mode", "workers", "cpus", "expected"), [
@@ -19,9 +19,16 @@ from retrain_assets.serving.cpu_pinning import LOCKS_ENV, claim_cpu, pinning_wan
     ("always", 2, 8, True),
     ("always", 1, 2, False),
     ("never", 2, 2, False),
+    ("always", 2, 0, False),  # a platform without CPU affinity (macOS)
 ])
 def test_when_workers_are_pinned(mode, workers, cpus, expected):
     assert pinning_wanted(mode, workers, cpus) is expected
+
+
+def test_a_platform_without_cpu_affinity_has_nothing_to_pin(monkeypatch):
+    assert usable_cpus() == sorted(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_setaffinity")  # as on macOS
+    assert usable_cpus() == [] and not pinning_wanted("auto", 2, len(usable_cpus()))
 
 
 def test_each_claim_takes_a_free_cpu_and_a_released_one_is_taken_again(tmp_path):
@@ -38,16 +45,13 @@ def test_each_claim_takes_a_free_cpu_and_a_released_one_is_taken_again(tmp_path)
 WORKER = textwrap.dedent("""
     import os, sys, threading
     from retrain_assets.serving.cpu_pinning import pin_worker_from_environment
-    done = threading.Event()
-    earlier = threading.Thread(target=done.wait)  # running before the worker pins itself
-    earlier.start()
+    running = threading.Event()  # never set: both threads live until the process exits
+    threading.Thread(target=running.wait, daemon=True).start()  # running before the worker pins itself
     cpu = pin_worker_from_environment()
-    later = threading.Thread(target=sys.stdin.read)  # started after (as the app's threads are)
-    later.start()
+    threading.Thread(target=running.wait, daemon=True).start()  # started after (as the app's threads are)
     tasks = sorted(os.listdir("/proc/self/task"))
     print(cpu, *(sorted(os.sched_getaffinity(int(t))) for t in tasks), sep="|", flush=True)
-    later.join()
-    done.set()
+    sys.stdin.read()  # holds its CPU until the test closes stdin
 """)
 
 
