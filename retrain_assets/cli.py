@@ -110,7 +110,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from retrain_assets.serving.cpu_pinning import LOCKS_ENV, pinning_wanted, usable_cpus
+    from retrain_assets.serving.cpu_pinning import PIN_ENV, pinning_wanted, usable_cpus
     from retrain_assets.serving.metrics import MULTIPROC_ENV
 
     settings = load_settings(args.config)  # a bad config is one line on stderr here, not a traceback in every worker
@@ -119,20 +119,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
     if args.dagster_url:
         os.environ["RETRAIN_DAGSTER_URL"] = args.dagster_url
-    made = []
+    metrics_dir = None
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):  # /metrics adds up every worker's values
-        made.append(tempfile.mkdtemp(prefix="retrain-metrics-"))
-        os.environ[MULTIPROC_ENV] = made[-1]
-    os.environ.pop(LOCKS_ENV, None)
+        metrics_dir = tempfile.mkdtemp(prefix="retrain-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
     if pinning_wanted(settings.serving.pin_workers, args.workers, len(usable_cpus())):
-        made.append(tempfile.mkdtemp(prefix="retrain-cpus-"))  # each worker locks the file of its CPU there
-        os.environ[LOCKS_ENV] = made[-1]
+        os.environ[PIN_ENV] = "1"  # each worker pins itself (retrain_assets/serving/cpu_pinning.py)
+    else:
+        os.environ.pop(PIN_ENV, None)
     try:
         uvicorn.run("retrain_assets.serving.app:create_from_environment", factory=True, host=args.host,
                     port=args.port, workers=args.workers, log_level=args.log_level)
     finally:
-        for folder in made:
-            shutil.rmtree(folder, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

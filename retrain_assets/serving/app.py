@@ -2,10 +2,10 @@
 
 Why a factory read from the environment: with ``--workers N`` uvicorn starts N fresh processes that
 import the app by name; each must load the settings, its models, its prediction log writer and its
-registry follower itself (nothing is shared but the database, the artifact store, for metrics
-``PROMETHEUS_MULTIPROC_DIR`` and, when workers are pinned to CPUs, a folder of CPU locks). The CLI passes its
-arguments through the environment variables every other entry point already reads (``RETRAIN_CONFIG``,
-``RETRAIN_DAGSTER_URL``).
+registry follower itself (nothing is shared but the database, the artifact store and, for metrics,
+``PROMETHEUS_MULTIPROC_DIR``). The CLI passes its arguments through the environment variables every
+other entry point already reads (``RETRAIN_CONFIG``, ``RETRAIN_DAGSTER_URL``), and asks the workers to pin
+themselves to CPUs with ``RETRAIN_SERVE_PIN_CPUS``.
 """
 
 import gc

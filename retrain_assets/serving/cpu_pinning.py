@@ -4,9 +4,9 @@ Why: a worker's Python threads (event loop, prediction lane, log writer) take tu
 CPU has a worker, the kernel moves threads between CPUs and preempts whichever runs, including a thread
 that holds its worker's GIL: that whole worker then waits until the thread is scheduled again, while its
 requests queue. Pinned, each worker's threads share one CPU and preempt only each other (which wait for
-the GIL anyway). Measured with ``--workers 2`` on 2 cores, pinned against unpinned in five paired runs:
-2-11 % more requests/s and a p99 6-18 % lower (the serve benchmark measures it in every run:
-benchmarks/RESULTS.md, Serving). A single process is never pinned: its native work (the trees'
+the GIL anyway). Measured with ``--workers 2`` on 2 cores, pinned against unpinned: 1.02-1.11x the
+requests/s and 0.82-0.94x the p99 in five paired measurements (the serve benchmark repeats it in every
+run: benchmarks/RESULTS.md, Serving). A single process is never pinned: its native work (the trees'
 predictions, SQLite) runs on the other CPUs meanwhile.
 
 ``serving.pin_workers``: ``auto`` (the default) pins when the workers are as many as the CPUs the server
@@ -15,20 +15,28 @@ pinning would only bind a worker to a CPU something else may be using (e.g. a Ku
 static CPU manager, where the process sees every CPU of the node). ``always`` pins whenever there are
 several workers, ``never`` does not pin. Nothing is pinned where the platform has no CPU affinity (macOS).
 
-How a worker finds its CPU: each one takes an exclusive lock on one file per CPU in a folder the CLI
-makes for the server (``flock``, held for the worker's life); the first free CPU is its own. A worker that
-dies releases its lock with its process, so the one uvicorn starts in its place takes the same CPU.
+How a worker finds its CPU: it binds a Unix socket named after the CPU in Linux's abstract namespace (one
+name per CPU, on the whole machine or container: a second server finds the CPUs of the first taken). No
+file is involved: the name is released with the process however it ends, so nothing is left to clean up
+and nothing can be deleted from under a running server. A worker that finds every CPU taken runs unpinned
+and takes the first CPU that is freed (it looks every second): uvicorn's rolling restart (SIGHUP) starts
+the new workers before it stops the old ones, and a crashed worker's replacement takes its CPU. Any error
+while pinning leaves the worker running unpinned, with a warning: pinning is an optimisation, never a
+reason for a worker not to serve.
 """
 
 import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO
 
 logger = logging.getLogger("retrain_assets.serving")
-LOCKS_ENV = "RETRAIN_SERVE_CPU_LOCKS"
-_held: list[IO] = []  # the lock of this process's CPU, held until the process exits
+PIN_ENV = "RETRAIN_SERVE_PIN_CPUS"  # set by the CLI for its workers: "1" asks each one to pin itself
+LOCK_PREFIX = "retrain-serve-cpu"
+RETRY_SECONDS = 1.0
+_held: list[socket.socket] = []  # the lock of this process's CPU, held until the process exits
 
 
 def usable_cpus() -> list[int]:
@@ -44,41 +52,74 @@ def pinning_wanted(mode: str, workers: int, cpus: int) -> bool:
     return mode == "always" or workers == cpus
 
 
-def claim_cpu(lock_dir: Path, cpus: Sequence[int]) -> tuple[int, IO] | None:
-    """The first of ``cpus`` no other live process holds, and its held lock file; None when all are taken."""
-    import fcntl  # POSIX only; called only where CPUs can be pinned
-
+def claim_cpu(cpus: Sequence[int], prefix: str = LOCK_PREFIX) -> tuple[int, socket.socket] | None:
+    """The first of ``cpus`` no live process holds, and the socket that holds it; None when all are taken."""
     for cpu in cpus:
-        handle = open(lock_dir / f"cpu-{cpu}.lock", "w")  # noqa: SIM115 - held open: the lock lives with it
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+            lock.bind(f"\0{prefix}-{cpu}")
+        except OSError:  # EADDRINUSE: a live process holds this CPU
+            lock.close()
             continue
-        return cpu, handle
+        return cpu, lock
     return None
 
 
 def pin_this_process(cpu: int) -> None:
-    """Every thread of this process on ``cpu`` (threads started later inherit it from their creator)."""
-    for task in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(task), {cpu})
-        except ProcessLookupError:  # a thread that ended meanwhile
-            pass
+    """Every thread of this process on ``cpu``, until no new thread appears (threads started later inherit
+    it from their creator, a pinned thread)."""
+    done: set[str] = set()
+    while tasks := set(os.listdir("/proc/self/task")) - done:
+        for task in tasks:
+            try:
+                os.sched_setaffinity(int(task), {cpu})
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
+        done |= tasks
 
 
-def pin_worker_from_environment() -> int | None:
-    """In a worker started by ``retrain serve``: take a free CPU and pin this process to it, if the CLI asked
-    for pinning (``RETRAIN_SERVE_CPU_LOCKS``). Returns the CPU, or None (not asked, or every CPU taken)."""
-    lock_dir = os.environ.get(LOCKS_ENV)
-    if not lock_dir:
-        return None
-    claimed = claim_cpu(Path(lock_dir), usable_cpus())
+def _pin(cpus: Sequence[int], prefix: str) -> int | None:
+    claimed = claim_cpu(cpus, prefix)
     if claimed is None:
-        logger.warning("serving worker %d: every CPU already has a worker; this one is not pinned", os.getpid())
         return None
-    cpu, handle = claimed
-    _held.append(handle)
-    pin_this_process(cpu)
+    cpu, lock = claimed
+    try:
+        pin_this_process(cpu)
+    except BaseException:
+        lock.close()  # not pinned: the CPU is free for another worker
+        raise
+    _held.append(lock)
+    return cpu
+
+
+def _pin_when_free(cpus: Sequence[int], prefix: str, retry_seconds: float) -> None:
+    while True:
+        time.sleep(retry_seconds)
+        try:
+            cpu = _pin(cpus, prefix)
+        except OSError as error:
+            logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
+            return
+        if cpu is not None:
+            logger.info("serving worker %d: pinned to CPU %d, freed by another worker", os.getpid(), cpu)
+            return
+
+
+def pin_worker_from_environment(prefix: str = LOCK_PREFIX, retry_seconds: float = RETRY_SECONDS) -> int | None:
+    """In a worker started by ``retrain serve`` that asked for pinning (``RETRAIN_SERVE_PIN_CPUS``): take a
+    free CPU and pin this process to it. Returns the CPU, or None (not asked, an error, or every CPU taken:
+    then a daemon thread takes the first CPU freed)."""
+    if os.environ.get(PIN_ENV) != "1":
+        return None
+    cpus = usable_cpus()
+    try:
+        cpu = _pin(cpus, prefix)
+    except OSError as error:
+        logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
+        return None
+    if cpu is None:
+        logger.warning("serving worker %d: every CPU has a worker for now; this one runs unpinned until a CPU "
+                       "is freed", os.getpid())
+        threading.Thread(target=_pin_when_free, args=(cpus, prefix, retry_seconds), name="cpu-pinning",
+                         daemon=True).start()
     return cpu

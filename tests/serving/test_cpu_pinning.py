@@ -1,15 +1,19 @@
 """Worker processes of `retrain serve --workers N` each take a CPU of their own (when asked): the choice rule,
-the lock that hands out CPUs (and hands a dead worker's CPU to its replacement), and real processes pinned
-with every thread, the ones started later included."""
+the machine-wide locks that hand out CPUs (and hand a freed CPU to a worker that found none), and real
+processes pinned with every thread, the ones started before and after pinning."""
 
 import os
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 
 import pytest
 
-from retrain_assets.serving.cpu_pinning import LOCKS_ENV, claim_cpu, pinning_wanted, usable_cpus
+from retrain_assets.serving.cpu_pinning import PIN_ENV, claim_cpu, pinning_wanted, usable_cpus
+
+affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 
 
 @pytest.mark.parametrize(("mode", "workers", "cpus", "expected"), [
@@ -26,59 +30,89 @@ def test_when_workers_are_pinned(mode, workers, cpus, expected):
 
 
 def test_a_platform_without_cpu_affinity_has_nothing_to_pin(monkeypatch):
-    assert usable_cpus() == sorted(os.sched_getaffinity(0))
-    monkeypatch.delattr(os, "sched_setaffinity")  # as on macOS
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)  # as on macOS
     assert usable_cpus() == [] and not pinning_wanted("auto", 2, len(usable_cpus()))
 
 
-def test_each_claim_takes_a_free_cpu_and_a_released_one_is_taken_again(tmp_path):
-    first, second = claim_cpu(tmp_path, [3, 5]), claim_cpu(tmp_path, [3, 5])
+@affinity
+def test_each_claim_takes_a_free_cpu_and_a_released_one_is_taken_again():
+    prefix = f"retrain-test-{uuid.uuid4().hex}"  # names of its own: a server on this machine keeps its CPUs
+    first, second = claim_cpu([3, 5], prefix), claim_cpu([3, 5], prefix)
     assert (first[0], second[0]) == (3, 5)
-    assert claim_cpu(tmp_path, [3, 5]) is None  # every CPU has a worker
+    assert claim_cpu([3, 5], prefix) is None  # every CPU has a worker
     first[1].close()  # the worker on CPU 3 exits: its lock goes with it
-    again = claim_cpu(tmp_path, [3, 5])
+    again = claim_cpu([3, 5], prefix)
     assert again[0] == 3
-    for handle in (second[1], again[1]):
-        handle.close()
+    for lock in (second[1], again[1]):
+        lock.close()
 
 
 WORKER = textwrap.dedent("""
-    import os, sys, threading
+    import os, sys, threading, time
     from retrain_assets.serving.cpu_pinning import pin_worker_from_environment
     running = threading.Event()  # never set: both threads live until the process exits
     threading.Thread(target=running.wait, daemon=True).start()  # running before the worker pins itself
-    cpu = pin_worker_from_environment()
+    cpu = pin_worker_from_environment(prefix=sys.argv[1], retry_seconds=0.05)
     threading.Thread(target=running.wait, daemon=True).start()  # started after (as the app's threads are)
-    tasks = sorted(os.listdir("/proc/self/task"))
-    print(cpu, *(sorted(os.sched_getaffinity(int(t))) for t in tasks), sep="|", flush=True)
-    sys.stdin.read()  # holds its CPU until the test closes stdin
+
+    def report(cpu):
+        tasks = sorted(os.listdir("/proc/self/task"))
+        print(cpu, *(sorted(os.sched_getaffinity(int(t))) for t in tasks), sep="|", flush=True)
+
+    report(cpu)
+    for line in sys.stdin:  # "report": once its CPU may have been freed; end of input: the worker exits
+        report(sorted(os.sched_getaffinity(0)))
 """)
 
 
-def test_worker_processes_are_pinned_to_distinct_cpus_with_every_thread(tmp_path):
-    usable = sorted(os.sched_getaffinity(0))
-    env = {**os.environ, LOCKS_ENV: str(tmp_path)}
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True) for _ in range(2)]
+def start_worker(prefix: str, pin: bool = True) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != PIN_ENV} | ({PIN_ENV: "1"} if pin else {})
+    return subprocess.Popen([sys.executable, "-c", WORKER, prefix], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def report(worker: subprocess.Popen, ask: bool = False) -> tuple[object, list[str]]:
+    """What the worker says: its CPU (or None) and the affinity of each of its threads."""
+    if ask:
+        worker.stdin.write("report\n")
+        worker.stdin.flush()
+    line = worker.stdout.readline().strip().split("|")
+    return (None if line[0] == "None" else line[0]), line[1:]
+
+
+@affinity
+def test_workers_take_distinct_cpus_with_every_thread_and_a_latecomer_takes_a_freed_one():
+    usable, prefix = sorted(os.sched_getaffinity(0)), f"retrain-test-{uuid.uuid4().hex}"
+    workers = [start_worker(prefix) for _ in usable]
+    latecomer = None
     try:
-        lines = [worker.stdout.readline().strip().split("|") for worker in workers]  # both hold their CPU meanwhile
+        reports = [report(worker) for worker in workers]  # all alive, each holding its CPU
+        assert sorted(int(cpu) for cpu, _ in reports) == usable
+        for cpu, affinities in reports:
+            assert len(affinities) >= 3  # the main thread, the one started before pinning and the one after
+            assert all(a == str([int(cpu)]) for a in affinities)
+        # Every CPU is taken (as during uvicorn's rolling restart, which starts new workers first): the
+        # latecomer serves unpinned, then takes the first CPU freed, with every thread.
+        latecomer = start_worker(prefix)
+        cpu, affinities = report(latecomer)
+        assert cpu is None and all(a == str(usable) for a in affinities)
+        freed = int(reports[0][0])
+        workers[0].communicate("", timeout=60)
+        deadline = time.monotonic() + 30
+        while (now := report(latecomer, ask=True))[0] != str([freed]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert now[0] == str([freed]) and all(a == str([freed]) for a in now[1]), now
     finally:
-        for worker in workers:
-            worker.communicate("", timeout=60)
-    cpus = [None if line[0] == "None" else int(line[0]) for line in lines]
-    if len(usable) >= 2:
-        assert None not in cpus and len(set(cpus)) == 2 and set(cpus) <= set(usable)
-    else:  # one CPU: the second worker finds it taken and stays unpinned
-        assert sorted(cpus, key=str) == [usable[0], None]
-    for cpu, line in zip(cpus, lines, strict=True):
-        affinities = line[1:]
-        assert len(affinities) >= 3  # the main thread, the one started before pinning and the one after
-        expected = str([cpu]) if cpu is not None else str(usable)
-        assert all(affinity == expected for affinity in affinities), line
+        for worker in [*workers, *([latecomer] if latecomer else [])]:
+            if worker.poll() is None:
+                worker.communicate("", timeout=60)
 
 
-def test_without_the_cli_asking_nothing_is_pinned(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != LOCKS_ENV}
-    out = subprocess.run([sys.executable, "-c", WORKER], env=env, input="", capture_output=True, text=True,
-                         timeout=60, check=True).stdout.strip().split("|")
-    assert out[0] == "None" and all(affinity == str(sorted(os.sched_getaffinity(0))) for affinity in out[1:])
+@affinity
+def test_without_the_cli_asking_nothing_is_pinned():
+    worker = start_worker(f"retrain-test-{uuid.uuid4().hex}", pin=False)
+    try:
+        cpu, affinities = report(worker)
+    finally:
+        worker.communicate("", timeout=60)
+    assert cpu is None and all(a == str(sorted(os.sched_getaffinity(0))) for a in affinities)

@@ -55,6 +55,29 @@ def cpus_of_threads(pid: int) -> set[int]:
     return {cpu for task in os.listdir(f"/proc/{pid}/task") for cpu in os.sched_getaffinity(int(task))}
 
 
+def worker_pids(server_pid: int) -> list[int]:
+    """The uvicorn worker processes of a `retrain serve --workers N` (multiprocessing children of it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) if entry.name.isdigit() else 0
+            if parent == server_pid and b"multiprocessing-fork" in entry.joinpath("cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # it exited meanwhile
+            pass
+    return pids
+
+
+def pinned_apart(pids: list[int]) -> bool:
+    """Every thread of each process on one CPU, a different one per process (as many as there are CPUs)."""
+    try:
+        pinned = [cpus_of_threads(pid) for pid in pids]
+    except OSError:  # a process exited meanwhile
+        return False
+    usable = os.sched_getaffinity(0)
+    return all(len(cpus) == 1 for cpus in pinned) and len(set().union(*pinned)) == min(len(pids), len(usable))
+
+
 def answers(base: str, n: int = 12) -> set[str]:
     """The versions that answer ``n`` requests, each on a new connection (spread over the workers)."""
     found = set()
@@ -80,10 +103,10 @@ def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_
         wait_until(lambda: up(workers_url) and up(replica_url), 120, "both servers to be ready")
         wait_until(lambda: len(versions_by_process(workers_url)) == 2, 60, "both workers in /metrics")
         assert set(versions_by_process(workers_url).values()) == {1.0}
-        # Each worker runs on a CPU of its own, every thread of it (event loop, log writer, registry follower).
-        usable = sorted(os.sched_getaffinity(0))
-        pinned = [cpus_of_threads(int(pid)) for pid in versions_by_process(workers_url)]
-        assert all(len(cpus) == 1 for cpus in pinned) and len(set().union(*pinned)) == min(2, len(usable)), pinned
+        # Each worker runs on a CPU of its own, every thread of it (event loop, log writer, registry follower);
+        # the single-process replica is not pinned.
+        assert pinned_apart(worker_pids(workers.pid))
+        assert cpus_of_threads(replica.pid) == set(os.sched_getaffinity(0))
         assert answers(workers_url) == answers(replica_url) == {"v1"}
 
         register(settings, store, churn_pipeline, 2)  # a promotion, written to the registry only
@@ -104,6 +127,14 @@ def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_
         swaps = sum(s.value for f in text_string_to_metric_families(text) if f.name == "retrain_model_swaps"
                     for s in f.samples if s.name == "retrain_model_swaps_total")
         assert swaps == 4  # two swaps in each of the two workers
+
+        # A rolling restart (SIGHUP): uvicorn starts the new workers before it stops the old ones, so they
+        # find the CPUs taken at first; each then takes one the old workers freed.
+        before = set(worker_pids(workers.pid))
+        os.kill(workers.pid, signal.SIGHUP)
+        wait_until(lambda: len(now := worker_pids(workers.pid)) == 2 and not set(now) & before and pinned_apart(now),
+                   60, "the new workers, each pinned to a CPU of its own")
+        assert up(workers_url)
     finally:
         for process in (workers, replica):
             os.killpg(process.pid, signal.SIGTERM)
