@@ -5,7 +5,7 @@ CPU has a worker, the kernel moves threads between CPUs and preempts whichever r
 that holds its worker's GIL: that whole worker then waits until the thread is scheduled again, while its
 requests queue. Pinned, each worker's threads share one CPU and preempt only each other (which wait for
 the GIL anyway). Measured with ``--workers 2`` on 2 cores, pinned against unpinned: 1.02-1.11x the
-requests/s and 0.82-0.94x the p99 in five paired measurements (the serve benchmark repeats it in every
+requests/s and 0.82-0.94x the p99 in six paired measurements (the serve benchmark repeats it in every
 run: benchmarks/RESULTS.md, Serving). A single process is never pinned: its native work (the trees'
 predictions, SQLite) runs on the other CPUs meanwhile.
 
