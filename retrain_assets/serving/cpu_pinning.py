@@ -16,7 +16,8 @@ static CPU manager, where the process sees every CPU of the node). ``always`` pi
 several workers, ``never`` does not pin. Nothing is pinned where the platform has no CPU affinity (macOS).
 
 How a worker finds its CPU: it binds a Unix socket named after the CPU in Linux's abstract namespace (one
-name per CPU, on the whole machine or container: a second server finds the CPUs of the first taken). No
+name per CPU in a network namespace: a second server on the same host, or in the same container, finds the
+CPUs of the first taken; containers with network namespaces of their own do not see each other's). No
 file is involved: the name is released with the process however it ends, so nothing is left to clean up
 and nothing can be deleted from under a running server. A worker that finds every CPU taken runs unpinned
 and takes the first CPU that is freed (it looks every second): uvicorn's rolling restart (SIGHUP) starts
@@ -97,29 +98,32 @@ def _pin_when_free(cpus: Sequence[int], prefix: str, retry_seconds: float) -> No
         time.sleep(retry_seconds)
         try:
             cpu = _pin(cpus, prefix)
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - pinning is an optimisation: the worker serves on unpinned
             logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
             return
-        if cpu is not None:
-            logger.info("serving worker %d: pinned to CPU %d, freed by another worker", os.getpid(), cpu)
+        if cpu is not None:  # a warning as well, so that whoever saw "runs unpinned" sees it resolved
+            logger.warning("serving worker %d: now pinned to CPU %d, freed by another worker", os.getpid(), cpu)
             return
 
 
 def pin_worker_from_environment(prefix: str = LOCK_PREFIX, retry_seconds: float = RETRY_SECONDS) -> int | None:
     """In a worker started by ``retrain serve`` that asked for pinning (``RETRAIN_SERVE_PIN_CPUS``): take a
-    free CPU and pin this process to it. Returns the CPU, or None (not asked, an error, or every CPU taken:
-    then a daemon thread takes the first CPU freed)."""
+    free CPU and pin this process to it. Returns the CPU, or None (not asked, nothing to pin, an error, or
+    every CPU taken: then a daemon thread takes the first CPU freed). Never raises: pinning is an
+    optimisation, never a reason for a worker not to serve."""
     if os.environ.get(PIN_ENV) != "1":
         return None
-    cpus = usable_cpus()
     try:
+        cpus = usable_cpus()
+        if not cpus:  # a platform without CPU affinity
+            return None
         cpu = _pin(cpus, prefix)
-    except OSError as error:
+        if cpu is None:
+            logger.warning("serving worker %d: every CPU has a worker for now; this one runs unpinned until a "
+                           "CPU is freed", os.getpid())
+            threading.Thread(target=_pin_when_free, args=(cpus, prefix, retry_seconds), name="cpu-pinning",
+                             daemon=True).start()
+        return cpu
+    except Exception as error:  # noqa: BLE001 - see the docstring
         logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
         return None
-    if cpu is None:
-        logger.warning("serving worker %d: every CPU has a worker for now; this one runs unpinned until a CPU "
-                       "is freed", os.getpid())
-        threading.Thread(target=_pin_when_free, args=(cpus, prefix, retry_seconds), name="cpu-pinning",
-                         daemon=True).start()
-    return cpu

@@ -2,15 +2,19 @@
 the machine-wide locks that hand out CPUs (and hand a freed CPU to a worker that found none), and real
 processes pinned with every thread, the ones started before and after pinning."""
 
+import errno
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
 import pytest
 
+from retrain_assets.serving import cpu_pinning
 from retrain_assets.serving.cpu_pinning import PIN_ENV, claim_cpu, pinning_wanted, usable_cpus
 
 affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
@@ -32,6 +36,29 @@ def test_when_workers_are_pinned(mode, workers, cpus, expected):
 def test_a_platform_without_cpu_affinity_has_nothing_to_pin(monkeypatch):
     monkeypatch.delattr(os, "sched_setaffinity", raising=False)  # as on macOS
     assert usable_cpus() == [] and not pinning_wanted("auto", 2, len(usable_cpus()))
+
+
+def test_asked_to_pin_where_nothing_can_be_pinned_the_worker_just_serves(monkeypatch):
+    monkeypatch.setenv(PIN_ENV, "1")
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)
+    assert cpu_pinning.pin_worker_from_environment(prefix=f"retrain-test-{uuid.uuid4().hex}") is None
+    assert not [t for t in threading.enumerate() if t.name == "cpu-pinning"]  # no endless retries
+
+
+@affinity
+def test_a_failure_to_pin_leaves_the_worker_unpinned_and_the_cpu_free(monkeypatch, caplog):
+    def refused(*_):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    prefix = f"retrain-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv(PIN_ENV, "1")
+    monkeypatch.setattr(os, "sched_setaffinity", refused)  # e.g. the container's cpuset changed
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.serving"):
+        assert cpu_pinning.pin_worker_from_environment(prefix=prefix) is None
+    assert "runs unpinned" in caplog.text
+    claimed = claim_cpu(usable_cpus(), prefix)  # the CPU it could not use was given back
+    assert claimed is not None and claimed[0] == usable_cpus()[0]
+    claimed[1].close()
 
 
 @affinity
