@@ -93,13 +93,17 @@ def _pin(cpus: Sequence[int], prefix: str) -> int | None:
     return cpu
 
 
+def _unpinned(error: Exception) -> None:
+    logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
+
+
 def _pin_when_free(cpus: Sequence[int], prefix: str, retry_seconds: float) -> None:
     while True:
         time.sleep(retry_seconds)
         try:
             cpu = _pin(cpus, prefix)
         except Exception as error:  # noqa: BLE001 - pinning is an optimisation: the worker serves on unpinned
-            logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
+            _unpinned(error)
             return
         if cpu is not None:  # a warning as well, so that whoever saw "runs unpinned" sees it resolved
             logger.warning("serving worker %d: now pinned to CPU %d, freed by another worker", os.getpid(), cpu)
@@ -125,5 +129,5 @@ def pin_worker_from_environment(prefix: str = LOCK_PREFIX, retry_seconds: float 
                              daemon=True).start()
         return cpu
     except Exception as error:  # noqa: BLE001 - see the docstring
-        logger.warning("serving worker %d: cannot pin to a CPU (%s); it runs unpinned", os.getpid(), error)
+        _unpinned(error)
         return None
