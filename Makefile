@@ -9,6 +9,9 @@ UI_PORT ?= 3000
 # Every dependency (runtime, test and bench extras) pinned; each install below takes its versions from it.
 LOCK := constraints.txt
 PIP_INSTALL := $(BIN)/pip install --quiet --constraint $(LOCK)
+# The suite on one pytest-xdist worker per CPU, a test module at a time (its module-scoped fixtures, a served
+# model or a replay, are built once). `make test PARALLEL=` runs it in one process.
+PARALLEL := -n auto --dist loadfile
 UV_VERSION := 0.13.9
 
 .PHONY: install install-test install-bench lock system-deps demo test test-fast ui bench bench-replay clean
@@ -59,13 +62,14 @@ lock: $(BIN)/python
 demo: install
 	$(BIN)/retrain demo --home "$(DAGSTER_HOME)"
 
-## test: create/update .venv with test extras and run the whole suite (slow end-to-end tests included)
+## test: create/update .venv with test extras and run the whole suite (slow end-to-end tests included), one
+## pytest-xdist worker per CPU
 test: install-test
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 ## test-fast: the suite without the tests marked slow
 test-fast: install-test
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PARALLEL) -m "not slow"
 
 ## ui: the Dagster UI (webserver + daemon) on the demo's instance, at http://127.0.0.1:$(UI_PORT)
 ui: install

@@ -8,10 +8,18 @@ RETRAIN_TEST_PG_URL). Without a server they skip with the reason, except when RE
 import os
 import uuid
 
-import pytest
+# Under `make test` (pytest-xdist) the workers share the CPUs: OpenMP and BLAS pools sized to every core would
+# put workers x cores spinning threads on them (scikit-learn's tree models ran several times slower). Each
+# worker, and every process a test starts, gets its share; set before numpy or scikit-learn is imported.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)
 
-from retrain_assets.settings import RetrainSettings, settings_from_dict
-from retrain_assets.simulate import model_config
+import pytest  # noqa: E402
+
+from retrain_assets.settings import RetrainSettings, settings_from_dict  # noqa: E402
+from retrain_assets.simulate import model_config  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("RETRAIN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
