@@ -129,7 +129,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ.pop(PIN_ENV, None)
     try:
         uvicorn.run("retrain_assets.serving.app:create_from_environment", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, log_level=args.log_level)
+                    port=args.port, workers=args.workers, log_level=args.log_level,
+                    timeout_worker_healthcheck=settings.serving.worker_start_seconds)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -32,6 +32,12 @@ class ServingSettings(BaseModel):
                             "when the workers are as many as the CPUs the server may use, `always` whenever there "
                             "are several workers, `never`. A pinned worker's GIL holder is not preempted by another "
                             "worker (retrain_assets/serving/cpu_pinning.py).")
+    worker_start_seconds: int = Field(
+        60, ge=1, description="With `retrain serve --workers N`: how long a worker process may take to answer the "
+                              "supervisor: a new one, to load its models at a rolling restart (SIGHUP; the old one "
+                              "serves until then, and is kept if the new one is not ready in time), and a running one, "
+                              "to answer its liveness check before it is replaced. uvicorn's own 5 s aborted rolling "
+                              "restarts on a busy machine, where loading the models takes longer.")
     log_queue_rows: int = Field(50_000, ge=1, description="Served rows held in memory for the log writer; beyond that a "
                                                           "request's rows go straight to the spill folder (bounded memory).")
     log_batch_rows: int = Field(5_000, ge=1, description="Rows written to prediction_log in one transaction (and read back "

@@ -2,6 +2,8 @@
 PostgreSQL database), real outages on it, a real uvicorn server in a thread, one fitted churn model."""
 
 import copy
+import os
+import time
 
 import numpy as np
 
@@ -59,6 +61,15 @@ class WrappedModel:
 
     def predict(self, frame):
         return np.asarray(self.classes_)[np.asarray(self.predict_proba(frame)).argmax(axis=1)]
+
+
+class SlowToLoad(WrappedModel):
+    """Takes ``RETRAIN_TEST_LOAD_SECONDS`` (environment) to unpickle: a server process whose models take long
+    to load. Without the variable (the test's own process) it loads at once."""
+
+    def __setstate__(self, state):
+        time.sleep(float(os.environ.get("RETRAIN_TEST_LOAD_SECONDS", "0")))
+        self.__dict__.update(state)
 
 
 class ThreadCounter(WrappedModel):

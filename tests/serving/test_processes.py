@@ -15,8 +15,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from retrain_assets.simulate import model_config
-from tests.faults.conftest import served_settings, traffic_rows, wait_until
-from tests.serving.conftest import register
+from tests.faults.conftest import Backend, served_settings, traffic_rows, wait_until
+from tests.serving.conftest import SlowToLoad, register
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -27,12 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(config: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def serve(config: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("retrain")), "--config", str(config), "serve", "--port", str(port), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+        env={**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})})
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -144,3 +146,30 @@ def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+
+
+def test_a_rolling_restart_waits_for_workers_whose_models_load_slowly(tmp_path, churn_pipeline):
+    """uvicorn gives a new worker 5 s to be ready at a rolling restart, then kills it and keeps the old one:
+    on a busy machine loading the models takes longer, and the restart never happened.
+    serving.worker_start_seconds (default 60) is the time a worker has."""
+    backend = Backend("sqlite", f"sqlite:///{tmp_path / 'monitoring.db'}", path=tmp_path / "monitoring.db")
+    settings, store = served_settings(tmp_path, backend, churn_pipeline)
+    register(settings, store, SlowToLoad(churn_pipeline), 2)
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump({
+        "storage": {"database_url": backend.url, "artifact_root": settings.storage.artifact_root},
+        "models": [{**model_config(), "training": {"tuning_trials": 0}}],
+        "serving": {"spill_dir": str(tmp_path / "spill"), "pin_workers": "never"},
+    }))
+    slow = {"RETRAIN_TEST_LOAD_SECONDS": "8", "PYTHONPATH": str(REPO)}  # each worker takes 8 s to load v2
+    workers, url = serve(config, "--workers", "2", env=slow)
+    try:
+        wait_until(lambda: up(url) and len(versions_by_process(url)) == 2, 120, "both workers ready")
+        before = set(worker_pids(workers.pid))
+        os.kill(workers.pid, signal.SIGHUP)
+        wait_until(lambda: len(now := worker_pids(workers.pid)) == 2 and not set(now) & before, 90,
+                   "both workers replaced by new ones")
+        assert answers(url) == {"v2"}
+    finally:
+        os.killpg(workers.pid, signal.SIGTERM)
+        workers.wait(timeout=60)
