@@ -11,10 +11,19 @@ import uuid
 # Under `make test` (pytest-xdist) the workers share the CPUs: OpenMP and BLAS pools sized to every core would
 # put workers x cores spinning threads on them (scikit-learn's tree models ran several times slower). Each
 # worker, and every process a test starts, gets its share; set before numpy or scikit-learn is imported.
+NATIVE_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for _name in NATIVE_THREAD_VARS:
         os.environ.setdefault(_name, _share)
+
+
+def environment_without_thread_limits() -> dict:
+    """This environment without native thread limits, nor the pytest-xdist worker variables (with them,
+    a process importing this module would set the limits again): for a test about those limits."""
+    unset = {*NATIVE_THREAD_VARS, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"}
+    return {k: v for k, v in os.environ.items() if k not in unset}
+
 
 import pytest  # noqa: E402
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import environment_without_thread_limits
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import sys
@@ -37,11 +39,7 @@ print("openmp threads:", ThreadCounter.seen)
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenMP uses one thread whatever the limit")
 def test_the_prediction_thread_uses_one_openmp_thread(tmp_path):
-    # Nor the pytest-xdist worker variables: with them, importing tests.conftest would set OMP_NUM_THREADS.
-    unset = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         env=environment_without_thread_limits(), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "openmp threads: [1]" in out.stdout, out.stdout

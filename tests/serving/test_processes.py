@@ -14,11 +14,15 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.simulate import model_config
 from tests.faults.conftest import Backend, served_settings, traffic_rows, wait_until
 from tests.serving.conftest import SlowToLoad, register
 
 REPO = Path(__file__).resolve().parents[2]
+# A rolling restart replaces the workers one after another, each given serving.worker_start_seconds to start:
+# waiting longer than that for two workers, a slow machine is not mistaken for a restart that did not happen.
+RESTART_SECONDS = 2 * ServingSettings().worker_start_seconds + 30
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -135,7 +139,7 @@ def test_workers_and_replicas_follow_a_promotion_and_a_rollback(pg_backend, tmp_
         before = set(worker_pids(workers.pid))
         os.kill(workers.pid, signal.SIGHUP)
         wait_until(lambda: len(now := worker_pids(workers.pid)) == 2 and not set(now) & before and pinned_apart(now),
-                   60, "the new workers, each pinned to a CPU of its own")
+                   RESTART_SECONDS, "the new workers, each pinned to a CPU of its own")
         assert up(workers_url)
     finally:
         for process in (workers, replica):
@@ -167,7 +171,7 @@ def test_a_rolling_restart_waits_for_workers_whose_models_load_slowly(tmp_path, 
         wait_until(lambda: up(url) and len(versions_by_process(url)) == 2, 120, "both workers ready")
         before = set(worker_pids(workers.pid))
         os.kill(workers.pid, signal.SIGHUP)
-        wait_until(lambda: len(now := worker_pids(workers.pid)) == 2 and not set(now) & before, 90,
+        wait_until(lambda: len(now := worker_pids(workers.pid)) == 2 and not set(now) & before, RESTART_SECONDS,
                    "both workers replaced by new ones")
         assert answers(url) == {"v2"}
     finally:
