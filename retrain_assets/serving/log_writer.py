@@ -81,15 +81,27 @@ class LoggedRequest:
 def features_frame(model, features: list[dict]) -> pd.DataFrame:
     """The model's input frame from validated feature rows: numeric columns as float (None -> NaN),
     categorical ones as given (str or None), in object columns. Serving and shadow scoring build it the
-    same way. Built column by column with numpy (a third of the cost of ``DataFrame.from_records`` and a
-    cast). Why object columns: pandas would infer its Arrow-backed string dtype, which the pipeline's first
-    categorical step converts straight back to Python strings; skipping the round trip saves about an
-    eighth of a model call on 100-500 rows, with the same predictions."""
+    same way.
+
+    Why object dtypes, for the values and for the column labels: pandas would infer its Arrow-backed string
+    dtype for both. The pipeline's first categorical step converts such values straight back to Python
+    strings (about an eighth of a model call on 100-500 rows), and every column selection of the pipeline's
+    column transformer then goes through Arrow's ``take`` on the labels (another 5-10 %). The predictions
+    are the same. Built column by column from Python lists (no per-value Python call), about a quarter
+    cheaper than ``DataFrame.from_records`` and a cast."""
     numeric = set(model.numeric_features)
-    columns = {name: np.fromiter((row[name] for row in features), dtype=float, count=len(features))
-               if name in numeric else pd.Series([row[name] for row in features], dtype=object)
-               for name in model.feature_names}
-    return pd.DataFrame(columns, columns=model.feature_names)
+    columns = {}
+    for name in model.feature_names:
+        values = [row[name] for row in features]
+        if name in numeric:
+            columns[name] = np.array(values, dtype=float)  # None -> NaN
+        else:
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            columns[name] = pd.Series(column, dtype=object, copy=False)
+    frame = pd.DataFrame(columns, copy=False)
+    frame.columns = pd.Index(model.feature_names, dtype=object)
+    return frame
 
 
 class PredictionLogFull(RuntimeError):

@@ -36,7 +36,10 @@ def load_production(store: MonitoringStore, artifacts: ArtifactStore, model: Mod
 
 
 def predict_frame(pipeline, frame: pd.DataFrame, model: ModelSettings) -> tuple[list, list | None]:
-    predictions, probabilities = predict_with_probabilities(pipeline, frame[model.feature_names], model.task)
+    """Predictions and positive-class scores of ``frame``'s feature columns (a served frame holds only
+    those, in order: taken as it is, without a copy)."""
+    features = frame if frame.columns.tolist() == model.feature_names else frame[model.feature_names]
+    predictions, probabilities = predict_with_probabilities(pipeline, features, model.task)
     if probabilities is None:
         return predictions.tolist(), None
     return predictions.tolist(), positive_column(pipeline, probabilities, model.positive_label).tolist()

@@ -219,8 +219,9 @@ def test_categories_are_the_same_strings_whatever_the_column_types():
 
 @pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "logistic_regression"])
 def test_the_served_frame_predicts_exactly_what_the_training_frame_does(estimator):
-    """Serving builds its frame from validated JSON rows with object category columns (not pandas' inferred
-    string dtype: a round trip the pipeline's first step would undo); every prediction must be the same as
+    """Serving builds its frame from validated JSON rows with object category columns and column labels (not
+    pandas' inferred string dtype: a round trip the pipeline's first step would undo, and a slower column
+    selection); every prediction must be the same as
     on the frame the model was trained on, missing and unseen values included."""
     from retrain_assets.serving.log_writer import features_frame
 
@@ -234,4 +235,5 @@ def test_the_served_frame_predicts_exactly_what_the_training_frame_does(estimato
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     served = features_frame(model, rows)
     assert [str(served[name].dtype) for name in model.categorical_features] == ["object"] * len(model.categorical_features)
+    assert served.columns.dtype == object  # labels too: Arrow-backed ones cost every column selection a take
     assert np.array_equal(trained.pipeline.predict_proba(served), trained.pipeline.predict_proba(frame))
