@@ -1,6 +1,7 @@
 """The HTTP API against a real uvicorn server on 127.0.0.1 (stopped by its process id afterwards)."""
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -92,10 +93,14 @@ def test_predict_batch_scores_and_logs(deployment):
     body = response.json()
     assert body["model_version"] == "v2" and len(body["predictions"]) == 100
     assert all(0.0 <= s <= 1.0 for s in body["scores"]) and set(body["predictions"]) <= {0, 1}
+    again = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": rows(frame.head(100))}).json()
+    generated = body["request_ids"] + again["request_ids"]  # sent without ids: the server makes them
+    assert len(set(generated)) == 200 and all(0 < len(request_id) <= 64 for request_id in generated)
     deadline = time.monotonic() + 15  # written by the server's background log writer
-    while store.predictions.count_predictions("churn") < before + 100 and time.monotonic() < deadline:
+    while store.predictions.count_predictions("churn") < before + 200 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert store.predictions.count_predictions("churn") == before + 100
+    assert store.predictions.count_predictions("churn") == before + 200
+    assert sorted(store.predictions.logged_requests("churn", generated)) == sorted(generated)
 
 
 def test_predict_batch_rejects_bad_payloads_with_the_field(deployment):
@@ -110,6 +115,30 @@ def test_predict_batch_rejects_bad_payloads_with_the_field(deployment):
     detail = httpx.post(f"{base}/predict/batch", json={"model": "churn", "rows": wrong}).json()["detail"]
     assert detail[0]["loc"][-1] == "monthly_charges"
     assert httpx.post(f"{base}/predict/batch", json={"model": "fraud", "rows": wrong}).status_code == 404
+
+
+def test_a_json_body_is_answered_the_same_by_the_typed_path_and_by_the_documented_one(deployment):
+    """A body sent as exactly ``application/json`` is validated from its bytes in one pass; any other JSON
+    content type goes through FastAPI's parser and the documented body: the same rows get the same answer,
+    and the same mistake the same 422."""
+    base, _, _, frame, _ = deployment
+    body = {"model": "churn", "rows": rows(frame.head(50))}
+    answers = []
+    for index, content_type in enumerate(["application/json", "application/json; charset=utf-8"]):
+        ids = [f"paths-{index}-{row}" for row in range(50)]
+        response = httpx.post(f"{base}/predict/batch", content=json.dumps({**body, "request_ids": ids}),
+                              headers={"content-type": content_type})
+        assert response.status_code == 200, response.text
+        assert response.json()["request_ids"] == ids
+        answers.append((response.headers["content-type"], response.headers["x-model-version"],
+                        {k: v for k, v in response.json().items() if k != "request_ids"}))
+    assert answers[0] == answers[1]
+    wrong = {"model": "churn", "rows": rows(frame.head(2))}
+    wrong["rows"][1]["tenure_months"] = "12"
+    refusals = [httpx.post(f"{base}/predict/batch", content=json.dumps(wrong), headers={"content-type": content_type})
+                for content_type in ["application/json", "application/json; charset=utf-8"]]
+    assert [r.status_code for r in refusals] == [422, 422] and refusals[0].json() == refusals[1].json()
+    assert refusals[0].json()["detail"][0]["loc"] == ["body", "rows", 1, "tenure_months"]
 
 
 def test_mutating_endpoints_need_the_token(deployment):

@@ -24,6 +24,7 @@ trigger) need ``Authorization: Bearer $RETRAIN_API_TOKEN``.
 import datetime as dt
 import functools
 import hmac
+import itertools
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -72,13 +74,14 @@ from retrain_assets.serving.schemas import (
     ReloadOutcome,
     ReloadQuery,
     ReloadResponse,
-    RequestId,
     StatusQuery,
     StatusResponse,
     TriggerRequest,
     TriggerResponse,
     ValidationErrorResponse,
+    batch_request_fields,
     row_adapter,
+    typed_batch_adapter,
 )
 from retrain_assets.config.serving import ServingSettings
 from retrain_assets.serving.slots import ModelSlots, RegistryFollower, Slot
@@ -126,14 +129,9 @@ _RUN_STATUS = {"QUEUED": "queued", "NOT_STARTED": "queued", "STARTING": "queued"
 
 
 def _batch_request_model(serving: ServingSettings) -> type[BaseModel]:
-    """The body of /predict/batch with this server's limits (rows per request, request id length)."""
-    return create_model(
-        "BatchRequest",
-        model=(str, ...),
-        rows=(list[dict[str, Any]], Field(min_length=1, max_length=serving.max_rows_per_request)),
-        request_ids=(list[RequestId] | None, Field(None, description="One id per row, unique, 1-64 characters "
-                                                                      "(default: generated)")),
-    )
+    """The documented body of /predict/batch with this server's limits; the rows are checked against the
+    model's feature schema after it (one schema whatever the model)."""
+    return create_model("BatchRequest", **batch_request_fields(serving))
 
 
 @dataclass
@@ -194,6 +192,18 @@ def _validated_rows(adapter: TypeAdapter, rows: list[dict]) -> tuple[list[dict],
         return adapter.validate_python(rows), []
     except ValidationError as error:
         return [], [{**e, "loc": ("body", "rows", *e["loc"])} for e in error.errors(include_url=False)]
+
+
+def typed_request(adapter: TypeAdapter, body: bytes) -> BaseModel | None:
+    """A /predict/batch body validated by ``adapter`` (:func:`~retrain_assets.serving.schemas.typed_batch_adapter`),
+    request ids included; None for a body that only the documented path may answer."""
+    try:
+        request = adapter.validate_json(body)
+    except ValidationError:
+        return None
+    if request.request_ids is not None and _request_id_errors(request.request_ids, len(request.rows)):
+        return None
+    return request
 
 
 def _request_id_errors(request_ids: list[str] | None, rows: int) -> list[dict]:
@@ -351,6 +361,8 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     slots = ModelSlots(store, ArtifactStore(settings.storage.artifact_root), metrics)
     adapters = {m.name: row_adapter(m, serving) for m in settings.models}
     BatchRequest = _batch_request_model(serving)
+    typed_batches = typed_batch_adapter(list(settings.models), serving)
+    id_prefix, request_numbers = secrets.token_hex(8), itertools.count()  # generated request ids
     writer = PredictionLogWriter(store, settings, serving)
     follower = RegistryFollower(slots, list(settings.models), serving.registry_poll_seconds,
                                 on_tick=lambda: metrics.update_log(writer.stats()))
@@ -472,28 +484,25 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     lane = BatchingLane(score_batch, serving.max_batch_rows, initializer=_one_native_thread)
     app.state.lane = lane
 
-    @app.post("/predict/batch", response_model=PredictResponse,
-              responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 500, 503)})
-    async def predict_batch(request: BatchRequest, response: Response):
-        """Validation runs on the event loop (microseconds); the model, the log rows and the hand-over to
-        the log writer run in the process's prediction lane (:mod:`retrain_assets.serving.batching`): one
-        thread, requests in arrival order, and the requests waiting together for the same version scored
-        in one model call."""
-        model = model_of(request.model)
-        slot = slots.active.get(model.name)  # this request keeps this slot, whatever a swap does meanwhile
+    def production_slot(model: ModelSettings) -> Slot:
+        slot = slots.active.get(model.name)
         if slot is None:
             raise HTTPException(503, f"model {model.name} has no production version loaded: "
                                 f"{slots.problems.get(model.name, 'train and promote one first')}",
                                 headers={"Retry-After": "10"})
-        features, errors = _validated_rows(adapters[model.name], request.rows)
-        errors += _request_id_errors(request.request_ids, len(request.rows))
-        if errors:
-            raise RequestValidationError(errors)
-        if request.request_ids:
-            ids = request.request_ids
-        else:  # a random 80-bit prefix per request, then the row's index: unique, 100x cheaper than uuid4 per row
-            prefix = secrets.token_hex(10)
-            ids = [f"{prefix}{index:06x}" for index in range(len(features))]
+        return slot
+
+    async def serve_rows(model: ModelSettings, slot: Slot, features: list[dict], request_ids: list[str] | None) -> dict:
+        """Score validated rows in the prediction lane, where their log rows are made and handed to the log
+        writer. ``slot``: the production slot the request was admitted under (it keeps it, whatever a swap
+        does meanwhile)."""
+        if request_ids:
+            ids = request_ids
+        else:  # this process's random 64-bit prefix, the request's number, the row's index: unique, and no system
+            # call here (os.urandom gives the GIL away, and the event loop then waits for the prediction thread to
+            # give it back, up to the 5 ms switch interval)
+            prefix = f"{id_prefix}{next(request_numbers):x}-"
+            ids = [f"{prefix}{index:x}" for index in range(len(features))]
         # The canary (if any) answers its share of requests, keyed by the first request id: a retried request
         # lands on the same version. A canary that raises is never a failed request: production answers.
         chosen = slots.route(model.name, ids[0]) or slot
@@ -519,9 +528,54 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         metrics.requests.labels(model.name, label).inc()
         metrics.rows.labels(model.name, label).inc(len(ids))
         metrics.model_seconds.labels(model.name, label).observe(latency_ms / 1000)
-        response.headers[VERSION_HEADER] = label
         return {"model": model.name, "model_version": label, "request_ids": ids,
                 "predictions": predictions, "scores": scores}
+
+    async def predict_batch(request: BatchRequest, response: Response):
+        """Validation runs on the event loop (microseconds); the model, the log rows and the hand-over to
+        the log writer run in the process's prediction lane (:mod:`retrain_assets.serving.batching`): one
+        thread, requests in arrival order, and the requests waiting together for the same version scored
+        in one model call."""
+        model = model_of(request.model)
+        slot = production_slot(model)
+        features, errors = _validated_rows(adapters[model.name], request.rows)
+        errors += _request_id_errors(request.request_ids, len(request.rows))
+        if errors:
+            raise RequestValidationError(errors)
+        answer = await serve_rows(model, slot, features, request.request_ids)
+        response.headers[VERSION_HEADER] = answer["model_version"]
+        return answer
+
+    class PredictRoute(APIRoute):
+        """/predict/batch, with a typed path in front of FastAPI's: a JSON body is validated straight from its
+        bytes, rows typed for its model (:func:`~retrain_assets.serving.schemas.typed_batch_adapter`), in one
+        pass in pydantic-core, instead of Python's JSON parser, then the documented body, then its rows: about
+        half of the event loop's work per request, which holds the GIL the prediction thread needs. Every body
+        it does not accept (and every request that would not be served: no production model, repeated
+        request ids) goes through FastAPI's handler, which answers as it always did, so every error response
+        comes from one place; the answer of an accepted body is serialized by this route's response field, as
+        FastAPI does."""
+
+        def get_route_handler(self):
+            documented = super().get_route_handler()
+            response_field = self.response_field
+
+            async def handler(request: Request) -> Response:
+                if request.headers.get("content-type") == "application/json":
+                    body = typed_request(typed_batches, await request.body())
+                    if body is not None and body.model in slots.active:
+                        model = settings.model(body.model)
+                        answer = await serve_rows(model, production_slot(model), body.rows, body.request_ids)
+                        value, _ = response_field.validate(answer, {}, loc=("response",))
+                        return Response(response_field.serialize_json(value), media_type="application/json",
+                                        headers={VERSION_HEADER: answer["model_version"]})
+                return await documented(request)
+
+            return handler
+
+    app.router.add_api_route("/predict/batch", predict_batch, methods=["POST"], response_model=PredictResponse,
+                      responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 500, 503)},
+                      route_class_override=PredictRoute)
 
     @app.post("/labels", dependencies=[Depends(authorized)], response_model=LabelsResponse,
               responses=_responses(400, 401, 403, 404, 413, 422, 503))

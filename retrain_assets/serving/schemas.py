@@ -2,9 +2,9 @@
 shape and FastAPI serializes responses with pydantic (in Rust) instead of walking dicts in Python."""
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, TypeAdapter, create_model, model_validator
 from typing_extensions import TypedDict
 
 from retrain_assets.config.serving import ServingSettings
@@ -206,14 +206,41 @@ class StatusQuery(BaseModel):
     model: str
 
 
-def row_adapter(model: ModelSettings, serving: ServingSettings) -> TypeAdapter:
-    """Validates a request's rows in one pass, strictly: numeric features take JSON numbers only (a string
-    such as "12.5" or a boolean is refused, so what is logged is what the model computed on) and finite
-    ones (NaN/Infinity are refused); categorical features take strings up to ``max_category_length``.
-    Every feature is required and may be null (missing value); unknown keys are refused."""
+def row_type(model: ModelSettings, serving: ServingSettings) -> type:
+    """One request row, validated strictly: numeric features take JSON numbers only (a string such as "12.5"
+    or a boolean is refused, so what is logged is what the model computed on) and finite ones (NaN/Infinity
+    are refused); categorical features take strings up to ``max_category_length``. Every feature is required
+    and may be null (missing value); unknown keys are refused."""
     number = Annotated[float, Field(strict=True, allow_inf_nan=False)] | None
     category = Annotated[str, StringConstraints(strict=True, max_length=serving.max_category_length)] | None
     fields = {name: number for name in model.numeric_features} | {name: category for name in model.categorical_features}
     row = TypedDict(f"{model.name}_row", fields)
     row.__pydantic_config__ = ConfigDict(extra="forbid")
-    return TypeAdapter(list[row])
+    return row
+
+
+def row_adapter(model: ModelSettings, serving: ServingSettings) -> TypeAdapter:
+    """Validates a request's rows (a list of ``row_type``) in one pass."""
+    return TypeAdapter(list[row_type(model, serving)])
+
+
+def batch_request_fields(serving: ServingSettings, rows: Any = list[dict[str, Any]], model: Any = str) -> dict:
+    """The fields of a /predict/batch body with this server's limits (rows per request, request id length)."""
+    return {
+        "model": (model, ...),
+        "rows": (rows, Field(min_length=1, max_length=serving.max_rows_per_request)),
+        "request_ids": (list[RequestId] | None, Field(None, description="One id per row, unique, 1-64 characters "
+                                                                         "(default: generated)")),
+    }
+
+
+def typed_batch_adapter(models: list[ModelSettings], serving: ServingSettings) -> TypeAdapter:
+    """A whole /predict/batch body, rows typed for its model, validated straight from the JSON bytes: the body
+    of each declared model (``model`` its name), one of them chosen by ``model``. What it accepts, the
+    documented body and then its rows accept too, with the same values; it refuses more (an unknown model, a
+    lone surrogate escape, a byte-order mark), and the API then answers through the documented path."""
+    bodies = [create_model(f"{model.name}_batch", **batch_request_fields(
+        serving, rows=list[row_type(model, serving)], model=Literal[model.name])) for model in models]
+    if len(bodies) == 1:
+        return TypeAdapter(bodies[0])
+    return TypeAdapter(Annotated[Union[tuple(bodies)], Field(discriminator="model")])  # noqa: UP007 - a runtime tuple
