@@ -56,14 +56,17 @@ def prediction_rows(
     safe_to_send: Sequence | bool | None = True,
 ) -> list[dict]:
     """``prediction_log`` rows, one per served prediction, made of plain JSON values (``features``: one
-    mapping per row of plain values, as the API validated and typed them).
+    mapping per row of plain values, as the API validated and typed them; a dict is handed over, not copied).
 
     Why a separate step from inserting: the serving side builds the rows once, and the same rows then go
     to the database, or to a spill file on local disk while it is unreachable, and back from there.
     """
     count = len(request_ids)
     stamps = [ts] * count if isinstance(ts, dt.datetime) else list(ts)
-    flags = [safe_to_send] * count if safe_to_send is None or isinstance(safe_to_send, bool) else list(safe_to_send)
+    if safe_to_send is None or isinstance(safe_to_send, bool):  # one flag for every row (served requests)
+        flags = [safe_to_send] * count
+    else:
+        flags = [None if flag is None or pd.isna(flag) else bool(flag) for flag in safe_to_send]
     predictions = [None] * count if prediction is None else _json_values(prediction)
     if score is not None and len(score) != count:
         raise ValueError(f"{len(score)} scores for {count} rows")
@@ -74,11 +77,11 @@ def prediction_rows(
             "model_name": model_name,
             "request_id": str(request_ids[i]),
             "ts": stamps[i],
-            "features": dict(features[i]),
+            "features": features[i] if features[i].__class__ is dict else dict(features[i]),
             "prediction": predictions[i],
             "score": scores[i],
             "model_version": model_version,
-            "safe_to_send": None if flags[i] is None or pd.isna(flags[i]) else bool(flags[i]),
+            "safe_to_send": flags[i],
             "latency_ms": latencies[i],
         }
         for i in range(count)
