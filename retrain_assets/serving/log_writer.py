@@ -324,7 +324,11 @@ def spill_folder(serving: ServingSettings, database_url: URL, artifact_root: str
 
 def writer_engine(engine: Engine, timeout: float) -> tuple[Engine, bool]:
     """The log writer's own small connection pool, with a bounded wait for a connection (PostgreSQL) or a
-    lock (SQLite), so an outage is noticed in seconds instead of a TCP timeout. Returns (engine, owned)."""
+    lock (SQLite), so an outage is noticed in seconds instead of a TCP timeout. Returns (engine, owned).
+
+    No pre-ping on SQLite: a file has no server connection to go stale (its outage is a lock, which the
+    insert itself meets), and each ping is one more statement, so one more time the GIL is given away and
+    waited for beside a busy prediction thread (see ``_sqlite_insert_many``)."""
     url = engine.url
     if engine.dialect.name == "postgresql":
         connect = {"connect_timeout": max(1, math.ceil(timeout)), "keepalives": 1, "keepalives_idle": 10,
@@ -332,7 +336,7 @@ def writer_engine(engine: Engine, timeout: float) -> tuple[Engine, bool]:
         return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_timeout=timeout,
                              connect_args=connect, json_serializer=json_text), True
     if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
-        return create_engine(url, pool_pre_ping=True, connect_args={"timeout": timeout}, json_serializer=json_text), True
+        return create_engine(url, connect_args={"timeout": timeout}, json_serializer=json_text), True
     return engine, False
 
 

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
+from retrain_assets.serving.log_writer import writer_engine
 from retrain_assets.store import MonitoringStore
-from retrain_assets.store.predictions import _sqlite_params, prediction_rows
+from retrain_assets.store.predictions import PredictionLog, _sqlite_params, prediction_rows
 from retrain_assets.store.schema import json_text, prediction_log
 
 
@@ -67,6 +68,25 @@ def test_sqlite_insert_takes_a_thousand_rows_per_statement(tmp_path):
         store.predictions.insert_rows(again)
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(prediction_log)).scalar() == 2500
+
+
+def test_the_log_writer_s_sqlite_engine_sends_its_inserts_and_nothing_else(tmp_path):
+    """Each statement gives the GIL away and waits for it back beside a busy prediction thread: the writer's
+    own SQLite engine sends no pre-ping (a file has no connection to go stale) before each batch."""
+    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
+    engine, owned = writer_engine(store.engine, timeout=5)
+    statements: list[str] = []
+
+    @event.listens_for(engine, "connect")
+    def trace(dbapi_connection, _record):
+        dbapi_connection.set_trace_callback(lambda sql: statements.append(sql.split()[0].upper()))
+
+    ts = dt.datetime.now(dt.timezone.utc)
+    for batch in range(3):
+        rows = prediction_rows("churn", [f"b{batch}-{i}" for i in range(10)], [{"x": 1.0}] * 10, ts=ts)
+        assert PredictionLog(engine).insert_rows(rows) == 10
+    assert owned and statements == ["BEGIN", "INSERT", "COMMIT"] * 3
+    engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
