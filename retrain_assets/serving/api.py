@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -549,8 +549,8 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     class PredictRoute(APIRoute):
         """/predict/batch, with a typed path in front of FastAPI's: a JSON body is validated straight from its
         bytes, rows typed for its model (:func:`~retrain_assets.serving.schemas.typed_batch_adapter`), in one
-        pass in pydantic-core, instead of Python's JSON parser, then the documented body, then its rows: about
-        half of the event loop's work per request, which holds the GIL the prediction thread needs. Every body
+        pass in pydantic-core, instead of Python's JSON parser, then the documented body, then its rows (under
+        load, about half of the event loop's time with the GIL, which the prediction thread waits for). Every body
         it does not accept (and every request that would not be served: no production model, repeated
         request ids) goes through FastAPI's handler, which answers as it always did, so every error response
         comes from one place; the answer of an accepted body is serialized by this route's response field, as
@@ -566,7 +566,9 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
                     if body is not None and body.model in slots.active:
                         model = settings.model(body.model)
                         answer = await serve_rows(model, production_slot(model), body.rows, body.request_ids)
-                        value, _ = response_field.validate(answer, {}, loc=("response",))
+                        value, errors = response_field.validate(answer, {}, loc=("response",))
+                        if errors:  # as FastAPI does: a server fault, never a malformed answer
+                            raise ResponseValidationError(errors, body=answer)
                         return Response(response_field.serialize_json(value), media_type="application/json",
                                         headers={VERSION_HEADER: answer["model_version"]})
                 return await documented(request)
@@ -574,8 +576,8 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             return handler
 
     app.router.add_api_route("/predict/batch", predict_batch, methods=["POST"], response_model=PredictResponse,
-                      responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 500, 503)},
-                      route_class_override=PredictRoute)
+                             responses={200: {"headers": _VERSION_HEADER_DOC}, **_responses(400, 404, 413, 422, 500, 503)},
+                             route_class_override=PredictRoute)
 
     @app.post("/labels", dependencies=[Depends(authorized)], response_model=LabelsResponse,
               responses=_responses(400, 401, 403, 404, 413, 422, 503))
