@@ -23,6 +23,7 @@ trigger) need ``Authorization: Bearer $RETRAIN_API_TOKEN``.
 
 import datetime as dt
 import functools
+import hashlib
 import hmac
 import itertools
 import logging
@@ -362,7 +363,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
     adapters = {m.name: row_adapter(m, serving) for m in settings.models}
     BatchRequest = _batch_request_model(serving)
     typed_batches = typed_batch_adapter(list(settings.models), serving)
-    id_prefix, request_numbers = secrets.token_hex(8), itertools.count()  # generated request ids
+    id_key, request_numbers = secrets.token_bytes(16), itertools.count()  # generated request ids
     writer = PredictionLogWriter(store, settings, serving)
     follower = RegistryFollower(slots, list(settings.models), serving.registry_poll_seconds,
                                 on_tick=lambda: metrics.update_log(writer.stats()))
@@ -498,11 +499,12 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         does meanwhile)."""
         if request_ids:
             ids = request_ids
-        else:  # this process's random 64-bit prefix, the request's number, the row's index: unique, and no system
-            # call here (os.urandom gives the GIL away, and the event loop then waits for the prediction thread to
-            # give it back, up to the 5 ms switch interval)
-            prefix = f"{id_prefix}{next(request_numbers):x}-"
-            ids = [f"{prefix}{index:x}" for index in range(len(features))]
+        else:  # the request's number hashed with this process's secret key (80 bits), then the row's index.
+            # Unguessable: callers choose ids too and the first to log one owns it, so a caller who saw one
+            # generated id must not be able to claim the next. No system call here: os.urandom per request gave
+            # the GIL away, and the event loop then waited for the prediction thread to give it back.
+            prefix = hashlib.blake2b(next(request_numbers).to_bytes(8, "little"), key=id_key, digest_size=10).hexdigest()
+            ids = [f"{prefix}-{index:x}" for index in range(len(features))]
         # The canary (if any) answers its share of requests, keyed by the first request id: a retried request
         # lands on the same version. A canary that raises is never a failed request: production answers.
         chosen = slots.route(model.name, ids[0]) or slot
@@ -557,12 +559,19 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         FastAPI does."""
 
         def get_route_handler(self):
+            if self.dependant.dependencies:  # the typed path does not solve them: it would skip them silently
+                raise TypeError("/predict/batch takes no dependencies (its typed path would not run them): "
+                                f"{[d.call for d in self.dependant.dependencies]}")
             documented = super().get_route_handler()
             response_field = self.response_field
 
             async def handler(request: Request) -> Response:
                 if request.headers.get("content-type") == "application/json":
-                    body = typed_request(typed_batches, await request.body())
+                    try:
+                        raw = await request.body()
+                    except Exception:  # noqa: BLE001 - e.g. the client went away mid-body: FastAPI answers (400)
+                        return await documented(request)
+                    body = typed_request(typed_batches, raw)
                     if body is not None and body.model in slots.active:
                         model = settings.model(body.model)
                         answer = await serve_rows(model, production_slot(model), body.rows, body.request_ids)

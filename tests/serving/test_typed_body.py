@@ -89,8 +89,8 @@ def test_the_typed_body_accepts_exactly_what_the_documented_path_accepts_with_th
     @given(bodies(tuple(declared)))
     def check(body):
         fast, slow = typed(body, adapter), documented(body, models)
-        if fast is not None:  # accepted: served without the documented path, so it must agree
-            assert slow == fast
+        if fast is not None:  # accepted: served without the documented path, so it must agree, types too
+            assert repr(slow) == repr(fast)  # (1 == 1.0 == True, but each is logged as its own JSON)
             accepted.append(body)
         elif slow is not None:  # refused by the typed path alone: only for what its JSON parser refuses
             assert b"\\ud800" in body
