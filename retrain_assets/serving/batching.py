@@ -101,10 +101,15 @@ class BatchingLane:
                 results = self._run_batch(batch)
             except BaseException as error:  # noqa: BLE001 - every waiting request gets an answer
                 results = [error] * len(batch)
+            # One wake-up of each event loop per batch, not per request: each call_soon_threadsafe writes to
+            # the loop's wake-up pipe, a system call that gives the GIL away and then waits to get it back.
+            answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
             for job, result in zip(batch, results, strict=True):
+                answers.setdefault(job.future.get_loop(), []).append((job.future, result))
+            for loop, settled in answers.items():
                 try:
-                    job.future.get_loop().call_soon_threadsafe(_settle, job.future, result)
-                except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
+                    loop.call_soon_threadsafe(_settle_all, settled)
+                except RuntimeError:  # its event loop is closed: nobody waits for these answers any more
                     pass
             # Offer the GIL once before taking the next batch (sleep(0) releases it; a waiting thread gets
             # it): the event loop sends these answers and hands over the requests that arrived during the
@@ -114,10 +119,11 @@ class BatchingLane:
             time.sleep(0)
 
 
-def _settle(future: asyncio.Future, result: Any) -> None:
-    if future.done():  # the client went away and its request was cancelled
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _settle_all(settled: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, result in settled:
+        if future.done():  # the client went away and its request was cancelled
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

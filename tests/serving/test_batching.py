@@ -48,6 +48,37 @@ def test_the_lane_combines_waiting_jobs_of_one_key_within_the_row_limit_in_arriv
     assert isinstance(answers[4], ValueError) and str(answers[4]) == "a-bad"
 
 
+def test_the_answers_of_one_batch_wake_the_event_loop_once():
+    """Each call_soon_threadsafe is a write to the loop's wake-up pipe: a system call in the prediction thread,
+    which gives the GIL away and waits for it back. A batch's answers go in one."""
+    release, calls, wakeups = threading.Event(), [], []
+
+    def run_batch(jobs):
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            release.wait(30)
+        return [job.payload * 2 for job in jobs]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *args, **kwargs: wakeups.append(args[0]) or original(*args, **kwargs)
+        lane = BatchingLane(run_batch, max_batch_rows=1000)
+        first = asyncio.ensure_future(lane.submit("a", 1, 1))
+        while not calls:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(lane.submit("a", 1, n)) for n in range(2, 6)]
+        while lane.waiting < 4:
+            await asyncio.sleep(0.01)
+        release.set()
+        answers = await asyncio.gather(first, *rest)
+        lane.shutdown()
+        return answers
+
+    assert asyncio.run(scenario()) == [2, 4, 6, 8, 10]
+    assert calls == [1, 4] and len(wakeups) == 2
+
+
 def test_a_batch_limit_of_one_row_scores_every_request_alone():
     calls = []
 
