@@ -572,9 +572,8 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
                     except Exception:  # noqa: BLE001 - e.g. the client went away mid-body: FastAPI answers (400)
                         return await documented(request)
                     body = typed_request(typed_batches, raw)
-                    if body is not None and body.model in slots.active:
-                        model = settings.model(body.model)
-                        answer = await serve_rows(model, production_slot(model), body.rows, body.request_ids)
+                    if body is not None and (slot := slots.active.get(body.model)) is not None:
+                        answer = await serve_rows(settings.model(body.model), slot, body.rows, body.request_ids)
                         value, errors = response_field.validate(answer, {}, loc=("response",))
                         if errors:  # as FastAPI does: a server fault, never a malformed answer
                             raise ResponseValidationError(errors, body=answer)
