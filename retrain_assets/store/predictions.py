@@ -158,12 +158,12 @@ def _sqlite_insert_many(conn, params: list[tuple]) -> None:
 
 
 def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str],
-             flags_as_int: bool = False, json_as_text: bool = True) -> Iterator[tuple]:
-    """Each row's values in ``_COPY_COLUMNS`` order with the JSON columns as text (as values with
-    ``json_as_text=False``), the timestamp as ``stamp`` writes it (naive ones refused, as UTCDateTime does)
-    and, with ``flags_as_int``, safe_to_send as 0/1 (SQLite's booleans). Every fast insert shares it. Rows of
-    a batch share a few timestamps and class labels: each one's text is made once per call, labels keyed by
-    type as well as value (1 and True are equal keys, not equal JSON)."""
+             flags_as_int: bool = False) -> Iterator[tuple]:
+    """Each row's values in ``_COPY_COLUMNS`` order with the JSON columns as text, the timestamp as
+    ``stamp`` writes it (naive ones refused, as UTCDateTime does) and, with ``flags_as_int``, safe_to_send
+    as 0/1 (SQLite's booleans). Both fast inserts share it. Rows of a batch share a few timestamps and
+    class labels: each one's text is made once per call, labels keyed by type as well as value (1 and True
+    are equal keys, not equal JSON)."""
     stamps: dict[dt.datetime, str] = {}
     predictions: dict[tuple, str] = {}
     for row in rows:
@@ -174,9 +174,7 @@ def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str],
                 raise ValueError(f"naive datetime {ts!r}: pass timezone-aware UTC timestamps")
             text = stamps[ts] = stamp(ts)
         prediction = row.get("prediction")
-        if not json_as_text:
-            prediction_json = prediction
-        elif prediction.__class__ in _PLAIN_JSON:  # labels; a float's text is made each time (0.0 == -0.0)
+        if prediction.__class__ in _PLAIN_JSON:  # labels; a float's text is made each time (0.0 == -0.0)
             key = (prediction.__class__, prediction)
             prediction_json = predictions.get(key) or predictions.setdefault(key, json_text(prediction))
         else:
@@ -184,36 +182,12 @@ def _encoded(rows: Sequence[Mapping], stamp: Callable[[dt.datetime], str],
         flag = row.get("safe_to_send")
         if flags_as_int and flag is not None:
             flag = int(bool(flag))
-        features = json_text(row["features"]) if json_as_text else row["features"]
-        yield (row["model_name"], row["request_id"], text, features, prediction_json, row.get("score"),
-               row.get("model_version"), flag, row.get("latency_ms"))
+        yield (row["model_name"], row["request_id"], text, json_text(row["features"]), prediction_json,
+               row.get("score"), row.get("model_version"), flag, row.get("latency_ms"))
 
 
 def _sqlite_stamp(ts: dt.datetime) -> str:
     return ts.astimezone(dt.timezone.utc).strftime(_SQLITE_TS)
-
-
-# The whole batch as one JSON parameter, which SQLite itself unpacks (its ``->``/``->>`` operators: 3.38+).
-_SQLITE_JSON_INSERT = (f"INSERT INTO prediction_log ({', '.join(_COPY_COLUMNS)}) SELECT value ->> 0, value ->> 1, "
-                       "value ->> 2, value -> 3, value -> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8 "
-                       "FROM json_each(?)")
-_SQLITE_HAS_JSON_OPERATORS = sqlite3.sqlite_version_info >= (3, 38, 0)
-
-
-def _sqlite_json_batch(rows: Sequence[Mapping]) -> str | None:
-    """The rows as one JSON array of ``_COPY_COLUMNS`` arrays for ``_SQLITE_JSON_INSERT``; None when SQLite
-    cannot take them that way (a NaN or infinite value, which JSON has no form for, or an SQLite before 3.38).
-
-    Why: the per-row VALUES insert binds nine parameters per row while holding the GIL, and in a serving
-    process the log writer's GIL time is taken from the prediction thread and the event loop; here Python
-    makes one string in one call of pydantic-core's encoder, and SQLite parses it and inserts the rows with
-    the GIL released (7-18 % more requests/s in two A/B runs under load; SQLite spends more CPU, off the GIL).
-    The stored values are the same: SQLite's ``->`` returns an object's or a label's JSON text as it was written (``json_text``'s own encoding, escapes
-    included), ``->>`` the SQL value of a string or a number."""
-    if not _SQLITE_HAS_JSON_OPERATORS:
-        return None
-    text = json_text(list(_encoded(rows, _sqlite_stamp, flags_as_int=True, json_as_text=False)))
-    return None if "NaN" in text or "Infinity" in text else text
 
 
 def _sqlite_params(rows: Sequence[Mapping]) -> list[tuple]:
@@ -263,13 +237,9 @@ class PredictionLog:
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg2":
             self._copy_rows(rows)
         elif self.engine.dialect.name == "sqlite":
-            batch = _sqlite_json_batch(rows)
-            params = _sqlite_params(rows) if batch is None else None
+            params = _sqlite_params(rows)
             with self.engine.begin() as conn:
-                if batch is None:
-                    _sqlite_insert_many(conn, params)
-                else:
-                    conn.exec_driver_sql(_SQLITE_JSON_INSERT, (batch,))
+                _sqlite_insert_many(conn, params)
         else:
             with self.engine.begin() as conn:
                 conn.execute(prediction_log.insert(), list(rows))

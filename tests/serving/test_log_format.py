@@ -1,6 +1,5 @@
-"""The prediction log's fast SQLite inserts (the whole batch as one JSON parameter, and the multi-row VALUES
-insert they fall back to) store every column exactly as SQLAlchemy's own insert does, so every reader
-(training, monitoring, the watch) sees the same values whichever path wrote them."""
+"""The prediction log's fast SQLite insert stores every column exactly as SQLAlchemy's own insert does,
+so every reader (training, monitoring, the watch) sees the same values whichever path wrote them."""
 
 import datetime as dt
 import json
@@ -8,12 +7,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
-
-import retrain_assets.store.predictions as predictions_module
 
 from retrain_assets.serving.log_writer import writer_engine
 from retrain_assets.store import MonitoringStore
@@ -21,28 +16,7 @@ from retrain_assets.store.predictions import PredictionLog, _sqlite_params, pred
 from retrain_assets.store.schema import json_text, prediction_log
 
 
-@pytest.fixture
-def values_insert(monkeypatch):
-    """The multi-row VALUES insert: what an SQLite older than 3.38 (no ``->``/``->>``) gets."""
-    monkeypatch.setattr(predictions_module, "_SQLITE_HAS_JSON_OPERATORS", False)
-
-
-def traced_inserts(engine) -> list[str]:
-    """The INSERT statements SQLite runs on ``engine``'s connections from now on."""
-    engine.dispose()
-    inserts: list[str] = []
-
-    @event.listens_for(engine, "connect")
-    def trace(dbapi_connection, _record):
-        dbapi_connection.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
-
-    return inserts
-
-
-@pytest.mark.parametrize("path_taken", ["json", "values"])
-def test_fast_sqlite_insert_stores_what_the_orm_insert_stores(tmp_path, request, path_taken):
-    if path_taken == "values":
-        request.getfixturevalue("values_insert")
+def test_fast_sqlite_insert_stores_what_the_orm_insert_stores(tmp_path):
     path = tmp_path / "monitoring.db"
     store = MonitoringStore(f"sqlite:///{path}")
     ts = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone(dt.timedelta(hours=2)))
@@ -69,49 +43,18 @@ def test_fast_sqlite_insert_stores_what_the_orm_insert_stores(tmp_path, request,
         store.predictions.insert_rows(prediction_rows("churn", ["naive"], [{}], ts=dt.datetime(2026, 1, 1)))
 
 
-def test_sqlite_takes_a_batch_as_one_statement_with_one_parameter(tmp_path):
-    """The log writer's GIL time is taken from the prediction thread: the batch goes to SQLite as one JSON
-    text in one statement, which SQLite unpacks without the GIL; all rows or none."""
-    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
-    inserts = traced_inserts(store.engine)
-    ts = dt.datetime.now(dt.timezone.utc)
-    rows = prediction_rows("churn", [f"r{i}" for i in range(2500)], [{"x": float(i)} for i in range(2500)], ts=ts,
-                           prediction=[i % 2 for i in range(2500)], model_version=1)
-    assert store.predictions.insert_rows(rows) == 2500
-    assert len(inserts) == 1 and "json_each(" in inserts[0] and "r1999" in inserts[0]  # the trace expands the text
-    with store.engine.connect() as conn:
-        stored = conn.execute(select(prediction_log.c.request_id, prediction_log.c.features)).all()
-    assert len(stored) == 2500 and dict(stored)["r1999"] == {"x": 1999.0}
-    again = prediction_rows("churn", [f"new{i}" for i in range(1500)] + ["r7"], [{}] * 1501, ts=ts)
-    with pytest.raises(IntegrityError):  # SQLAlchemy's class, as the writer classifies it: the batch is split
-        store.predictions.insert_rows(again)
-    with store.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(prediction_log)).scalar() == 2500
-
-
-def test_values_json_cannot_carry_take_the_values_insert(tmp_path):
-    """NaN and infinities have no JSON form SQLite reads: such a batch takes the VALUES insert, stored as the
-    ORM insert stores it (the JSON columns' text as json_text writes it)."""
-    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
-    inserts = traced_inserts(store.engine)
-    ts = dt.datetime.now(dt.timezone.utc)
-    odd = [{"x": float("nan")}, {"x": float("inf")}, {"x": -float("inf")}]
-    store.predictions.insert_rows(prediction_rows("churn", ["a", "b", "c"], odd, ts=ts, prediction=[1, 0, 1]))
-    assert len(inserts) == 1 and "json_each(" not in inserts[0]
-    with store.engine.begin() as conn:
-        conn.execute(prediction_log.insert(),
-                     prediction_rows("churn", ["A", "B", "C"], odd, ts=ts, prediction=[1, 0, 1]))
-    with store.engine.connect() as conn:
-        raw = dict(conn.exec_driver_sql("SELECT request_id, features FROM prediction_log").all())
-    assert [raw[k] for k in "abc"] == [raw[k] for k in "ABC"] == ['{"x":NaN}', '{"x":Infinity}', '{"x":-Infinity}']
-
-
-def test_values_insert_takes_a_thousand_rows_per_statement(tmp_path, values_insert):
+def test_sqlite_insert_takes_a_thousand_rows_per_statement(tmp_path):
     """Python's sqlite3 gives the GIL away at every statement step and waits for it back; one statement per
     row (``executemany``) let a busy prediction thread starve the log writer to a few thousand rows a
-    second. Without the JSON insert, rows go in a thousand per statement, all of them or none."""
+    second. Rows go in a thousand per statement, all of them or none."""
     store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
-    inserts = traced_inserts(store.engine)
+    store.engine.dispose()
+    inserts: list[str] = []
+
+    @event.listens_for(store.engine, "connect")
+    def trace(dbapi_connection, _record):
+        dbapi_connection.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
+
     ts = dt.datetime.now(dt.timezone.utc)
     rows = prediction_rows("churn", [f"r{i}" for i in range(2500)], [{"x": float(i)} for i in range(2500)], ts=ts,
                            prediction=[i % 2 for i in range(2500)], model_version=1)
@@ -179,7 +122,7 @@ def test_equal_predictions_of_other_types_keep_their_own_json(tmp_path, request,
     store.engine.dispose()
 
 
-def test_values_insert_keeps_under_the_variable_limit(tmp_path, values_insert):
+def test_sqlite_insert_keeps_under_the_variable_limit(tmp_path):
     """A SQLite built with a low limit on statement variables gets smaller statements, not an error (which
     the log writer would take for an outage)."""
     store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
@@ -196,44 +139,6 @@ def test_values_insert_keeps_under_the_variable_limit(tmp_path, values_insert):
     assert len(inserts) == 13
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(prediction_log)).scalar() == 25
-
-
-_json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
-                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8))
-_features = st.dictionaries(st.text(max_size=6), _json_scalars, max_size=4)
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(features=st.lists(_features, min_size=1, max_size=6), data=st.data())
-def test_the_json_insert_stores_what_the_orm_insert_stores_for_any_values(tmp_path_factory, features, data):
-    """Any JSON values (escapes, non-ASCII, DEL, big integers, -0.0, floats' shortest text): the same text and
-    SQL types, column by column, as SQLAlchemy's insert stores."""
-    count = len(features)
-    predictions = data.draw(st.lists(_json_scalars, min_size=count, max_size=count))
-    scores = data.draw(st.lists(st.none() | st.floats(allow_nan=False, allow_infinity=False), min_size=count,
-                                max_size=count))
-    flags = data.draw(st.lists(st.none() | st.booleans(), min_size=count, max_size=count))
-    version = data.draw(st.none() | st.integers(1, 9))
-    store = MonitoringStore(f"sqlite:///{tmp_path_factory.mktemp('log') / 'monitoring.db'}")
-    ts = dt.datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=dt.timezone.utc)
-
-    def rows(prefix):
-        return prediction_rows("churn", [f"{prefix}{i}" for i in range(count)], features, ts=ts,
-                               prediction=predictions, score=scores, model_version=version, latency_ms=1.25,
-                               safe_to_send=flags)
-
-    inserts = traced_inserts(store.engine)
-    store.predictions.insert_rows(rows("fast"))
-    drawn = json_text([features, predictions])  # the words that send a batch to the VALUES insert, in a string too
-    assert len(inserts) == 1 and ("json_each(" in inserts[0] or "NaN" in drawn or "Infinity" in drawn)
-    with store.engine.begin() as conn:
-        conn.execute(prediction_log.insert(), rows("orm"))
-    columns = ", ".join(f"quote({c}), typeof({c})" for c in ("model_name", "ts", "features", "prediction", "score",
-                                                              "model_version", "safe_to_send", "latency_ms"))
-    with store.engine.connect() as conn:
-        stored = {r[0]: r[1:] for r in conn.exec_driver_sql(f"SELECT request_id, {columns} FROM prediction_log")}
-    assert [stored[f"fast{i}"] for i in range(count)] == [stored[f"orm{i}"] for i in range(count)]
-    store.engine.dispose()
 
 
 def test_prediction_rows_converts_numpy_columns():
