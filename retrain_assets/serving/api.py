@@ -147,6 +147,13 @@ class PredictJob:
     ids: list[str]
 
 
+def _json_media_type(content_type: str | None) -> bool:
+    """Whether a request's Content-Type is ``application/json``, parameters aside (clients such as .NET's
+    send ``application/json; charset=utf-8``). The exact header, the usual one, is checked first."""
+    return content_type == "application/json" or (
+        content_type is not None and content_type.partition(";")[0].strip().lower() == "application/json")
+
+
 def _outcome(function, *args) -> Any:
     """``function(*args)``, or the exception it raised (one per request in a batch)."""
     try:
@@ -549,8 +556,9 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         return answer
 
     class PredictRoute(APIRoute):
-        """/predict/batch, with a typed path in front of FastAPI's: a JSON body is validated straight from its
-        bytes, rows typed for its model (:func:`~retrain_assets.serving.schemas.typed_batch_adapter`), in one
+        """/predict/batch, with a typed path in front of FastAPI's: a body sent as ``application/json`` (with or
+        without parameters such as ``charset=utf-8``, which FastAPI's parser ignores too) is validated straight
+        from its bytes, rows typed for its model (:func:`~retrain_assets.serving.schemas.typed_batch_adapter`), in one
         pass in pydantic-core, instead of Python's JSON parser, then the documented body, then its rows (under
         load, about half of the event loop's time with the GIL, which the prediction thread waits for). Every body
         it does not accept (and every request that would not be served: no production model, repeated
@@ -566,7 +574,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
             response_field = self.response_field
 
             async def handler(request: Request) -> Response:
-                if request.headers.get("content-type") == "application/json":
+                if _json_media_type(request.headers.get("content-type")):
                     try:
                         raw = await request.body()
                     except Exception:  # noqa: BLE001 - e.g. the client went away mid-body: FastAPI answers (400)
