@@ -489,7 +489,8 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
                 return results
         return [_outcome(score_alone, job) for job in batch]
 
-    lane = BatchingLane(score_batch, serving.max_batch_rows, initializer=_one_native_thread)
+    lane = BatchingLane(score_batch, serving.max_batch_rows, serving.max_batch_wait_ms / 1000,
+                        initializer=_one_native_thread)
     app.state.lane = lane
 
     def production_slot(model: ModelSettings) -> Slot:

@@ -5,9 +5,18 @@ Why one thread: the model is CPU-bound Python holding the GIL, so parallel predi
 turns and thrash; processes (``retrain serve --workers``) add cores. Why batching: a scikit-learn pipeline
 costs about as much for 400 rows as for 100 (its column transformer, pandas indexing and the estimator's
 per-call setup dominate small batches), so under load the requests queued behind a model call are scored
-together in the next one. Nothing waits for a batch to fill (as Triton's dynamic batcher with no queue
-delay, or BentoML's adaptive batching at low load): a request that arrives at an idle lane is scored at
-once, alone.
+together in the next one. A request that arrives at an idle lane is scored at once, alone.
+
+Why a call may wait a little (``max_wait_seconds``, the ``serving.max_batch_wait_ms`` setting): most clients
+send their next request when they get their answer. A call answered k requests, and k requests are likely
+to come back within a few milliseconds, while the event loop sends the answers and reads the next requests.
+A call taken at once leaves them queued behind it for a whole call plus the wait for the GIL: that wait was
+the API's p99 (two model calls and the event loop's work in between). So when fewer jobs are queued than
+the last call answered, the lane waits until that many are, or until the rows fill a call, at most
+``max_wait_seconds``. It never waits after a call of one request (an idle server or a lone client), and a
+client that does not come back costs one wait: the next call answered fewer requests, so expects fewer.
+Dynamic batchers bound their queue delay the same way (Triton's ``max_queue_delay_microseconds``, Ray
+Serve's ``batch_wait_timeout_s``, 10 ms by default).
 
 The lane knows nothing of models: it hands ``run_batch`` a list of jobs with equal keys and gets back one
 result (or exception) per job, so a batch that fails can be retried job by job by the caller and a failure
@@ -37,14 +46,22 @@ class BatchingLane:
     """Runs ``run_batch(jobs) -> [result or exception, ...]`` on one thread; see the module docstring.
 
     ``max_batch_rows`` bounds the rows of one combined call (a job larger than it runs alone); 1 turns
-    batching off. ``initializer`` runs once on the lane's thread (e.g. native thread-pool limits).
+    batching off. ``max_wait_seconds`` bounds how long a call waits for the requests the previous call
+    answered to come back (module docstring; 0: never waits). ``initializer`` runs once on the lane's thread
+    (e.g. native thread-pool limits).
     """
 
     def __init__(self, run_batch: Callable[[list[Job]], list[Any]], max_batch_rows: int,
-                 initializer: Callable[[], None] | None = None, name: str = "predict"):
+                 max_wait_seconds: float = 0.0, initializer: Callable[[], None] | None = None, name: str = "predict"):
         self._run_batch, self.max_batch_rows, self._initializer = run_batch, max_batch_rows, initializer
+        self.max_wait_seconds = max_wait_seconds
         self._queue: deque[Job] = deque()
+        self._queued_rows = 0
         self._cond = threading.Condition()
+        # Jobs the lane waits for: 1 while idle, else as many as its last call answered. A submit wakes the
+        # lane only once they are queued (or their rows fill a call): each wake-up is a GIL hand-over.
+        self._expected = 1
+        self._last_call_jobs = 1
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)  # started by the first job
 
@@ -55,9 +72,11 @@ class BatchingLane:
             if self._stopping:
                 raise RuntimeError("the prediction lane is shut down")
             self._queue.append(job)
+            self._queued_rows += rows
             if self._thread.ident is None:
                 self._thread.start()
-            self._cond.notify()
+            if len(self._queue) >= self._expected or self._queued_rows >= self.max_batch_rows:
+                self._cond.notify()
         return await job.future
 
     @property
@@ -75,10 +94,21 @@ class BatchingLane:
             self._thread.join()
 
     def _next_batch(self) -> list[Job] | None:
-        """The oldest waiting job and every later waiting job with its key, within the row limit."""
+        """The oldest waiting job and every later waiting job with its key, within the row limit, once as
+        many jobs are queued as the last call answered (or after ``max_wait_seconds``)."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait()
+            expected = self._last_call_jobs
+            if expected > 1 and self.max_wait_seconds > 0:
+                self._expected = expected
+                deadline = time.monotonic() + self.max_wait_seconds
+                while len(self._queue) < expected and self._queued_rows < self.max_batch_rows and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._expected = 1
             if not self._queue:
                 return None
             first = self._queue.popleft()
@@ -91,6 +121,8 @@ class BatchingLane:
                 else:
                     kept.append(job)
             self._queue = kept
+            self._queued_rows -= rows
+            self._last_call_jobs = len(batch)
             return batch
 
     def _run(self) -> None:

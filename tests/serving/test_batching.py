@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from retrain_assets.config.serving import ServingSettings
 from retrain_assets.serving.api import create_app
 from retrain_assets.serving.batching import BatchingLane
 from tests.faults.conftest import Backend, logged, running, served_settings, traffic_rows, wait_until
@@ -89,6 +90,111 @@ def test_a_batch_limit_of_one_row_scores_every_request_alone():
         return answers
 
     assert asyncio.run(scenario()) == list(range(6)) and calls == [1] * 6
+
+
+def _held_first_call(max_wait_seconds: float):
+    """A lane whose first call waits for ``release`` (so that a2 and a3 queue behind a1 and are scored
+    together next), and the calls it made (payloads)."""
+    release, calls = threading.Event(), []
+
+    def run_batch(jobs):
+        calls.append([job.payload for job in jobs])
+        if len(calls) == 1:
+            release.wait(30)
+        return [job.payload for job in jobs]
+
+    lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=max_wait_seconds)
+
+    async def two_answered():
+        first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
+        while not calls:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(lane.submit("a", 100, name)) for name in ("a2", "a3")]
+        while lane.waiting < 2:
+            await asyncio.sleep(0.01)
+        release.set()
+        assert await asyncio.gather(first, *rest) == ["a1", "a2", "a3"]
+
+    return lane, calls, two_answered
+
+
+def test_after_a_call_of_several_requests_the_next_waits_for_as_many_to_come_back():
+    """Clients answered together come back together: the call after [a2, a3] waits for two requests instead
+    of scoring b1 at once and leaving b2 queued behind it."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
+
+    async def scenario():
+        await two_answered()
+        b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
+        await asyncio.sleep(0.3)
+        started_alone = len(calls) > 2  # a lane that does not wait has taken b1 alone by now
+        b2 = asyncio.ensure_future(lane.submit("a", 100, "b2"))
+        answers = await asyncio.wait_for(asyncio.gather(b1, b2), 20)
+        lane.shutdown()
+        return started_alone, answers
+
+    started_alone, answers = asyncio.run(scenario())
+    assert not started_alone and answers == ["b1", "b2"]
+    assert calls == [["a1"], ["a2", "a3"], ["b1", "b2"]]
+
+
+def test_without_a_wait_the_next_call_takes_what_is_queued():
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=0)
+
+    async def scenario():
+        await two_answered()
+        b1 = await asyncio.wait_for(lane.submit("a", 100, "b1"), 20)
+        b2 = await asyncio.wait_for(lane.submit("a", 100, "b2"), 20)
+        lane.shutdown()
+        return [b1, b2]
+
+    assert asyncio.run(scenario()) == ["b1", "b2"]
+    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["b2"]]
+
+
+def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wait():
+    """After [a2, a3], only b1 comes: it is scored alone once the wait ends. The call after it answered one
+    request, so c1 and d1 are scored at once although the lane may now wait a minute (a lane that waited
+    here would time out)."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
+
+    async def scenario():
+        await two_answered()
+        b1 = await asyncio.wait_for(lane.submit("a", 100, "b1"), 20)
+        lane.max_wait_seconds = 60
+        rest = [await asyncio.wait_for(lane.submit("a", 100, name), 20) for name in ("c1", "d1")]
+        lane.shutdown()
+        return [b1, *rest]
+
+    assert asyncio.run(scenario()) == ["b1", "c1", "d1"]
+    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["c1"], ["d1"]]
+
+
+def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
+
+    async def scenario():
+        await two_answered()
+        full = await asyncio.wait_for(lane.submit("a", 1000, "full"), 20)  # 1000 rows: a call's worth
+        waiting = asyncio.ensure_future(lane.submit("a", 100, "last"))  # the call after "full" answered one
+        last = await asyncio.wait_for(waiting, 20)
+        lane.shutdown()
+        return [full, last]
+
+    assert asyncio.run(scenario()) == ["full", "last"]
+    assert calls[2:] == [["full"], ["last"]]
+
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
+
+    async def stopping():
+        await two_answered()
+        b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
+        while lane.waiting < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.to_thread(lane.shutdown), 20)  # scores b1 instead of waiting for company
+        return await b1
+
+    assert asyncio.run(stopping()) == "b1" and calls[2:] == [["b1"]]
 
 
 class Gated(WrappedModel):
@@ -170,6 +276,7 @@ def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn
         assert value(calls, model="churn") == 2
         assert value(samples(http, "retrain_predict_batch_requests_sum"), model="churn") == 5
     assert Gated.calls == [2, sum(sizes)]
+    assert app.state.lane.max_wait_seconds == ServingSettings().max_batch_wait_ms / 1000 == 0.005  # the setting
     for body, answer in zip(bodies, answers):
         frame = pd.DataFrame(body["rows"])
         assert answer["model_version"] == "v2" and len(answer["request_ids"]) == len(body["rows"])
