@@ -7,8 +7,9 @@
    first response of the new version, and -> the last response of the old one), and the ratio of the
    API's p99 to the in-process prediction's p99; then one process again with a category value the model
    never saw in every row, and ``--workers 2`` with adaptive batching off (``serving.max_batch_rows: 1``)
-   and with its workers not pinned to CPUs (``serving.pin_workers: never``), the baselines these two are
-   measured against in the same run. Targets (issue 17): >= 200 requests/s,
+   and with its workers not pinned to CPUs (``serving.pin_workers: never``), and one process whose model
+   calls do not wait for the clients just answered (``serving.max_batch_wait_ms: 0``): the baselines these
+   three are measured against in the same run. Targets (issue 17): >= 200 requests/s,
    p99 <= 150 ms, 0 failed, 0 missing rows, swap delay p99 <= 5 s, p99 ratio <= 5x.
 2. Database outage: the same load for 60 s on PostgreSQL (a database this benchmark creates and drops),
    whose database refuses connections for 10 s in the middle (``ALLOW_CONNECTIONS false`` and its backends
@@ -324,9 +325,11 @@ def logged_rows(store) -> int:
                             .where(prediction_log.c.model_name == "churn")).scalar_one()
 
 
-# The same-run baselines: one feature off, each against the product as configured.
-VARIANTS = {"alone": ({"max_batch_rows": 1}, ", each request alone (`max_batch_rows: 1`)"),
-            "unpinned": ({"pin_workers": "never"}, ", workers not pinned to CPUs (`pin_workers: never`)")}
+# The same-run baselines: one feature off, each against the product as configured, with the fewest or the
+# most server processes measured.
+VARIANTS = {"alone": ({"max_batch_rows": 1}, ", each request alone (`max_batch_rows: 1`)", max),
+            "unpinned": ({"pin_workers": "never"}, ", workers not pinned to CPUs (`pin_workers: never`)", max),
+            "nowait": ({"max_batch_wait_ms": 0}, ", no wait for the clients just answered (`max_batch_wait_ms: 0`)", min)}
 
 
 def steady_run(args, payload_rows, workers: int, unseen: bool = False,
@@ -400,7 +403,7 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False,
 def steady_section(args, payload_rows) -> str:
     rows, results = [], []
     runs = ([(w, False, None) for w in args.workers] + ([(1, True, None)] if args.unseen else [])
-            + [(max(args.workers), False, variant) for variant in VARIANTS])  # the same-run baselines
+            + [(VARIANTS[variant][2](args.workers), False, variant) for variant in VARIANTS])  # same-run baselines
     for workers, unseen, variant in runs:
         lines, result = steady_run(args, payload_rows, workers, unseen, variant)
         print(lines[0], flush=True)
@@ -413,6 +416,8 @@ def steady_section(args, payload_rows) -> str:
     batched = next(r for r in results if r["workers"] == max(args.workers) and not r["unseen"] and not r["variant"])
     alone = next(r for r in results if r["variant"] == "alone")
     unpinned = next(r for r in results if r["variant"] == "unpinned")
+    nowait = next(r for r in results if r["variant"] == "nowait")
+    waited = next(r for r in results if r["workers"] == nowait["workers"] and not r["unseen"] and not r["variant"])
     results = [r for r in results if not r["variant"]]  # the targets concern the product as configured
     cpus = len(usable_cpus())
     pinned = pinning_wanted("auto", max(args.workers), cpus)
@@ -464,6 +469,11 @@ def steady_section(args, payload_rows) -> str:
         f"{batched['p99'] * 1000:.0f} ms against {unpinned['p99'] * 1000:.0f} ms "
         f"({batched['p99'] / unpinned['p99']:.2f}x).",
         "",
+        f"Waiting for the clients just answered, same run, {waited['label']}: p99 {waited['p99'] * 1000:.0f} ms against "
+        f"{nowait['p99'] * 1000:.0f} ms with no wait (**{waited['p99'] / nowait['p99']:.2f}x**), {waited['rps']:.1f} "
+        f"requests/s against {nowait['rps']:.1f} ({waited['rps'] / nowait['rps']:.2f}x), {waited['per_call']:.2f} "
+        f"requests per model call against {nowait['per_call']:.2f}.",
+        "",
         "Targets (issue 17):",
         "",
         *targets,
@@ -474,8 +484,10 @@ def steady_section(args, payload_rows) -> str:
         "one model call at a time (parallel threads only traded the GIL) and scores the requests that waited "
         "together for the same version in one call (adaptive batching, measured above against each request "
         "alone); after each call the lane gives the GIL away once, so that the event loop hands over the "
-        "requests that arrived during the call before the next one is taken (the requests per model call "
-        "column); processes (`--workers`) add cores. The prediction log writer inserts a thousand rows per "
+        "requests that arrived during the call before the next one is taken, and when fewer requests are "
+        "queued than the call answered, the next call waits (at most `max_batch_wait_ms`) for the clients just "
+        "answered to come back: taken without them, they waited behind a whole call, which made the p99 (the "
+        "requests per model call column, and the comparison above); processes (`--workers`) add cores. The prediction log writer inserts a thousand rows per "
         "SQLite statement: with one statement per row, the prediction thread starved it of the GIL, and the "
         "log fell behind and spilled from about 22,000 rows/s; it encodes each row's features with "
         "pydantic-core's JSON encoder (about a third of json.dumps' CPU). The served frame keeps category columns "
