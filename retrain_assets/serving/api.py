@@ -490,6 +490,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         return [_outcome(score_alone, job) for job in batch]
 
     lane = BatchingLane(score_batch, serving.max_batch_rows, serving.max_batch_wait_ms / 1000,
+                        on_wait=lambda filled: metrics.batch_waits.labels("filled" if filled else "timed_out").inc(),
                         initializer=_one_native_thread)
     app.state.lane = lane
 

@@ -47,14 +47,17 @@ class BatchingLane:
 
     ``max_batch_rows`` bounds the rows of one combined call (a job larger than it runs alone); 1 turns
     batching off. ``max_wait_seconds`` bounds how long a call waits for the requests the previous call
-    answered to come back (module docstring; 0: never waits). ``initializer`` runs once on the lane's thread
-    (e.g. native thread-pool limits).
+    answered to come back (module docstring; 0: never waits); ``on_wait(filled)`` is told, after each such
+    wait, whether they came (or their rows filled a call) before it ended. ``initializer`` runs once on the
+    lane's thread (e.g. native thread-pool limits).
     """
 
     def __init__(self, run_batch: Callable[[list[Job]], list[Any]], max_batch_rows: int,
-                 max_wait_seconds: float = 0.0, initializer: Callable[[], None] | None = None, name: str = "predict"):
+                 max_wait_seconds: float = 0.0, on_wait: Callable[[bool], None] | None = None,
+                 initializer: Callable[[], None] | None = None, name: str = "predict"):
         self._run_batch, self.max_batch_rows, self._initializer = run_batch, max_batch_rows, initializer
-        self.max_wait_seconds = max_wait_seconds
+        self.max_wait_seconds, self._on_wait = max_wait_seconds, on_wait
+        self._waited: bool | None = None  # the last wait's outcome, reported outside the lock
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
@@ -109,6 +112,8 @@ class BatchingLane:
                         break
                     self._cond.wait(left)
                 self._expected = 1
+                if not self._stopping:
+                    self._waited = len(self._queue) >= expected or self._queued_rows >= self.max_batch_rows
             if not self._queue:
                 return None
             first = self._queue.popleft()
@@ -129,6 +134,12 @@ class BatchingLane:
         if self._initializer is not None:
             self._initializer()
         while (batch := self._next_batch()) is not None:
+            if self._waited is not None and self._on_wait is not None:
+                filled, self._waited = self._waited, None
+                try:
+                    self._on_wait(filled)
+                except Exception:  # noqa: BLE001 - a metric must never cost a batch its answers
+                    pass
             try:
                 results = self._run_batch(batch)
             except BaseException as error:  # noqa: BLE001 - every waiting request gets an answer

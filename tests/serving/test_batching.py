@@ -94,8 +94,8 @@ def test_a_batch_limit_of_one_row_scores_every_request_alone():
 
 def _held_first_call(max_wait_seconds: float):
     """A lane whose first call waits for ``release`` (so that a2 and a3 queue behind a1 and are scored
-    together next), and the calls it made (payloads)."""
-    release, calls = threading.Event(), []
+    together next), and the calls it made (payloads); ``lane.waits`` has each wait's outcome (filled)."""
+    release, calls, waits = threading.Event(), [], []
 
     def run_batch(jobs):
         calls.append([job.payload for job in jobs])
@@ -103,7 +103,8 @@ def _held_first_call(max_wait_seconds: float):
             release.wait(30)
         return [job.payload for job in jobs]
 
-    lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=max_wait_seconds)
+    lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=max_wait_seconds, on_wait=waits.append)
+    lane.waits = waits
 
     async def two_answered():
         first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
@@ -135,7 +136,7 @@ def test_after_a_call_of_several_requests_the_next_waits_for_as_many_to_come_bac
 
     started_alone, answers = asyncio.run(scenario())
     assert not started_alone and answers == ["b1", "b2"]
-    assert calls == [["a1"], ["a2", "a3"], ["b1", "b2"]]
+    assert calls == [["a1"], ["a2", "a3"], ["b1", "b2"]] and lane.waits == [True]
 
 
 def test_without_a_wait_the_next_call_takes_what_is_queued():
@@ -149,7 +150,7 @@ def test_without_a_wait_the_next_call_takes_what_is_queued():
         return [b1, b2]
 
     assert asyncio.run(scenario()) == ["b1", "b2"]
-    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["b2"]]
+    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["b2"]] and lane.waits == []
 
 
 def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wait():
@@ -167,7 +168,7 @@ def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wai
         return [b1, *rest]
 
     assert asyncio.run(scenario()) == ["b1", "c1", "d1"]
-    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["c1"], ["d1"]]
+    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["c1"], ["d1"]] and lane.waits == [False]
 
 
 def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
@@ -182,7 +183,7 @@ def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
         return [full, last]
 
     assert asyncio.run(scenario()) == ["full", "last"]
-    assert calls[2:] == [["full"], ["last"]]
+    assert calls[2:] == [["full"], ["last"]] and lane.waits == [True]
 
     lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
 
@@ -194,7 +195,7 @@ def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
         await asyncio.wait_for(asyncio.to_thread(lane.shutdown), 20)  # scores b1 instead of waiting for company
         return await b1
 
-    assert asyncio.run(stopping()) == "b1" and calls[2:] == [["b1"]]
+    assert asyncio.run(stopping()) == "b1" and calls[2:] == [["b1"]] and lane.waits == []
 
 
 class Gated(WrappedModel):
@@ -275,7 +276,11 @@ def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn
         calls = samples(http, "retrain_predict_batch_requests_count")  # two model calls: one alone, four together
         assert value(calls, model="churn") == 2
         assert value(samples(http, "retrain_predict_batch_requests_sum"), model="churn") == 5
-    assert Gated.calls == [2, sum(sizes)]
+        # one more request: the call after the four waits for four (max_batch_wait_ms), in vain
+        assert http.post("/predict/batch", json={"model": "churn", "rows": traffic_rows(1)}).status_code == 200
+        waits = samples(http, "retrain_predict_batch_waits_total")
+        assert value(waits, outcome="timed_out") == 1 and value(waits, outcome="filled") == 0
+    assert Gated.calls == [2, sum(sizes), 1]
     assert app.state.lane.max_wait_seconds == ServingSettings().max_batch_wait_ms / 1000 == 0.005  # the setting
     for body, answer in zip(bodies, answers):
         frame = pd.DataFrame(body["rows"])
