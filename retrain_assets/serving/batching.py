@@ -11,10 +11,18 @@ Why a call may wait a little (``max_wait_seconds``, the ``serving.max_batch_wait
 send their next request when they get their answer. A call answered k requests, and k requests are likely
 to come back within a few milliseconds, while the event loop sends the answers and reads the next requests.
 A call taken at once leaves them queued behind it for a whole call plus the wait for the GIL: that wait was
-the API's p99 (two model calls and the event loop's work in between). So when fewer jobs are queued than
-the last call answered, the lane waits until that many are, or until the rows fill a call, at most
-``max_wait_seconds``. It never waits after a call of one request (an idle server or a lone client), and a
-client that does not come back costs one wait: the next call answered fewer requests, so expects fewer.
+the API's p99 (two model calls and the event loop's work in between). So after a call that answered k
+requests, the next call waits until k jobs that can join it are queued (the oldest job's key, or rows that
+fill a call), at most ``max_wait_seconds`` after the oldest of them arrived (or after the call ended, for one
+that came during the call). Bounds, whatever the traffic:
+
+* a request waits at most ``max_wait_seconds`` longer than it would without the wait, and once: a job that
+  was already queued when the last call was taken (left out by its key or the row limit) has waited a whole
+  call and is taken without waiting;
+* a request that reaches an idle lane (nothing arrived within ``max_wait_seconds`` of the last call's end)
+  is scored at once, alone, and so is everything after a call of one request (a lone client);
+* a client that does not come back costs one wait: the next call answered fewer requests, so expects fewer.
+
 Dynamic batchers bound their queue delay the same way (Triton's ``max_queue_delay_microseconds``, Ray
 Serve's ``batch_wait_timeout_s``, 10 ms by default).
 
@@ -40,16 +48,18 @@ class Job:
     rows: int
     payload: Any
     future: asyncio.Future = field(repr=False, default=None)
+    number: int = 0  # its place in the lane's arrival order
+    queued_at: float = 0.0  # time.monotonic() when it was queued
 
 
 class BatchingLane:
     """Runs ``run_batch(jobs) -> [result or exception, ...]`` on one thread; see the module docstring.
 
     ``max_batch_rows`` bounds the rows of one combined call (a job larger than it runs alone); 1 turns
-    batching off. ``max_wait_seconds`` bounds how long a call waits for the requests the previous call
-    answered to come back (module docstring; 0: never waits); ``on_wait(filled)`` is told, after each such
-    wait, whether they came (or their rows filled a call) before it ended. ``initializer`` runs once on the
-    lane's thread (e.g. native thread-pool limits).
+    batching off. ``max_wait_seconds`` bounds how long after a call the next one waits for the requests the
+    call answered to come back (module docstring; 0: never waits); ``on_wait(filled)`` is told, after each
+    wait a queued request waited through, whether enough jobs came before it ran out. ``initializer`` runs
+    once on the lane's thread (e.g. native thread-pool limits).
     """
 
     def __init__(self, run_batch: Callable[[list[Job]], list[Any]], max_batch_rows: int,
@@ -60,11 +70,14 @@ class BatchingLane:
         self._waited: bool | None = None  # the last wait's outcome, reported outside the lock
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
+        self._submitted = 0  # jobs ever queued; each job's number is its place in that count
         self._cond = threading.Condition()
         # Jobs the lane waits for: 1 while idle, else as many as its last call answered. A submit wakes the
-        # lane only once they are queued (or their rows fill a call): each wake-up is a GIL hand-over.
+        # lane only once that many are queued (or their rows fill a call): each wake-up is a GIL hand-over.
         self._expected = 1
         self._last_call_jobs = 1
+        self._last_call_taken = 0  # the number of the last job queued when the last call was taken
+        self._last_call_ended = 0.0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)  # started by the first job
 
@@ -74,6 +87,8 @@ class BatchingLane:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the prediction lane is shut down")
+            self._submitted += 1
+            job.number, job.queued_at = self._submitted, time.monotonic()
             self._queue.append(job)
             self._queued_rows += rows
             if self._thread.ident is None:
@@ -88,6 +103,13 @@ class BatchingLane:
         with self._cond:
             return len(self._queue)
 
+    @property
+    def expecting(self) -> int:
+        """Jobs the lane waits for before its next call: 1 when idle, more while it waits for the clients its
+        last call answered."""
+        with self._cond:
+            return self._expected
+
     def shutdown(self) -> None:
         """Score what is queued, then stop the thread."""
         with self._cond:
@@ -96,24 +118,47 @@ class BatchingLane:
         if self._thread.ident is not None:
             self._thread.join()
 
+    def _can_go(self, expected: int) -> bool:
+        """Whether the next call needs to wait no longer (under the lock): ``expected`` jobs that can join
+        the oldest one are queued, or their rows fill a call, or the oldest was already queued when the last
+        call was taken (it has waited a whole call)."""
+        if not self._queue:
+            return False
+        first = self._queue[0]
+        if first.number <= self._last_call_taken:
+            return True
+        jobs = rows = 0
+        for job in self._queue:
+            if job.key == first.key:
+                jobs, rows = jobs + 1, rows + job.rows
+        return jobs >= expected or rows >= self.max_batch_rows
+
     def _next_batch(self) -> list[Job] | None:
         """The oldest waiting job and every later waiting job with its key, within the row limit, once as
-        many jobs are queued as the last call answered (or after ``max_wait_seconds``)."""
+        many such jobs are queued as the last call answered (or the wait's bounds, module docstring, end)."""
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
             expected = self._last_call_jobs
             if expected > 1 and self.max_wait_seconds > 0:
                 self._expected = expected
-                deadline = time.monotonic() + self.max_wait_seconds
-                while len(self._queue) < expected and self._queued_rows < self.max_batch_rows and not self._stopping:
-                    left = deadline - time.monotonic()
+                window_end = self._last_call_ended + self.max_wait_seconds  # later, a request finds an idle lane
+                waited = False
+                while not self._stopping and not self._can_go(expected):
+                    # each request waits at most max_wait_seconds more than it would have (from its arrival, or
+                    # from the call's end if it came during the call), and one that came after the window not at all
+                    oldest = self._queue[0].queued_at if self._queue else None
+                    if oldest is not None and oldest > window_end:
+                        break
+                    start = self._last_call_ended if oldest is None else max(oldest, self._last_call_ended)
+                    left = start + self.max_wait_seconds - time.monotonic()
                     if left <= 0:
                         break
+                    waited = True
                     self._cond.wait(left)
                 self._expected = 1
-                if not self._stopping:
-                    self._waited = len(self._queue) >= expected or self._queued_rows >= self.max_batch_rows
+                if waited and self._queue and not self._stopping:  # requests were queued during the wait
+                    self._waited = self._can_go(expected)
+            while not self._queue and not self._stopping:
+                self._cond.wait()
             if not self._queue:
                 return None
             first = self._queue.popleft()
@@ -127,7 +172,7 @@ class BatchingLane:
                     kept.append(job)
             self._queue = kept
             self._queued_rows -= rows
-            self._last_call_jobs = len(batch)
+            self._last_call_jobs, self._last_call_taken = len(batch), self._submitted
             return batch
 
     def _run(self) -> None:
@@ -161,6 +206,9 @@ class BatchingLane:
             # 4 requests per call at concurrency 8, and 20-25 % more requests/s. Waiting instead until the loop
             # has sent the answers (a handshake) measured no better.
             time.sleep(0)
+            # The lane is free again: without a wait the next call would start now, so the wait counts from here
+            # (counted before the GIL came back, the event loop's turn ate into it: fewer requests per call).
+            self._last_call_ended = time.monotonic()
 
 
 def _settle_all(settled: list[tuple[asyncio.Future, Any]]) -> None:

@@ -36,11 +36,11 @@ class ServingMetrics:
         self.batch_requests = Histogram("retrain_predict_batch_requests", "Requests scored together in one model call "
                                         "(adaptive batching: the requests waiting for the same version).",
                                         ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), **kw)
-        self.batch_waits = Counter("retrain_predict_batch_waits", "Model calls that waited for the clients the "
-                                   "previous call answered (serving.max_batch_wait_ms), by outcome: filled (as many "
-                                   "requests came, or their rows filled a call) or timed_out (the wait ran out first: "
-                                   "many mean clients that do not come back, where 0 turns the wait off).",
-                                   ["outcome"], **kw)
+        self.batch_waits = Counter("retrain_predict_batch_waits", "Waits of queued requests for the clients the "
+                                   "previous model call answered (serving.max_batch_wait_ms), by outcome: filled (as "
+                                   "many requests that can join the call came, or their rows filled it) or timed_out "
+                                   "(the wait ran out first: many mean clients that do not come back, where 0 turns "
+                                   "the wait off).", ["outcome"], **kw)
         self.http_seconds = Histogram("retrain_http_request_duration_seconds", "HTTP request latency, by route "
                                       "(as declared, e.g. /predict/batch; 'unmatched' for unknown paths).",
                                       ["method", "route"], buckets=LATENCY_BUCKETS, **kw)

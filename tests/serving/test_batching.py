@@ -157,7 +157,7 @@ def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wai
     """After [a2, a3], only b1 comes: it is scored alone once the wait ends. The call after it answered one
     request, so c1 and d1 are scored at once although the lane may now wait a minute (a lane that waited
     here would time out)."""
-    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=1)
 
     async def scenario():
         await two_answered()
@@ -171,11 +171,95 @@ def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wai
     assert calls == [["a1"], ["a2", "a3"], ["b1"], ["c1"], ["d1"]] and lane.waits == [False]
 
 
+def test_a_request_reaching_an_idle_lane_does_not_wait_for_the_clients_of_an_old_call():
+    """The wait counts from the end of the call that answered [a2, a3]: once it ran out with nothing queued,
+    c1 (0.5 s later) is scored at once and nobody waited. A wait counted from c1's arrival would hold it."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
+
+    async def scenario():
+        await two_answered()
+        await asyncio.sleep(0.5)
+        answer = await asyncio.wait_for(lane.submit("a", 100, "c1"), 20)
+        lane.shutdown()
+        return answer
+
+    assert asyncio.run(scenario()) == "c1"
+    assert calls == [["a1"], ["a2", "a3"], ["c1"]] and lane.waits == []
+
+
+def test_a_job_left_out_of_a_call_never_waits_again_and_other_keys_are_not_counted():
+    """b1 (another key: a canary, another model) and a4 (beyond the row limit) queue behind a1 with a2 and
+    a3; the call of [a2, a3] leaves them out. They have waited a whole call, so the next calls take them
+    without waiting, although the lane may wait a minute (a lane that waited would time out)."""
+    release, calls, waits = threading.Event(), [], []
+
+    def run_batch(jobs):
+        calls.append([job.payload for job in jobs])
+        if len(calls) == 1:
+            release.wait(30)
+        return [job.payload for job in jobs]
+
+    async def scenario():
+        lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=60, on_wait=waits.append)
+        first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
+        while not calls:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(lane.submit(key, rows, name))
+                for key, rows, name in [("a", 400, "a2"), ("b", 100, "b1"), ("a", 400, "a3"), ("a", 400, "a4")]]
+        while lane.waiting < 4:
+            await asyncio.sleep(0.01)
+        release.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *rest), 20)
+        lane.shutdown()
+        return answers
+
+    assert asyncio.run(scenario()) == ["a1", "a2", "b1", "a3", "a4"]
+    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["a4"]] and waits == []
+
+
+def test_a_call_with_enough_requests_queued_does_not_wait_and_reports_nothing():
+    """c1 and c2 queue during the call of [a2, a3]: as many as it answered, so the next call takes them at
+    once; only waits a request sat through are counted in /metrics."""
+    holds, calls, waits = {1: threading.Event(), 2: threading.Event()}, [], []
+
+    def run_batch(jobs):
+        calls.append([job.payload for job in jobs])
+        if len(calls) in holds:
+            holds[len(calls)].wait(30)
+        return [job.payload for job in jobs]
+
+    async def queued(lane, names, count):
+        futures = [asyncio.ensure_future(lane.submit("a", 100, name)) for name in names]
+        while lane.waiting < count:
+            await asyncio.sleep(0.01)
+        return futures
+
+    async def scenario():
+        lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=60, on_wait=waits.append)
+        first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
+        while not calls:
+            await asyncio.sleep(0.01)
+        second = await queued(lane, ["a2", "a3"], 2)
+        holds[1].set()
+        while len(calls) < 2:
+            await asyncio.sleep(0.01)
+        third = await queued(lane, ["c1", "c2"], 2)
+        holds[2].set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *second, *third), 20)
+        lane.shutdown()
+        return answers
+
+    assert asyncio.run(scenario()) == ["a1", "a2", "a3", "c1", "c2"]
+    assert calls == [["a1"], ["a2", "a3"], ["c1", "c2"]] and waits == []
+
+
 def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
     lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
 
     async def scenario():
         await two_answered()
+        while lane.expecting < 2:  # the lane waits for the two clients it answered
+            await asyncio.sleep(0.01)
         full = await asyncio.wait_for(lane.submit("a", 1000, "full"), 20)  # 1000 rows: a call's worth
         waiting = asyncio.ensure_future(lane.submit("a", 100, "last"))  # the call after "full" answered one
         last = await asyncio.wait_for(waiting, 20)
@@ -276,12 +360,12 @@ def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn
         calls = samples(http, "retrain_predict_batch_requests_count")  # two model calls: one alone, four together
         assert value(calls, model="churn") == 2
         assert value(samples(http, "retrain_predict_batch_requests_sum"), model="churn") == 5
-        # one more request: the call after the four waits for four (max_batch_wait_ms), in vain
-        assert http.post("/predict/batch", json={"model": "churn", "rows": traffic_rows(1)}).status_code == 200
+        # the lane waits as configured and reports each wait's outcome in /metrics (the outcomes: lane tests above)
+        assert app.state.lane.max_wait_seconds == ServingSettings().max_batch_wait_ms / 1000 == 0.005
+        app.state.lane._on_wait(False)
         waits = samples(http, "retrain_predict_batch_waits_total")
         assert value(waits, outcome="timed_out") == 1 and value(waits, outcome="filled") == 0
-    assert Gated.calls == [2, sum(sizes), 1]
-    assert app.state.lane.max_wait_seconds == ServingSettings().max_batch_wait_ms / 1000 == 0.005  # the setting
+    assert Gated.calls == [2, sum(sizes)]
     for body, answer in zip(bodies, answers):
         frame = pd.DataFrame(body["rows"])
         assert answer["model_version"] == "v2" and len(answer["request_ids"]) == len(body["rows"])
