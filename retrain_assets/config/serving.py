@@ -29,11 +29,11 @@ class ServingSettings(BaseModel):
                                                          "request alone).")
     max_batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="After a model call that answered several requests, how long after it the "
-                                        "next call may wait for as many requests that can join it to be queued (the "
-                                        "clients just answered, coming back), in milliseconds; 0: never waits. A "
-                                        "request waits at most this long, once; one reaching an idle server, or "
-                                        "after a call of one request, never waits. The default is about one model "
-                                        "call of a scikit-learn pipeline (retrain_assets/serving/batching.py).")
+                                        "next call may wait for as many requests to be queued (the clients just "
+                                        "answered, coming back, to whichever version), in milliseconds; 0: never "
+                                        "waits. No request waits twice; one reaching an idle server, or after a "
+                                        "call of one request, never waits. The default is about one model call of "
+                                        "a scikit-learn pipeline (retrain_assets/serving/batching.py).")
     pin_workers: Literal["auto", "always", "never"] = Field(
         "auto", description="With `retrain serve --workers N`, pin each worker process to a CPU of its own: `auto` "
                             "when the workers are as many as the CPUs the server may use, `always` whenever there "

@@ -12,15 +12,16 @@ send their next request when they get their answer. A call answered k requests, 
 to come back within a few milliseconds, while the event loop sends the answers and reads the next requests.
 A call taken at once leaves them queued behind it for a whole call plus the wait for the GIL: that wait was
 the API's p99 (two model calls and the event loop's work in between). So after a call that answered k
-requests, the next call waits until k jobs that can join it are queued (the oldest job's key, or rows that
-fill a call), at most ``max_wait_seconds`` after the oldest of them arrived (or after the call ended, for one
-that came during the call). Bounds, whatever the traffic:
+requests, the next call waits until k requests are queued, whichever version each is routed to (a canary's
+share or another model's clients come back too; waiting for k of one version would make every call under a
+canary wait its whole time), or until their rows fill a call, at most ``max_wait_seconds`` after the lane
+became free. Bounds, whatever the traffic:
 
-* a request waits at most ``max_wait_seconds`` longer than it would without the wait, and once: a job that
-  was already queued when the last call was taken (left out by its key or the row limit) has waited a whole
-  call and is taken without waiting;
-* a request that reaches an idle lane (nothing arrived within ``max_wait_seconds`` of the last call's end)
-  is scored at once, alone, and so is everything after a call of one request (a lone client);
+* the next call starts at most ``max_wait_seconds`` after it could have started, so no request waits longer
+  than that more than it would without the wait, and none waits twice: a job already queued when the last
+  call was taken (left out by its version or the row limit) has waited a whole call and is taken at once;
+* a request that reaches an idle lane (nothing running, the last call's wait over) is scored at once,
+  alone, and so is everything after a call of one request (a lone client);
 * a client that does not come back costs one wait: the next call answered fewer requests, so expects fewer.
 
 Dynamic batchers bound their queue delay the same way (Triton's ``max_queue_delay_microseconds``, Ray
@@ -119,43 +120,33 @@ class BatchingLane:
             self._thread.join()
 
     def _can_go(self, expected: int) -> bool:
-        """Whether the next call needs to wait no longer (under the lock): ``expected`` jobs that can join
-        the oldest one are queued, or their rows fill a call, or the oldest was already queued when the last
-        call was taken (it has waited a whole call)."""
+        """Whether the next call needs to wait no longer (under the lock): ``expected`` jobs are queued, or
+        their rows fill a call (the condition on which ``submit`` wakes the lane), or the oldest was already
+        queued when the last call was taken (it has waited a whole call)."""
         if not self._queue:
             return False
-        first = self._queue[0]
-        if first.number <= self._last_call_taken:
-            return True
-        jobs = rows = 0
-        for job in self._queue:
-            if job.key == first.key:
-                jobs, rows = jobs + 1, rows + job.rows
-        return jobs >= expected or rows >= self.max_batch_rows
+        return (len(self._queue) >= expected or self._queued_rows >= self.max_batch_rows
+                or self._queue[0].number <= self._last_call_taken)
 
     def _next_batch(self) -> list[Job] | None:
         """The oldest waiting job and every later waiting job with its key, within the row limit, once as
-        many such jobs are queued as the last call answered (or the wait's bounds, module docstring, end)."""
+        many jobs are queued as the last call answered (or the wait's bounds, module docstring, end)."""
         with self._cond:
             expected = self._last_call_jobs
             if expected > 1 and self.max_wait_seconds > 0:
                 self._expected = expected
-                window_end = self._last_call_ended + self.max_wait_seconds  # later, a request finds an idle lane
+                deadline = self._last_call_ended + self.max_wait_seconds
                 waited = False
                 while not self._stopping and not self._can_go(expected):
-                    # each request waits at most max_wait_seconds more than it would have (from its arrival, or
-                    # from the call's end if it came during the call), and one that came after the window not at all
-                    oldest = self._queue[0].queued_at if self._queue else None
-                    if oldest is not None and oldest > window_end:
-                        break
-                    start = self._last_call_ended if oldest is None else max(oldest, self._last_call_ended)
-                    left = start + self.max_wait_seconds - time.monotonic()
+                    left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     waited = True
                     self._cond.wait(left)
-                self._expected = 1
-                if waited and self._queue and not self._stopping:  # requests were queued during the wait
+                self._expected = 1  # from here on a request finds an idle lane
+                # reported when a queued request sat through the wait (not one that came after its deadline,
+                # when the thread woke late)
+                if waited and self._queue and not self._stopping and self._queue[0].queued_at < deadline:
                     self._waited = self._can_go(expected)
             while not self._queue and not self._stopping:
                 self._cond.wait()

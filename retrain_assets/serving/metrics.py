@@ -38,7 +38,7 @@ class ServingMetrics:
                                         ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), **kw)
         self.batch_waits = Counter("retrain_predict_batch_waits", "Waits of queued requests for the clients the "
                                    "previous model call answered (serving.max_batch_wait_ms), by outcome: filled (as "
-                                   "many requests that can join the call came, or their rows filled it) or timed_out "
+                                   "many requests came, or their rows filled a call) or timed_out "
                                    "(the wait ran out first: many mean clients that do not come back, where 0 turns "
                                    "the wait off).", ["outcome"], **kw)
         self.http_seconds = Histogram("retrain_http_request_duration_seconds", "HTTP request latency, by route "

@@ -154,13 +154,15 @@ def test_without_a_wait_the_next_call_takes_what_is_queued():
 
 
 def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wait():
-    """After [a2, a3], only b1 comes: it is scored alone once the wait ends. The call after it answered one
-    request, so c1 and d1 are scored at once although the lane may now wait a minute (a lane that waited
-    here would time out)."""
-    lane, calls, two_answered = _held_first_call(max_wait_seconds=1)
+    """After [a2, a3], only b1 comes (while the lane waits for two): it is scored alone once the wait ends.
+    The call after it answered one request, so c1 and d1 are scored at once although the lane may now wait a
+    minute (a lane that waited here would time out)."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=3)
 
     async def scenario():
         await two_answered()
+        while lane.expecting < 2:  # b1 comes within the wait (3 s: ample for a busy machine)
+            await asyncio.sleep(0.01)
         b1 = await asyncio.wait_for(lane.submit("a", 100, "b1"), 20)
         lane.max_wait_seconds = 60
         rest = [await asyncio.wait_for(lane.submit("a", 100, name), 20) for name in ("c1", "d1")]
@@ -172,13 +174,16 @@ def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wai
 
 
 def test_a_request_reaching_an_idle_lane_does_not_wait_for_the_clients_of_an_old_call():
-    """The wait counts from the end of the call that answered [a2, a3]: once it ran out with nothing queued,
-    c1 (0.5 s later) is scored at once and nobody waited. A wait counted from c1's arrival would hold it."""
+    """The wait after the call that answered [a2, a3] runs out with nothing queued (the lane expects one
+    request again): c1, coming later, is scored at once and nobody waited."""
     lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
 
     async def scenario():
         await two_answered()
-        await asyncio.sleep(0.5)
+        while lane.expecting < 2:
+            await asyncio.sleep(0.01)
+        while lane.expecting > 1:
+            await asyncio.sleep(0.01)
         answer = await asyncio.wait_for(lane.submit("a", 100, "c1"), 20)
         lane.shutdown()
         return answer
@@ -187,11 +192,10 @@ def test_a_request_reaching_an_idle_lane_does_not_wait_for_the_clients_of_an_old
     assert calls == [["a1"], ["a2", "a3"], ["c1"]] and lane.waits == []
 
 
-def test_a_job_left_out_of_a_call_never_waits_again_and_other_keys_are_not_counted():
-    """b1 (another key: a canary, another model) and a4 (beyond the row limit) queue behind a1 with a2 and
-    a3; the call of [a2, a3] leaves them out. They have waited a whole call, so the next calls take them
-    without waiting, although the lane may wait a minute (a lane that waited would time out)."""
-    release, calls, waits = threading.Event(), [], []
+def _left_out(queued: list[tuple[str, int, str]], waits: list) -> tuple[list, list]:
+    """a1 holds the lane while ``queued`` (key, rows, name) queue behind it; the answers and the calls, with a
+    lane that may wait a minute for the clients of a call (a lane that waited would time out)."""
+    release, calls = threading.Event(), []
 
     def run_batch(jobs):
         calls.append([job.payload for job in jobs])
@@ -204,17 +208,83 @@ def test_a_job_left_out_of_a_call_never_waits_again_and_other_keys_are_not_count
         first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
         while not calls:
             await asyncio.sleep(0.01)
-        rest = [asyncio.ensure_future(lane.submit(key, rows, name))
-                for key, rows, name in [("a", 400, "a2"), ("b", 100, "b1"), ("a", 400, "a3"), ("a", 400, "a4")]]
-        while lane.waiting < 4:
+        rest = [asyncio.ensure_future(lane.submit(key, rows, name)) for key, rows, name in queued]
+        while lane.waiting < len(queued):
             await asyncio.sleep(0.01)
         release.set()
         answers = await asyncio.wait_for(asyncio.gather(first, *rest), 20)
         lane.shutdown()
         return answers
 
-    assert asyncio.run(scenario()) == ["a1", "a2", "b1", "a3", "a4"]
-    assert calls == [["a1"], ["a2", "a3"], ["b1"], ["a4"]] and waits == []
+    return asyncio.run(scenario()), calls
+
+
+class LateWake(threading.Condition):
+    """The lane's condition, whose first timed wait that runs out returns only when the test says so: the lane
+    thread waking late on a busy machine."""
+
+    def __init__(self):
+        super().__init__()
+        self.timed_out, self.resume = threading.Event(), threading.Event()
+
+    def wait(self, timeout=None):
+        woken = super().wait(timeout)
+        if timeout is not None and not woken and not self.timed_out.is_set():
+            self.timed_out.set()
+            self.release()
+            self.resume.wait(30)
+            self.acquire()
+        return woken
+
+
+def test_a_request_that_came_after_the_wait_ran_out_is_not_reported_as_waiting_when_the_lane_wakes_late():
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
+    lane._cond = late = LateWake()
+
+    async def scenario():
+        await two_answered()
+        await asyncio.to_thread(late.timed_out.wait, 30)  # the wait for two has run out, the lane not yet back
+        c1 = asyncio.ensure_future(lane.submit("a", 100, "c1"))
+        while lane.waiting < 1:
+            await asyncio.sleep(0.01)
+        late.resume.set()
+        answer = await asyncio.wait_for(c1, 20)
+        lane.shutdown()
+        return answer
+
+    assert asyncio.run(scenario()) == "c1"
+    assert calls == [["a1"], ["a2", "a3"], ["c1"]] and lane.waits == []
+
+
+def test_a_job_left_out_of_a_call_never_waits_again():
+    """b1 (another key: a canary, another model) or a4 (beyond the row limit) queue behind a1 with a2 and a3;
+    the call of [a2, a3] leaves it out. It has waited a whole call, so the next call takes it at once,
+    although the lane expects two requests after a call of two."""
+    waits = []
+    answers, calls = _left_out([("a", 100, "a2"), ("b", 100, "b1"), ("a", 100, "a3")], waits)
+    assert answers == ["a1", "a2", "b1", "a3"] and calls == [["a1"], ["a2", "a3"], ["b1"]] and waits == []
+    answers, calls = _left_out([("a", 400, "a2"), ("a", 400, "a3"), ("a", 400, "a4")], waits)
+    assert answers == ["a1", "a2", "a3", "a4"] and calls == [["a1"], ["a2", "a3"], ["a4"]] and waits == []
+
+
+def test_the_clients_of_a_call_end_its_wait_whichever_version_they_are_routed_to():
+    """After the call of [a2, a3], one client comes back routed to another version (b1: a canary's share,
+    another model) and one to the same (a4). Both are back, so the wait ends (waiting for two of one version
+    would hold every call under a canary for its whole wait): b1 goes first, alone, then a4."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
+
+    async def scenario():
+        await two_answered()
+        while lane.expecting < 2:
+            await asyncio.sleep(0.01)
+        b1 = asyncio.ensure_future(lane.submit("b", 100, "b1"))
+        a4 = asyncio.ensure_future(lane.submit("a", 100, "a4"))
+        answers = await asyncio.wait_for(asyncio.gather(b1, a4), 20)
+        lane.shutdown()
+        return answers
+
+    assert asyncio.run(scenario()) == ["b1", "a4"]
+    assert calls[2:] == [["b1"], ["a4"]] and lane.waits == [True]
 
 
 def test_a_call_with_enough_requests_queued_does_not_wait_and_reports_nothing():
@@ -299,14 +369,15 @@ class Gated(WrappedModel):
 
 
 @contextmanager
-def gated_server(tmp_path, churn_pipeline):
-    """A real server whose production is ``Gated``: yields (store, app, base url, client)."""
+def gated_server(tmp_path, churn_pipeline, **serving):
+    """A real server whose production is ``Gated`` (``serving``: setting overrides): yields (store, app, base url,
+    client)."""
     path = tmp_path / "monitoring.db"
     settings, store = served_settings(tmp_path, Backend("sqlite", f"sqlite:///{path}", path=path), churn_pipeline)
     register(settings, store, Gated(churn_pipeline), 2)
     Gated.release.clear()
     Gated.calls.clear()
-    app = create_app(settings, token=TOKEN, serving=quick(tmp_path))
+    app = create_app(settings, token=TOKEN, serving=quick(tmp_path, **serving))
     with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
         wait_until(lambda: http.get("/readyz").json()["models"]["churn"]["serving"] == "v2", 30, "v2 to serve")
         yield store, app, base, http
@@ -360,11 +431,7 @@ def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn
         calls = samples(http, "retrain_predict_batch_requests_count")  # two model calls: one alone, four together
         assert value(calls, model="churn") == 2
         assert value(samples(http, "retrain_predict_batch_requests_sum"), model="churn") == 5
-        # the lane waits as configured and reports each wait's outcome in /metrics (the outcomes: lane tests above)
         assert app.state.lane.max_wait_seconds == ServingSettings().max_batch_wait_ms / 1000 == 0.005
-        app.state.lane._on_wait(False)
-        waits = samples(http, "retrain_predict_batch_waits_total")
-        assert value(waits, outcome="timed_out") == 1 and value(waits, outcome="filled") == 0
     assert Gated.calls == [2, sum(sizes)]
     for body, answer in zip(bodies, answers):
         frame = pd.DataFrame(body["rows"])
@@ -374,3 +441,20 @@ def test_a_queued_batch_scores_what_each_request_would_get_alone(tmp_path, churn
     rows = wait_until(lambda: (found := logged(store, [r for a in answers for r in a["request_ids"]]))
                       and len(found) == sum(sizes) and found, 30, "every row in the log")
     assert {row["model_version"] for row in rows.values()} == {2}
+
+
+def test_the_server_waits_for_the_clients_of_a_call_as_configured_and_counts_the_waits(tmp_path, churn_pipeline):
+    """The lane waits as configured: the call after one that answered three requests waits for three more
+    (the wait raised to a minute once the setting is checked, ample on a busy machine): sent at once, they are
+    scored in one call, and /metrics counts one wait that filled."""
+    bodies = [{"model": "churn", "rows": traffic_rows(2, seed=60 + i)} for i in range(6)]
+    with gated_server(tmp_path, churn_pipeline, max_batch_wait_ms=1000) as (store, app, base, http):
+        assert app.state.lane.max_wait_seconds == 1
+        app.state.lane.max_wait_seconds = 60
+        responses = queued_behind_a_first_request(app, base, {"model": "churn", "rows": traffic_rows(2)}, bodies[:3])
+        with ThreadPoolExecutor(3) as pool:
+            responses += pool.map(lambda body: httpx.post(f"{base}/predict/batch", json=body, timeout=60), bodies[3:])
+        assert [r.status_code for r in responses] == [200] * 7
+        waits = samples(http, "retrain_predict_batch_waits_total")
+        assert value(waits, outcome="filled") == 1 and value(waits, outcome="timed_out") == 0
+    assert Gated.calls == [2, 6, 6]
