@@ -329,7 +329,12 @@ def logged_rows(store) -> int:
 # most server processes measured.
 VARIANTS = {"alone": ({"max_batch_rows": 1}, ", each request alone (`max_batch_rows: 1`)", max),
             "unpinned": ({"pin_workers": "never"}, ", workers not pinned to CPUs (`pin_workers: never`)", max),
-            "nowait": ({"max_batch_wait_ms": 0}, ", no wait for the clients just answered (`max_batch_wait_ms: 0`)", min)}
+            "nowait": ({"max_batch_wait_ms": 0}, ", no wait for the clients just answered (`max_batch_wait_ms: 0`)", min),
+            # two versions sharing the lane: the clients of a call come back to either (no registry change here)
+            "canary": ({}, ", v3 in canary answering 10 % of requests", min),
+            "canary-nowait": ({"max_batch_wait_ms": 0}, ", v3 in canary answering 10 % of requests, no wait "
+                                                       "(`max_batch_wait_ms: 0`)", min)}
+CANARY_SHARE = 0.10
 
 
 def steady_run(args, payload_rows, workers: int, unseen: bool = False,
@@ -344,6 +349,9 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False,
     payload = {"model": "churn", "rows": batch.astype(object).where(batch.notna(), None).to_dict(orient="records")}
     costs = in_process_costs(settings, store, model, batch)
     before = logged_rows(store)
+    canary = bool(variant and variant.startswith("canary"))
+    if canary:  # routed per request id: the load generator sends none, so the server's generated ids decide
+        store.registry.start_canary("churn", 3, CANARY_SHARE, store.predictions.newest_id(model.log_key))
     server, base = start_server(config, root / "server.log", workers)
     swaps: list[tuple[float, str]] = []
     machine_before, server_before, own_before = busy_seconds(), group_seconds(server.pid), time.process_time()
@@ -361,7 +369,7 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False,
                     swaps.append((time.time(), restored.label))
                 at += args.swap_every
 
-        load = run_load(base, payload, args.seconds, args.concurrency, registry_changes)
+        load = run_load(base, payload, args.seconds, args.concurrency, None if canary else registry_changes)
         server_cpu = group_seconds(server.pid) - server_before
         others = busy_seconds() - machine_before - server_cpu - load.cpu_seconds - (time.process_time() - own_before)
         per_call = requests_per_call(base)
@@ -386,13 +394,16 @@ def steady_run(args, payload_rows, workers: int, unseen: bool = False,
               "swap_first_p99": _p99(delays[:, 0]), "swap_all_p99": _p99(delays[:, 1]),
               "ratio": p99 / base_p99, "base_p99": base_p99, "mean": float(latencies.mean()),
               "cpu_ms_per_request": server_cpu / max(len(latencies), 1) * 1000, "per_call": per_call,
+              "canary_share": sum(r[3] == "v3" for r in load.records if r[2] == 200) / max(len(latencies), 1),
               **{f"model_{k}": v for k, v in costs.items()}}
     available = (os.cpu_count() or 1) * args.seconds
     lines = [
         f"| {label} | {rps:.1f} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms | {len(load.failures)} | "
-        f"{load.served_rows:,} / {in_log:,} / {on_disk:,} | {len(swaps)} ({', '.join(v for _, v in swaps)}) | "
-        f"{_median(delays[:, 0]):.2f} / {result['swap_first_p99']:.2f} s | {result['swap_all_p99']:.2f} s "
-        f"(each: {', '.join(f'{d:.2f}' for d in delays[:, 1])}) | "
+        f"{load.served_rows:,} / {in_log:,} / {on_disk:,} | "
+        + (f"none (v3 answered {result['canary_share']:.1%} of requests) | - | - | " if canary else
+           f"{len(swaps)} ({', '.join(v for _, v in swaps)}) | "
+           f"{_median(delays[:, 0]):.2f} / {result['swap_first_p99']:.2f} s | {result['swap_all_p99']:.2f} s "
+           f"(each: {', '.join(f'{d:.2f}' for d in delays[:, 1])}) | ") +
         f"{p99 / base_p99:.1f}x (of {base_p99 * 1000:.1f} ms) | {per_call:.2f} | {server_cpu:.1f} / {load.cpu_seconds:.1f} / {max(others, 0):.1f} of {available:.0f} |",
     ]
     if load.failures:
@@ -418,6 +429,7 @@ def steady_section(args, payload_rows) -> str:
     unpinned = next(r for r in results if r["variant"] == "unpinned")
     nowait = next(r for r in results if r["variant"] == "nowait")
     waited = next(r for r in results if r["workers"] == nowait["workers"] and not r["unseen"] and not r["variant"])
+    canary, canary_nowait = (next(r for r in results if r["variant"] == v) for v in ("canary", "canary-nowait"))
     results = [r for r in results if not r["variant"]]  # the targets concern the product as configured
     cpus = len(usable_cpus())
     pinned = pinning_wanted("auto", max(args.workers), cpus)
@@ -448,7 +460,8 @@ def steady_section(args, payload_rows) -> str:
         f"100-row batches, {args.concurrency} concurrent keep-alive connections from a separate load-generator "
         f"process, {args.seconds:g} s per server, SQLite store. During each run the registry alone changes: at "
         f"{args.swap_every:g} s a promotion of v3 (a new artifact, read from the store), then a rollback every "
-        f"{args.swap_every:g} s (the standby, already in memory). No reload call. The baseline is the same "
+        f"{args.swap_every:g} s (the standby, already in memory). No reload call. The canary runs instead keep v3 "
+        f"in canary for {CANARY_SHARE:.0%} of requests, chosen by the server's request ids. The baseline is the same "
         "100-row `predict_proba` called in process on one thread, 1,000 calls before each server starts and 1,000 after it stops; each "
         "run's ratio is against its own baseline p99, shown beside it.",
         "",
@@ -473,6 +486,13 @@ def steady_section(args, payload_rows) -> str:
         f"{nowait['p99'] * 1000:.0f} ms with no wait (**{waited['p99'] / nowait['p99']:.2f}x**), {waited['rps']:.1f} "
         f"requests/s against {nowait['rps']:.1f} ({waited['rps'] / nowait['rps']:.2f}x), {waited['per_call']:.2f} "
         f"requests per model call against {nowait['per_call']:.2f}.",
+        "",
+        f"The same with v3 in canary for {CANARY_SHARE:.0%} of requests (two versions share the lane, and the "
+        f"clients of a call come back to either), same run, {canary['label'].split(',')[0]}: p99 "
+        f"{canary['p99'] * 1000:.0f} ms against {canary_nowait['p99'] * 1000:.0f} ms with no wait "
+        f"(**{canary['p99'] / canary_nowait['p99']:.2f}x**), {canary['rps']:.1f} requests/s against "
+        f"{canary_nowait['rps']:.1f} ({canary['rps'] / canary_nowait['rps']:.2f}x), {canary['per_call']:.2f} "
+        f"requests per model call against {canary_nowait['per_call']:.2f}.",
         "",
         "Targets (issue 17):",
         "",
