@@ -33,6 +33,7 @@ is blamed on its own request only.
 """
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -50,7 +51,7 @@ class Job:
     payload: Any
     future: asyncio.Future = field(repr=False, default=None)
     number: int = 0  # its place in the lane's arrival order
-    queued_at: float = 0.0  # time.monotonic() when it was queued
+    queued_at: float = 0.0  # the lane's clock when it was queued
 
 
 class BatchingLane:
@@ -60,13 +61,16 @@ class BatchingLane:
     batching off. ``max_wait_seconds`` bounds how long after a call the next one waits for the requests the
     call answered to come back (module docstring; 0: never waits); ``on_wait(filled)`` is told, after each
     wait a queued request waited through, whether enough jobs came before it ran out. ``initializer`` runs
-    once on the lane's thread (e.g. native thread-pool limits).
+    once on the lane's thread (e.g. native thread-pool limits). ``clock`` (seconds, monotonic) times the
+    wait; tests pass one they move by hand, so that no outcome depends on how busy the machine is.
     """
 
     def __init__(self, run_batch: Callable[[list[Job]], list[Any]], max_batch_rows: int,
                  max_wait_seconds: float = 0.0, on_wait: Callable[[bool], None] | None = None,
-                 initializer: Callable[[], None] | None = None, name: str = "predict"):
+                 initializer: Callable[[], None] | None = None, name: str = "predict",
+                 clock: Callable[[], float] = time.monotonic):
         self._run_batch, self.max_batch_rows, self._initializer = run_batch, max_batch_rows, initializer
+        self._clock = clock
         self.max_wait_seconds, self._on_wait = max_wait_seconds, on_wait
         self._waited: bool | None = None  # the last wait's outcome, reported outside the lock
         self._queue: deque[Job] = deque()
@@ -89,7 +93,7 @@ class BatchingLane:
             if self._stopping:
                 raise RuntimeError("the prediction lane is shut down")
             self._submitted += 1
-            job.number, job.queued_at = self._submitted, time.monotonic()
+            job.number, job.queued_at = self._submitted, self._clock()
             self._queue.append(job)
             self._queued_rows += rows
             if self._thread.ident is None:
@@ -119,14 +123,18 @@ class BatchingLane:
         if self._thread.ident is not None:
             self._thread.join()
 
-    def _can_go(self, expected: int) -> bool:
-        """Whether the next call needs to wait no longer (under the lock): ``expected`` jobs are queued, or
-        their rows fill a call (the condition on which ``submit`` wakes the lane), or the oldest was already
-        queued when the last call was taken (it has waited a whole call)."""
+    def _can_go(self, expected: int, by: float = math.inf) -> bool:
+        """Whether the next call needs to wait no longer (under the lock): ``expected`` jobs (queued by time
+        ``by``) are queued, or their rows fill a call (the condition on which ``submit`` wakes the lane), or the
+        oldest was already queued when the last call was taken (it has waited a whole call)."""
         if not self._queue:
             return False
-        return (len(self._queue) >= expected or self._queued_rows >= self.max_batch_rows
-                or self._queue[0].number <= self._last_call_taken)
+        if self._queue[0].number <= self._last_call_taken:
+            return True
+        if by == math.inf:
+            return len(self._queue) >= expected or self._queued_rows >= self.max_batch_rows
+        came = [job.rows for job in self._queue if job.queued_at <= by]
+        return len(came) >= expected or sum(came) >= self.max_batch_rows
 
     def _next_batch(self) -> list[Job] | None:
         """The oldest waiting job and every later waiting job with its key, within the row limit, once as
@@ -138,7 +146,7 @@ class BatchingLane:
                 deadline = self._last_call_ended + self.max_wait_seconds
                 waited = False
                 while not self._stopping and not self._can_go(expected):
-                    left = deadline - time.monotonic()
+                    left = deadline - self._clock()
                     if left <= 0:
                         break
                     waited = True
@@ -147,7 +155,7 @@ class BatchingLane:
                 # reported when a queued request sat through the wait (not one that came after its deadline,
                 # when the thread woke late)
                 if waited and self._queue and not self._stopping and self._queue[0].queued_at < deadline:
-                    self._waited = self._can_go(expected)
+                    self._waited = self._can_go(expected, by=deadline)  # filled in time, not late
             while not self._queue and not self._stopping:
                 self._cond.wait()
             if not self._queue:
@@ -199,7 +207,7 @@ class BatchingLane:
             time.sleep(0)
             # The lane is free again: without a wait the next call would start now, so the wait counts from here
             # (counted before the GIL came back, the event loop's turn ate into it: fewer requests per call).
-            self._last_call_ended = time.monotonic()
+            self._last_call_ended = self._clock()
 
 
 def _settle_all(settled: list[tuple[asyncio.Future, Any]]) -> None:

@@ -92,9 +92,36 @@ def test_a_batch_limit_of_one_row_scores_every_request_alone():
     assert asyncio.run(scenario()) == list(range(6)) and calls == [1] * 6
 
 
+class ManualClock:
+    """The lane's clock, moved by the test: a wait runs out when the test says its time is up, never because
+    the machine was busy. ``advance`` wakes the lane (as a submit would); ``jump`` does not (the lane thread
+    then notices only at its next wake-up: a thread waking late)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def jump(self, seconds: float) -> None:
+        self.now += seconds
+
+    def advance(self, lane: BatchingLane, seconds: float) -> None:
+        with lane._cond:
+            self.now += seconds
+            lane._cond.notify_all()
+
+
+async def until(condition) -> None:
+    """Poll ``condition`` on the event loop (what it waits for does not depend on time: the clock is manual)."""
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 def _held_first_call(max_wait_seconds: float):
     """A lane whose first call waits for ``release`` (so that a2 and a3 queue behind a1 and are scored
-    together next), and the calls it made (payloads); ``lane.waits`` has each wait's outcome (filled)."""
+    together next), and the calls it made (payloads); ``lane.waits`` has each wait's outcome (filled),
+    ``lane.clock`` its ManualClock."""
     release, calls, waits = threading.Event(), [], []
 
     def run_batch(jobs):
@@ -103,8 +130,10 @@ def _held_first_call(max_wait_seconds: float):
             release.wait(30)
         return [job.payload for job in jobs]
 
-    lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=max_wait_seconds, on_wait=waits.append)
-    lane.waits = waits
+    clock = ManualClock()
+    lane = BatchingLane(run_batch, max_batch_rows=1000, max_wait_seconds=max_wait_seconds, on_wait=waits.append,
+                        clock=clock)
+    lane.waits, lane.clock = waits, clock
 
     async def two_answered():
         first = asyncio.ensure_future(lane.submit("a", 100, "a1"))
@@ -126,6 +155,7 @@ def test_after_a_call_of_several_requests_the_next_waits_for_as_many_to_come_bac
 
     async def scenario():
         await two_answered()
+        await until(lambda: lane.expecting == 2)  # the lane waits for the two clients it answered
         b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
         await asyncio.sleep(0.3)
         started_alone = len(calls) > 2  # a lane that does not wait has taken b1 alone by now
@@ -154,16 +184,18 @@ def test_without_a_wait_the_next_call_takes_what_is_queued():
 
 
 def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wait():
-    """After [a2, a3], only b1 comes (while the lane waits for two): it is scored alone once the wait ends.
-    The call after it answered one request, so c1 and d1 are scored at once although the lane may now wait a
-    minute (a lane that waited here would time out)."""
-    lane, calls, two_answered = _held_first_call(max_wait_seconds=3)
+    """After [a2, a3], only b1 comes (while the lane waits for two): it is scored alone once the wait runs
+    out. The call after it answered one request, so c1 and d1 are scored at once although the lane may now
+    wait a minute (a lane that waited here would time out)."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=5)
 
     async def scenario():
         await two_answered()
-        while lane.expecting < 2:  # b1 comes within the wait (3 s: ample for a busy machine)
-            await asyncio.sleep(0.01)
-        b1 = await asyncio.wait_for(lane.submit("a", 100, "b1"), 20)
+        await until(lambda: lane.expecting == 2)
+        b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
+        await until(lambda: lane.waiting == 1)
+        lane.clock.advance(lane, 10)  # the wait runs out
+        b1 = await asyncio.wait_for(b1, 20)
         lane.max_wait_seconds = 60
         rest = [await asyncio.wait_for(lane.submit("a", 100, name), 20) for name in ("c1", "d1")]
         lane.shutdown()
@@ -176,20 +208,53 @@ def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wai
 def test_a_request_reaching_an_idle_lane_does_not_wait_for_the_clients_of_an_old_call():
     """The wait after the call that answered [a2, a3] runs out with nothing queued (the lane expects one
     request again): c1, coming later, is scored at once and nobody waited."""
-    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=5)
 
     async def scenario():
         await two_answered()
-        while lane.expecting < 2:
-            await asyncio.sleep(0.01)
-        while lane.expecting > 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: lane.expecting == 2)
+        lane.clock.advance(lane, 10)
+        await until(lambda: lane.expecting == 1)
         answer = await asyncio.wait_for(lane.submit("a", 100, "c1"), 20)
         lane.shutdown()
         return answer
 
     assert asyncio.run(scenario()) == "c1"
     assert calls == [["a1"], ["a2", "a3"], ["c1"]] and lane.waits == []
+
+
+def test_a_lane_waking_late_reports_only_what_happened_before_its_deadline():
+    """The lane thread may wake after its wait's deadline (a busy machine). c1, queued only after the
+    deadline, never waited: nothing is reported. b1 came in time but b2 only after the deadline: the wait ran
+    out (timed_out), although both are queued when the lane looks."""
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.5)
+
+    async def scenario():
+        await two_answered()
+        await until(lambda: lane.expecting == 2)
+        lane.clock.jump(1)  # past the deadline; the lane notices at its own timeout (0.5 s)
+        answer = await asyncio.wait_for(lane.submit("a", 100, "c1"), 20)
+        lane.shutdown()
+        return answer
+
+    assert asyncio.run(scenario()) == "c1"
+    assert calls == [["a1"], ["a2", "a3"], ["c1"]] and lane.waits == []
+
+    lane, calls, two_answered = _held_first_call(max_wait_seconds=60)
+
+    async def late_company():
+        await two_answered()
+        await until(lambda: lane.expecting == 2)
+        b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
+        await until(lambda: lane.waiting == 1)
+        lane.clock.jump(100)
+        b2 = asyncio.ensure_future(lane.submit("a", 100, "b2"))  # two queued: wakes the lane
+        answers = await asyncio.wait_for(asyncio.gather(b1, b2), 20)
+        lane.shutdown()
+        return answers
+
+    assert asyncio.run(late_company()) == ["b1", "b2"]
+    assert calls[2:] == [["b1", "b2"]] and lane.waits == [False]
 
 
 def _left_out(queued: list[tuple[str, int, str]], waits: list) -> tuple[list, list]:
@@ -219,43 +284,6 @@ def _left_out(queued: list[tuple[str, int, str]], waits: list) -> tuple[list, li
     return asyncio.run(scenario()), calls
 
 
-class LateWake(threading.Condition):
-    """The lane's condition, whose first timed wait that runs out returns only when the test says so: the lane
-    thread waking late on a busy machine."""
-
-    def __init__(self):
-        super().__init__()
-        self.timed_out, self.resume = threading.Event(), threading.Event()
-
-    def wait(self, timeout=None):
-        woken = super().wait(timeout)
-        if timeout is not None and not woken and not self.timed_out.is_set():
-            self.timed_out.set()
-            self.release()
-            self.resume.wait(30)
-            self.acquire()
-        return woken
-
-
-def test_a_request_that_came_after_the_wait_ran_out_is_not_reported_as_waiting_when_the_lane_wakes_late():
-    lane, calls, two_answered = _held_first_call(max_wait_seconds=0.2)
-    lane._cond = late = LateWake()
-
-    async def scenario():
-        await two_answered()
-        await asyncio.to_thread(late.timed_out.wait, 30)  # the wait for two has run out, the lane not yet back
-        c1 = asyncio.ensure_future(lane.submit("a", 100, "c1"))
-        while lane.waiting < 1:
-            await asyncio.sleep(0.01)
-        late.resume.set()
-        answer = await asyncio.wait_for(c1, 20)
-        lane.shutdown()
-        return answer
-
-    assert asyncio.run(scenario()) == "c1"
-    assert calls == [["a1"], ["a2", "a3"], ["c1"]] and lane.waits == []
-
-
 def test_a_job_left_out_of_a_call_never_waits_again():
     """b1 (another key: a canary, another model) or a4 (beyond the row limit) queue behind a1 with a2 and a3;
     the call of [a2, a3] leaves it out. It has waited a whole call, so the next call takes it at once,
@@ -275,8 +303,7 @@ def test_the_clients_of_a_call_end_its_wait_whichever_version_they_are_routed_to
 
     async def scenario():
         await two_answered()
-        while lane.expecting < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: lane.expecting == 2)
         b1 = asyncio.ensure_future(lane.submit("b", 100, "b1"))
         a4 = asyncio.ensure_future(lane.submit("a", 100, "a4"))
         answers = await asyncio.wait_for(asyncio.gather(b1, a4), 20)
@@ -328,8 +355,7 @@ def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
 
     async def scenario():
         await two_answered()
-        while lane.expecting < 2:  # the lane waits for the two clients it answered
-            await asyncio.sleep(0.01)
+        await until(lambda: lane.expecting == 2)  # the lane waits for the two clients it answered
         full = await asyncio.wait_for(lane.submit("a", 1000, "full"), 20)  # 1000 rows: a call's worth
         waiting = asyncio.ensure_future(lane.submit("a", 100, "last"))  # the call after "full" answered one
         last = await asyncio.wait_for(waiting, 20)
