@@ -33,6 +33,7 @@ is blamed on its own request only.
 """
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -40,6 +41,8 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,6 +87,8 @@ class BatchingLane:
         self._last_call_taken = 0  # the number of the last job queued when the last call was taken
         self._last_call_ended = 0.0
         self._stopping = False
+        self._stopped_by: BaseException | None = None  # the lane's own error, if it ever stopped on one
+        self._in_flight: list[Job] = []  # the batch being scored (answered by _fail_all if the lane dies)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)  # started by the first job
 
     async def submit(self, key: Hashable, rows: int, payload: Any) -> Any:
@@ -91,7 +96,8 @@ class BatchingLane:
         job = Job(key, rows, payload, asyncio.get_running_loop().create_future())
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the prediction lane is shut down")
+                raise RuntimeError("the prediction lane is shut down" + (
+                    f" (it stopped on {type(self._stopped_by).__name__}: {self._stopped_by})" if self._stopped_by else ""))
             self._submitted += 1
             job.number, job.queued_at = self._submitted, self._clock()
             self._queue.append(job)
@@ -114,6 +120,11 @@ class BatchingLane:
         last call answered."""
         with self._cond:
             return self._expected
+
+    @property
+    def stopped_by(self) -> BaseException | None:
+        """The error the lane's thread stopped on, if it ever did (the process can no longer predict)."""
+        return self._stopped_by
 
     def shutdown(self) -> None:
         """Score what is queued, then stop the thread."""
@@ -175,9 +186,30 @@ class BatchingLane:
             return batch
 
     def _run(self) -> None:
+        """The lane's thread. Should it ever stop on an error of its own (not a model's: those are answers),
+        every waiting request and every later one is answered with that error instead of waiting forever."""
+        try:
+            self._serve()
+        except BaseException as error:
+            logger.exception("the prediction lane stopped; every waiting and later request fails until restart")
+            self._fail_all(error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._cond:
+            self._stopping, self._stopped_by = True, error
+            jobs = [*self._in_flight, *self._queue]
+            self._queue.clear()
+            self._queued_rows = 0
+        _answer(jobs, [RuntimeError(f"the prediction lane stopped ({type(error).__name__}: {error})")] * len(jobs))
+
+    def _serve(self) -> None:
         if self._initializer is not None:
-            self._initializer()
+            try:
+                self._initializer()
+            except Exception:  # noqa: BLE001 - a tuning step: serving without it beats not serving
+                logger.warning("the prediction lane's initializer failed; serving without it", exc_info=True)
         while (batch := self._next_batch()) is not None:
+            self._in_flight = batch
             if self._waited is not None and self._on_wait is not None:
                 filled, self._waited = self._waited, None
                 try:
@@ -188,16 +220,11 @@ class BatchingLane:
                 results = self._run_batch(batch)
             except BaseException as error:  # noqa: BLE001 - every waiting request gets an answer
                 results = [error] * len(batch)
-            # One wake-up of each event loop per batch, not per request: each call_soon_threadsafe writes to
-            # the loop's wake-up pipe, a system call that gives the GIL away and then waits to get it back.
-            answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
-            for job, result in zip(batch, results, strict=True):
-                answers.setdefault(job.future.get_loop(), []).append((job.future, result))
-            for loop, settled in answers.items():
-                try:
-                    loop.call_soon_threadsafe(_settle_all, settled)
-                except RuntimeError:  # its event loop is closed: nobody waits for these answers any more
-                    pass
+            if len(results) != len(batch):  # a bug of run_batch: no job can be matched to its answer
+                results = [RuntimeError(f"the batch's scorer answered {len(results)} results for {len(batch)} "
+                                        "requests")] * len(batch)
+            _answer(batch, results)
+            self._in_flight = []
             # Offer the GIL once before taking the next batch (sleep(0) releases it; a waiting thread gets
             # it): the event loop sends these answers and hands over the requests that arrived during the
             # call, so they join the next call instead of waiting behind a call taken without them (the loop
@@ -208,6 +235,20 @@ class BatchingLane:
             # The lane is free again: without a wait the next call would start now, so the wait counts from here
             # (counted before the GIL came back, the event loop's turn ate into it: fewer requests per call).
             self._last_call_ended = self._clock()
+
+
+def _answer(jobs: list[Job], results: list[Any]) -> None:
+    """Hand each job its result on its event loop: one wake-up of each loop per batch, not per request (each
+    call_soon_threadsafe writes to the loop's wake-up pipe, a system call that gives the GIL away and then
+    waits to get it back)."""
+    answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for job, result in zip(jobs, results, strict=True):
+        answers.setdefault(job.future.get_loop(), []).append((job.future, result))
+    for loop, settled in answers.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, settled)
+        except RuntimeError:  # its event loop is closed: nobody waits for these answers any more
+            pass
 
 
 def _settle_all(settled: list[tuple[asyncio.Future, Any]]) -> None:

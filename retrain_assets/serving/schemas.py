@@ -93,7 +93,7 @@ class HealthResponse(BaseModel):
 
 
 class LiveResponse(BaseModel):
-    status: Literal["ok"]
+    status: str = Field(description="\"ok\", or why the process can no longer predict (then 503: restart it).")
 
 
 class ModelReadiness(BaseModel):

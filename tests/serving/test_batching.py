@@ -378,6 +378,66 @@ def test_the_wait_ends_when_the_queued_rows_fill_a_call_or_the_lane_stops():
     assert asyncio.run(stopping()) == "b1" and calls[2:] == [["b1"]] and lane.waits == []
 
 
+def test_a_scorer_answering_the_wrong_number_of_results_fails_that_batch_and_the_lane_goes_on():
+    calls = []
+
+    def run_batch(jobs):
+        calls.append(len(jobs))
+        return [] if len(calls) == 1 else [job.payload for job in jobs]
+
+    async def scenario():
+        lane = BatchingLane(run_batch, max_batch_rows=1000, initializer=lambda: 1 / 0)  # serves without it
+        first = await asyncio.wait_for(asyncio.gather(lane.submit("a", 1, "a1"), return_exceptions=True), 20)
+        second = await asyncio.wait_for(lane.submit("a", 1, "a2"), 20)
+        lane.shutdown()
+        return first[0], second
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, RuntimeError) and "answered 0 results for 1 requests" in str(first)
+    assert second == "a2" and calls == [1, 1]
+
+
+def _lane_that_stops_on_its_second_batch(held: threading.Event):
+    """A lane whose own code fails (not the model's) when it takes its second batch."""
+    taken = []
+    lane = BatchingLane(lambda jobs: held.wait(30) and [job.payload for job in jobs], max_batch_rows=1)
+    take = lane._next_batch
+
+    def failing_take():
+        taken.append(1)
+        if len(taken) == 2:
+            raise MemoryError("a fault of the lane itself")
+        return take()
+
+    lane._next_batch = failing_take
+    return lane
+
+
+def test_a_lane_that_stops_on_its_own_error_answers_every_waiting_and_later_request_instead_of_hanging():
+    held = threading.Event()
+    lane = _lane_that_stops_on_its_second_batch(held)
+
+    async def scenario():
+        first = asyncio.ensure_future(lane.submit("a", 1, "a1"))
+        queued = [asyncio.ensure_future(lane.submit("a", 1, name)) for name in ("a2", "a3")]
+        while lane.waiting < 2:
+            await asyncio.sleep(0.01)
+        held.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *queued, return_exceptions=True), 20)
+        try:
+            await lane.submit("a", 1, "later")
+        except RuntimeError as error:
+            answers.append(error)
+        return answers
+
+    first, *failed = asyncio.run(scenario())
+    assert first == "a1" and len(failed) == 3
+    assert all(isinstance(error, RuntimeError) and "MemoryError: a fault of the lane itself" in str(error)
+               for error in failed)
+    assert isinstance(lane.stopped_by, MemoryError)
+    lane.shutdown()  # returns: the thread has ended
+
+
 class Gated(WrappedModel):
     """Production whose first call waits for the test (so requests queue behind it), that records the
     rows of every call, and raises on an absurd tenure (a bug on some inputs)."""
@@ -484,3 +544,17 @@ def test_the_server_waits_for_the_clients_of_a_call_as_configured_and_counts_the
         waits = samples(http, "retrain_predict_batch_waits_total")
         assert value(waits, outcome="filled") == 1 and value(waits, outcome="timed_out") == 0
     assert Gated.calls == [2, 6, 6]
+
+
+def test_a_server_whose_prediction_lane_stopped_answers_500_and_fails_liveness_and_readiness(tmp_path, churn_pipeline):
+    with gated_server(tmp_path, churn_pipeline) as (store, app, base, http):
+        assert http.get("/healthz").json() == {"status": "ok"}
+        app.state.lane._next_batch = lambda: (_ for _ in ()).throw(MemoryError("a fault of the lane itself"))
+        response = http.post("/predict/batch", json={"model": "churn", "rows": traffic_rows(2)})
+        assert response.status_code == 500 and "the prediction lane stopped" in response.json()["detail"]
+        again = http.post("/predict/batch", json={"model": "churn", "rows": traffic_rows(2)})
+        assert again.status_code == 500 and "MemoryError: a fault of the lane itself" in again.json()["detail"]
+        live, ready = http.get("/healthz"), http.get("/readyz")
+        assert live.status_code == 503 and "prediction lane stopped (MemoryError" in live.json()["status"]
+        assert ready.status_code == 503 and any("prediction lane stopped" in r for r in ready.json()["reasons"])
+    assert Gated.calls == []
