@@ -9,7 +9,8 @@
    never saw in every row, and ``--workers 2`` with adaptive batching off (``serving.max_batch_rows: 1``)
    and with its workers not pinned to CPUs (``serving.pin_workers: never``), and one process whose model
    calls do not wait for the clients just answered (``serving.max_batch_wait_ms: 0``): the baselines these
-   three are measured against in the same run. Targets (issue 17): >= 200 requests/s,
+   three are measured against in the same run; and one process with v3 in canary for 10 % of requests (two
+   versions sharing the prediction lane), with and without that wait. Targets (issue 17): >= 200 requests/s,
    p99 <= 150 ms, 0 failed, 0 missing rows, swap delay p99 <= 5 s, p99 ratio <= 5x.
 2. Database outage: the same load for 60 s on PostgreSQL (a database this benchmark creates and drops),
    whose database refuses connections for 10 s in the middle (``ALLOW_CONNECTIONS false`` and its backends

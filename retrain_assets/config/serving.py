@@ -29,8 +29,9 @@ class ServingSettings(BaseModel):
                                                          "request alone).")
     max_batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="After a model call that answered several requests, how long after it (once "
-                                        "its answers are handed over) the next call may wait for as many requests to be queued (the clients just "
-                                        "answered, coming back, to whichever version), in milliseconds; 0: never "
+                                        "its answers are handed over) the next call may wait for as many requests "
+                                        "to be queued (the clients just answered, coming back, to whichever "
+                                        "version), in milliseconds; 0: never "
                                         "waits. No request waits twice; one reaching an idle server, or after a "
                                         "call of one request, never waits. The default is about one model call of "
                                         "a scikit-learn pipeline (retrain_assets/serving/batching.py).")

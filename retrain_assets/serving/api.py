@@ -639,16 +639,12 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         return LabelsResponse(model=model.name, recorded=counts["recorded"], unchanged=counts["unchanged"],
                               rejected=len(results) - counts["recorded"] - counts["unchanged"], results=results)
 
-    def lane_failure() -> str | None:
-        error = lane.stopped_by
-        return None if error is None else f"the prediction lane stopped ({type(error).__name__}: {error})"
-
     @app.get("/healthz", response_model=LiveResponse,
              responses={503: {"model": LiveResponse, "description": "The process can no longer predict (its "
                               "prediction lane stopped on an error of its own; the log has it): restart it."}})
     def healthz():
         """Liveness: the process answers HTTP and can still predict (restart it if this fails)."""
-        failure = lane_failure()
+        failure = lane.failure
         if failure is not None:
             return JSONResponse(LiveResponse(status=failure).model_dump(mode="json"), status_code=503)
         return LiveResponse(status="ok")
@@ -669,7 +665,7 @@ def create_app(settings: RetrainSettings, token: str | None = None, dagster_url:
         cannot be loaded is reported under ``problem`` while the current version keeps serving (still ready)."""
         database = database_state()
         reasons = [] if database == "reachable" else [f"monitoring database {database}"]
-        if (failure := lane_failure()) is not None:
+        if (failure := lane.failure) is not None:
             reasons.append(failure)
         models = {}
         for model in settings.models:

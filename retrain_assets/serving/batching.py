@@ -96,8 +96,7 @@ class BatchingLane:
         job = Job(key, rows, payload, asyncio.get_running_loop().create_future())
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the prediction lane is shut down" + (
-                    f" (it stopped on {type(self._stopped_by).__name__}: {self._stopped_by})" if self._stopped_by else ""))
+                raise RuntimeError(self.failure or "the prediction lane is shut down")
             self._submitted += 1
             job.number, job.queued_at = self._submitted, self._clock()
             self._queue.append(job)
@@ -123,8 +122,15 @@ class BatchingLane:
 
     @property
     def stopped_by(self) -> BaseException | None:
-        """The error the lane's thread stopped on, if it ever did (the process can no longer predict)."""
+        """The error the lane's thread stopped on, if it ever did."""
         return self._stopped_by
+
+    @property
+    def failure(self) -> str | None:
+        """Why the lane's thread stopped, if it ever stopped on an error of its own (the process can no longer
+        predict): what every request answered since says, and /healthz."""
+        error = self._stopped_by
+        return None if error is None else f"the prediction lane stopped ({type(error).__name__}: {error})"
 
     def shutdown(self) -> None:
         """Score what is queued, then stop the thread."""
@@ -142,8 +148,6 @@ class BatchingLane:
             return False
         if self._queue[0].number <= self._last_call_taken:
             return True
-        if by == math.inf:
-            return len(self._queue) >= expected or self._queued_rows >= self.max_batch_rows
         came = [job.rows for job in self._queue if job.queued_at <= by]
         return len(came) >= expected or sum(came) >= self.max_batch_rows
 
@@ -200,7 +204,7 @@ class BatchingLane:
             jobs = [*self._in_flight, *self._queue]
             self._queue.clear()
             self._queued_rows = 0
-        _answer(jobs, [RuntimeError(f"the prediction lane stopped ({type(error).__name__}: {error})")] * len(jobs))
+        _answer(jobs, [RuntimeError(self.failure)] * len(jobs))
 
     def _serve(self) -> None:
         if self._initializer is not None:

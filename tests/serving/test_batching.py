@@ -118,6 +118,14 @@ async def until(condition) -> None:
         await asyncio.sleep(0.01)
 
 
+async def queued_during_the_wait(lane: BatchingLane, name: str) -> asyncio.Future:
+    """Once the lane waits for the two clients of its call of [a2, a3], queue ``name`` (alone: not enough)."""
+    await until(lambda: lane.expecting == 2)
+    job = asyncio.ensure_future(lane.submit("a", 100, name))
+    await until(lambda: lane.waiting == 1)
+    return job
+
+
 def _held_first_call(max_wait_seconds: float):
     """A lane whose first call waits for ``release`` (so that a2 and a3 queue behind a1 and are scored
     together next), and the calls it made (payloads); ``lane.waits`` has each wait's outcome (filled),
@@ -191,9 +199,7 @@ def test_a_lone_client_never_waits_and_one_that_does_not_come_back_costs_one_wai
 
     async def scenario():
         await two_answered()
-        await until(lambda: lane.expecting == 2)
-        b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
-        await until(lambda: lane.waiting == 1)
+        b1 = await queued_during_the_wait(lane, "b1")
         lane.clock.advance(lane, 10)  # the wait runs out
         b1 = await asyncio.wait_for(b1, 20)
         lane.max_wait_seconds = 60
@@ -244,9 +250,7 @@ def test_a_lane_waking_late_reports_only_what_happened_before_its_deadline():
 
     async def late_company():
         await two_answered()
-        await until(lambda: lane.expecting == 2)
-        b1 = asyncio.ensure_future(lane.submit("a", 100, "b1"))
-        await until(lambda: lane.waiting == 1)
+        b1 = await queued_during_the_wait(lane, "b1")
         lane.clock.jump(100)
         b2 = asyncio.ensure_future(lane.submit("a", 100, "b2"))  # two queued: wakes the lane
         answers = await asyncio.wait_for(asyncio.gather(b1, b2), 20)
